@@ -1,0 +1,188 @@
+//! The contract between the engine and a stage kind.
+//!
+//! A stage kind (videos, frames, latents, train, ...) is a `Stage` implementation in the
+//! `latte-stages` crate. The engine validates a stage's parameters against `params()` and its
+//! upstream stages against `inputs()` before anything runs, computes its cache key from
+//! `kind()`, `version()`, the resolved parameters and its inputs' output digests, and calls
+//! `run` with an empty temporary output directory that it renames into the store only when
+//! `run` returns `Ok`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The error a stage returns. Stages are adapters and may use `anyhow`; `anyhow::Error`
+/// converts into this with `?` or `.into()`.
+pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The type of one parameter, checked when the pipeline file is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    Int,
+    Float,
+    Bool,
+    Str,
+    /// A path to external data (a dataset folder, weights). Relative paths resolve against the
+    /// pipeline file's folder. The engine hashes the content it points to into the cache key.
+    Path,
+    IntList,
+    FloatList,
+    StrList,
+}
+
+/// One parameter a stage kind accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    /// The default as a TOML literal (`"256"`, `"\"ffs\""`, `"[1, 2]"`), or `None` when the
+    /// parameter is required.
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// One named upstream slot a stage kind consumes (e.g. `frames`, `vae`).
+#[derive(Clone, Copy, Debug)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub required: bool,
+    pub help: &'static str,
+}
+
+/// Progress reporting for a running stage; the engine draws it as a bar or as log lines.
+pub trait Progress: Send + Sync {
+    /// Total units of work, for the bar and its ETA.
+    fn set_length(&self, len: u64);
+    fn inc(&self, delta: u64);
+    /// A short status shown beside the bar (e.g. `loss 0.153`).
+    fn set_message(&self, msg: &str);
+    /// A line of log output that stays on screen (and in the stage's log file).
+    fn log(&self, line: &str);
+}
+
+/// A progress sink that discards everything (tests, library callers).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn set_length(&self, _: u64) {}
+    fn inc(&self, _: u64) {}
+    fn set_message(&self, _: &str) {}
+    fn log(&self, _: &str) {}
+}
+
+/// What a stage sees when it runs.
+pub struct StageContext<'a> {
+    /// The stage's name in the pipeline file (`[stages.NAME]`).
+    pub name: &'a str,
+    /// Parameters with defaults filled in and shared references resolved.
+    pub params: &'a Params,
+    /// Input slot name -> the complete, read-only output directory of the upstream stage.
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// An empty directory the stage writes all its outputs into.
+    pub out: &'a Path,
+    /// Threads this stage may use (its share of the global budget).
+    pub threads: usize,
+    pub progress: &'a dyn Progress,
+}
+
+impl StageContext<'_> {
+    /// The output directory of the upstream stage bound to `slot`.
+    pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
+        self.inputs
+            .get(slot)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| format!("stage `{}` has no input bound to slot `{slot}`", self.name).into())
+    }
+}
+
+/// A stage kind.
+pub trait Stage: Send + Sync {
+    /// The `kind = "..."` name in the pipeline file.
+    fn kind(&self) -> &'static str;
+    /// Bumped whenever the meaning of the outputs changes; part of the cache key.
+    fn version(&self) -> &'static str;
+    fn params(&self) -> &'static [ParamSpec];
+    fn inputs(&self) -> &'static [InputSpec];
+    /// Checks across parameters that types alone cannot express; returns a message naming
+    /// the offending key.
+    fn validate(&self, _params: &Params) -> Result<(), String> {
+        Ok(())
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError>;
+}
+
+/// Resolved, type-checked parameters of one stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params {
+    pub values: BTreeMap<String, toml::Value>,
+}
+
+impl Params {
+    fn get(&self, key: &str) -> Result<&toml::Value, StageError> {
+        self.values.get(key).ok_or_else(|| format!("missing parameter `{key}`").into())
+    }
+
+    pub fn int(&self, key: &str) -> Result<i64, StageError> {
+        self.get(key)?.as_integer().ok_or_else(|| format!("parameter `{key}` is not an integer").into())
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize, StageError> {
+        let v = self.int(key)?;
+        usize::try_from(v).map_err(|_| format!("parameter `{key}` must be >= 0, got {v}").into())
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64, StageError> {
+        let v = self.int(key)?;
+        u64::try_from(v).map_err(|_| format!("parameter `{key}` must be >= 0, got {v}").into())
+    }
+
+    pub fn float(&self, key: &str) -> Result<f64, StageError> {
+        match self.get(key)? {
+            toml::Value::Float(f) => Ok(*f),
+            toml::Value::Integer(i) => Ok(*i as f64),
+            _ => Err(format!("parameter `{key}` is not a number").into()),
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Result<bool, StageError> {
+        self.get(key)?.as_bool().ok_or_else(|| format!("parameter `{key}` is not a boolean").into())
+    }
+
+    pub fn str(&self, key: &str) -> Result<&str, StageError> {
+        self.get(key)?.as_str().ok_or_else(|| format!("parameter `{key}` is not a string").into())
+    }
+
+    /// A `Path` parameter, already resolved against the pipeline file's folder.
+    pub fn path(&self, key: &str) -> Result<PathBuf, StageError> {
+        self.str(key).map(PathBuf::from)
+    }
+
+    /// An optional string parameter whose default is `""` (meaning "not set").
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, StageError> {
+        self.str(key).map(|s| (!s.is_empty()).then_some(s))
+    }
+
+    pub fn int_list(&self, key: &str) -> Result<Vec<i64>, StageError> {
+        let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
+        arr.iter()
+            .map(|v| v.as_integer().ok_or_else(|| format!("parameter `{key}` holds a non-integer").into()))
+            .collect()
+    }
+
+    pub fn float_list(&self, key: &str) -> Result<Vec<f64>, StageError> {
+        let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
+        arr.iter()
+            .map(|v| match v {
+                toml::Value::Float(f) => Ok(*f),
+                toml::Value::Integer(i) => Ok(*i as f64),
+                _ => Err(format!("parameter `{key}` holds a non-number").into()),
+            })
+            .collect()
+    }
+
+    pub fn str_list(&self, key: &str) -> Result<Vec<String>, StageError> {
+        let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
+        arr.iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("parameter `{key}` holds a non-string").into()))
+            .collect()
+    }
+}
