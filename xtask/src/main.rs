@@ -1,1 +1,82 @@
-fn main() {}
+//! `cargo xtask`: the latte command line.
+//!
+//! Cargo finds it through the alias in `.cargo/config.toml` (`xtask = "run --package xtask --"`),
+//! so it is built with the workspace's one (optimised dev) profile. This file only parses the
+//! command line and dispatches: each subcommand lives in its own module, which exposes
+//! `Args` (a `clap::Args` struct holding its flags and their help) and `run(Args) -> Result<()>`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod clean;
+mod grid;
+mod progress;
+mod run;
+mod status;
+mod bench_metrics;
+mod metrics;
+mod weights;
+mod model;
+// Subcommand modules, one per command: add `mod <name>;` here.
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "latte: reproduce Latte (latent diffusion transformer for video) as a cached pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the stale stages of a pipeline (default `pipeline.toml`).
+    Run(run::Args),
+    /// Show each stage's state (cached / stale / never run), cache key and output path.
+    Status(status::Args),
+    /// Expand a grid of parameter values into pipelines, run them all and summarise the metrics.
+    Grid(grid::Args),
+    /// Delete store outputs that no lock file references, and leftovers of interrupted runs.
+    #[command(alias = "gc")]
+    Clean(clean::Args),
+    /// Fréchet distance of .npy feature files; the feature networks' parity contract.
+    #[command(subcommand)]
+    Metrics(metrics::MetricsCommand),
+    /// Download and convert metric network weights (`fetch i3d` for FVD, `fetch inception` for FID).
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
+    /// Benchmarks on this machine (`bench metrics`: Fréchet distance at d = 2048, I3D clips/s).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The Latte model: `forward DIR --out FILE` (reference parity contract), `info` (parameters, FLOPs).
+    Model(model::Args),
+    // One variant per subcommand: `Name(name::Args),`
+}
+
+/// One variant per benchmarked area; each lives in `bench_<area>.rs`.
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Fréchet distance at FID width and the feature networks' throughput.
+    Metrics(bench_metrics::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Grid(args) => grid::run(args),
+        Command::Clean(args) => clean::run(args),
+        Command::Metrics(cmd) => metrics::run(cmd),
+        Command::Weights(cmd) => weights::run(cmd),
+        Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),
+        Command::Model(args) => model::run(args),
+        // One arm per subcommand: `Command::Name(args) => name::run(args),`
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line per cause.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

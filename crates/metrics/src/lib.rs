@@ -1,1 +1,26 @@
-//! TODO
+//! Video generation metrics, natively in Rust.
+//!
+//! - [`frechet`]: feature statistics and the Fréchet distance in float64 (FVD and FID share it).
+//! - [`npy`]: reading `N×d` float feature matrices from `.npy` files.
+//! - [`i3d`]: the FVD feature network; [`numpy_pickle`] reads its published checkpoint.
+//! - [`inception`]: the FID feature network; [`torchscript`] reads its published file.
+//! - [`pickle`]: a non-executing pickle reader; [`tensors`]: safetensors files.
+
+pub mod error;
+pub mod features;
+pub mod frechet;
+pub mod i3d;
+pub mod inception;
+pub mod inception_score;
+pub mod npy;
+pub mod numpy_pickle;
+pub mod pickle;
+pub mod resize;
+pub mod sampling;
+pub mod tensors;
+pub mod torchscript;
+pub mod weights;
+
+pub use error::MetricsError;
+/// The tensor framework this crate runs on, for callers that pick a device.
+pub use burn;

@@ -1,2 +1,22 @@
-//! TODO
+//! Shared burn utilities for the Latte crates.
+//!
+//! - [`device`]: picking a burn [`Device`](burn::tensor::Device) by name.
+//! - [`init`]: seeded, lazy parameter initialisers (xavier, normal, zeros, fixed values), so that
+//!   the same seed gives the same bits and a model can be built (and its parameters counted)
+//!   without allocating its weights.
+//! - [`host`]: plain host-side tensors read from and written to safetensors files (inputs,
+//!   outputs, fixtures), independent of any module.
+//! - [`weights`]: loading and saving a burn module under PyTorch key names (safetensors and
+//!   pickle-free `.pt` reading).
+//! - [`ops`]: the composed ops of a DiT block (LayerNorm without affine, adaLN modulation,
+//!   attention), written so that autodiff sees only primitive ops.
+
+pub mod device;
+pub mod error;
+pub mod host;
+pub mod init;
+pub mod ops;
+pub mod weights;
+
 pub use burn;
+pub use error::NnError;

@@ -1,1 +1,33 @@
-//! TODO
+//! The Latte training loop as a library.
+//!
+//! [`train`] runs the reference's recipe (spec §3) on [`LatentClips`] for any burn module whose
+//! forward pass the caller supplies: per step, micro-batches of freshly sampled, scaled latent
+//! clips (drawn on a loader thread) go through the IDDPM hybrid loss of `latte-diffusion`;
+//! gradients are accumulated, optionally clipped to a global norm, applied by AdamW, and an
+//! EMA of the weights follows. Checkpoints ([`checkpoint`]) are atomic and a resumed run is
+//! bit-identical to an uninterrupted one. Each step is logged to `loss.jsonl` ([`StepLog`]);
+//! `loss.png` is drawn at the end.
+//!
+//! **Architecture invariant:** this crate knows nothing of the pipeline, the latents store or
+//! the Latte model; the caller fills [`LatentClips`] and passes the forward closure.
+
+pub mod checkpoint;
+mod config;
+mod data;
+mod ema;
+mod error;
+mod grad_norm;
+mod log;
+mod plot;
+mod trainer;
+
+pub use config::TrainConfig;
+pub use data::{Batch, ClipReader, LatentClips, ReadError, WindowRule};
+pub use ema::update_ema;
+pub use error::TrainError;
+pub use grad_norm::{clip_global_norm, global_norm};
+pub use log::{read_log, StepLog};
+pub use plot::plot_loss;
+pub use trainer::{train, ModelInput, RunPaths, Trained};
+/// The generator the data stream draws from (window rules receive it).
+pub use rand_chacha::ChaCha8Rng;

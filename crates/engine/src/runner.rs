@@ -1,0 +1,290 @@
+//! Executes plans: every stage that must run, in dependency order, independent stages
+//! concurrently within a global thread budget.
+//!
+//! Several plans (the points of a grid) run together: stages are deduplicated by cache key,
+//! so a stage shared by every point executes once. After each stage completes, the lock file
+//! of every plan that contains it is rewritten, so an interrupted run keeps what it finished.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::hash::Hasher;
+use crate::lock::{LockEntry, LockFile, LOCK_SCHEMA};
+use crate::plan::Plan;
+use crate::stage::{Progress, StageContext};
+use crate::store::{remove_dir, Store};
+
+/// A stage as the runner shows it to an `Observer`.
+#[derive(Clone, Debug)]
+pub struct JobInfo {
+    pub name: String,
+    pub kind: String,
+    pub key: String,
+    pub threads: usize,
+}
+
+/// Receives what the runner does; the CLI draws progress bars from it.
+pub trait Observer: Sync {
+    /// Called once with the number of stages that will execute.
+    fn begin(&self, _total: usize) {}
+    /// A stage starts; the returned sink receives its progress.
+    fn start(&self, job: &JobInfo) -> Box<dyn Progress>;
+    /// A stage ended: `Ok(seconds)` or `Err(message)`.
+    fn finish(&self, _job: &JobInfo, _result: &std::result::Result<f64, String>) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn start(&self, _: &JobInfo) -> Box<dyn Progress> {
+        Box::new(crate::stage::NoProgress)
+    }
+}
+
+pub struct RunOptions<'a> {
+    /// Global thread budget shared by concurrently running stages.
+    pub jobs: usize,
+    pub observer: &'a dyn Observer,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Stages executed, in completion order: (name, key, seconds).
+    pub ran: Vec<(String, String, f64)>,
+    /// Selected stages whose output was already in the store.
+    pub cached: Vec<String>,
+}
+
+struct Job {
+    plan: usize,
+    stage: usize,
+    force: bool,
+    /// Input keys that are themselves jobs of this run.
+    waits_on: BTreeSet<String>,
+}
+
+/// Runs every stage marked `run` in `plans` and updates their lock files.
+pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
+    let stores: BTreeMap<PathBuf, Store> = plans.iter().map(|p| (p.store.root().to_owned(), p.store.clone())).collect();
+    let _guards = stores.values().map(Store::lock_shared).collect::<Result<Vec<_>>>()?;
+
+    // Unique jobs by key; the first plan that has a key runs it.
+    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    for (pi, plan) in plans.iter().enumerate() {
+        for (si, s) in plan.stages.iter().enumerate().filter(|(_, s)| s.run) {
+            let job = jobs.entry(s.key.clone()).or_insert(Job { plan: pi, stage: si, force: false, waits_on: BTreeSet::new() });
+            job.force |= s.force;
+        }
+    }
+    let job_keys: BTreeSet<String> = jobs.keys().cloned().collect();
+    for job in jobs.values_mut() {
+        let s = &plans[job.plan].stages[job.stage];
+        job.waits_on = s.entry.inputs.values().filter(|k| job_keys.contains(*k)).cloned().collect();
+    }
+
+    let mut report = Report::default();
+    // Running stages borrow the plans, so lock files are updated in this copy meanwhile.
+    let mut locks: Vec<LockFile> = plans.iter().map(|p| p.lock.clone()).collect();
+    // Selected stages already complete: record them in the lock now.
+    for (plan, lock) in plans.iter().zip(locks.iter_mut()) {
+        for s in plan.stages.iter().filter(|s| s.selected && !s.run) {
+            let entry = completed_entry(&plan.store, &s.entry)?;
+            report.cached.push(s.decl.name.clone());
+            lock.stages.insert(s.decl.name.clone(), entry);
+        }
+        write_lock(plan, lock)?;
+    }
+    let shared: &[Plan] = plans;
+
+    options.observer.begin(jobs.len());
+    let budget = options.jobs.max(1);
+    let mut free = budget;
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut running: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failure: Option<Error> = None;
+    let (tx, rx) = mpsc::channel::<(String, Result<LockEntry>)>();
+
+    std::thread::scope(|scope| -> Result<()> {
+        loop {
+            if failure.is_none() {
+                let ready: Vec<String> = jobs
+                    .iter()
+                    .filter(|(k, j)| !done.contains(*k) && !running.contains_key(*k) && j.waits_on.iter().all(|w| done.contains(w)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let mut left = ready.len();
+                for key in ready {
+                    if free == 0 {
+                        break;
+                    }
+                    // Share what is free among the stages ready now; later ones get what is
+                    // returned when these finish.
+                    let threads = (free / left).max(1);
+                    left -= 1;
+                    free -= threads;
+                    running.insert(key.clone(), threads);
+                    let job = &jobs[&key];
+                    let plan = &shared[job.plan];
+                    let (tx, force) = (tx.clone(), job.force);
+                    let observer = options.observer;
+                    scope.spawn(move || {
+                        let result = execute(plan, job.stage, threads, force, observer);
+                        let _ = tx.send((key, result));
+                    });
+                }
+            }
+            if running.is_empty() {
+                return Ok(());
+            }
+            let Ok((key, result)) = rx.recv() else { return Ok(()) };
+            free += running.remove(&key).unwrap_or(0);
+            match result {
+                Ok(entry) => {
+                    done.insert(key.clone());
+                    let job = &jobs[&key];
+                    report.ran.push((shared[job.plan].stages[job.stage].decl.name.clone(), key.clone(), entry.seconds));
+                    for (plan, lock) in shared.iter().zip(locks.iter_mut()) {
+                        let names: Vec<String> = plan.stages.iter().filter(|s| s.key == key).map(|s| s.decl.name.clone()).collect();
+                        for name in &names {
+                            lock.stages.insert(name.clone(), entry.clone());
+                        }
+                        if !names.is_empty() {
+                            write_lock(plan, lock)?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    })?;
+    for (plan, lock) in plans.iter_mut().zip(locks) {
+        plan.lock = lock;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// The lock entry of a stage whose output is in the store: digest and timings from the
+/// store's record, or a freshly computed digest if that record is missing.
+fn completed_entry(store: &Store, planned: &LockEntry) -> Result<LockEntry> {
+    let mut entry = planned.clone();
+    match store.read_meta(&planned.key) {
+        Some(meta) => {
+            entry.output_digest = meta.output_digest;
+            entry.started_unix = meta.started_unix;
+            entry.seconds = meta.seconds;
+        }
+        None => entry.output_digest = Hasher::without_memo().digest(&store.output(&planned.key))?,
+    }
+    Ok(entry)
+}
+
+fn write_lock(plan: &Plan, lock: &mut LockFile) -> Result<()> {
+    lock.schema = LOCK_SCHEMA;
+    lock.pipeline = plan.pipeline.file.clone();
+    // Stages no longer in the pipeline drop out of its lock.
+    let names: BTreeSet<&str> = plan.stages.iter().map(|s| s.decl.name.as_str()).collect();
+    lock.stages.retain(|n, _| names.contains(n.as_str()));
+    lock.write(&plan.pipeline.lock_file)?;
+    plan.store.register_lock(&plan.pipeline.lock_file)
+}
+
+/// Runs one stage into a temporary directory and installs it in the store.
+fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dyn Observer) -> Result<LockEntry> {
+    let s = &plan.stages[index];
+    let store = &plan.store;
+    let info = JobInfo { name: s.decl.name.clone(), kind: s.decl.stage.kind().to_owned(), key: s.key.clone(), threads };
+    let log_path = store.log_path(&s.key);
+    let fail = |message: String| Error::StageFailed { stage: info.name.clone(), kind: info.kind.clone(), message, log: log_path.clone() };
+
+    let inputs: BTreeMap<String, PathBuf> = s.entry.inputs.iter().map(|(slot, key)| (slot.clone(), store.output(key))).collect();
+    if let Some((slot, path)) = inputs.iter().find(|(_, p)| !p.is_dir()) {
+        let e = fail(format!("input `{slot}` is missing from the store ({})", path.display()));
+        observer.finish(&info, &Err(e.to_string()));
+        return Err(e);
+    }
+    let tmp = store.create_tmp(&s.key)?;
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("cannot create", &log_path, e))?;
+    let progress = Logged { inner: observer.start(&info), log: Mutex::new(log) };
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let start = Instant::now();
+    let ctx = StageContext { name: &s.decl.name, params: &s.decl.params, inputs: &inputs, out: &tmp, threads, progress: &progress };
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| s.decl.stage.run(&ctx))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error_chain(e.as_ref())),
+        Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let result = outcome.map_err(fail).and_then(|()| {
+        let mut entry = s.entry.clone();
+        entry.output_digest = Hasher::without_memo().digest(&tmp)?;
+        entry.started_unix = started_unix;
+        entry.seconds = seconds;
+        // Meta first: an output never appears without its record.
+        store.write_meta(&entry)?;
+        store.install(&tmp, &s.key, force)?;
+        Ok(entry)
+    });
+    if result.is_err() {
+        // Never keep a failed or partial output.
+        let _ = remove_dir(&tmp);
+        if let Err(e) = &result {
+            progress.log(&format!("error: {e}"));
+        }
+    }
+    observer.finish(&info, &result.as_ref().map(|e| e.seconds).map_err(ToString::to_string));
+    result
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Forwards progress to the observer's sink and keeps log lines in the stage's log file.
+struct Logged {
+    inner: Box<dyn Progress>,
+    log: Mutex<std::fs::File>,
+}
+
+impl Progress for Logged {
+    fn set_length(&self, len: u64) {
+        self.inner.set_length(len);
+    }
+    fn inc(&self, delta: u64) {
+        self.inner.inc(delta);
+    }
+    fn set_message(&self, msg: &str) {
+        self.inner.set_message(msg);
+    }
+    fn log(&self, line: &str) {
+        if let Ok(mut f) = self.log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        self.inner.log(line);
+    }
+}

@@ -1,0 +1,226 @@
+//! The model configuration: the reference's constructor arguments plus the paper's design
+//! options that the released code lacks (variants 2-4, tubelet embedding, all-tokens
+//! conditioning, RoPE).
+
+use crate::ModelError;
+use serde::{Deserialize, Serialize};
+
+/// How frames become tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchEmbedKind {
+    /// Per-frame `p×p` patches (the reference).
+    #[default]
+    Uniform,
+    /// ViViT tubelets of `stride` frames × `p×p`; the output is restored to F frames by a
+    /// temporal transposed convolution after unpatchify.
+    Tubelet { stride: usize },
+}
+
+/// How the timestep (and class) enter the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditioning {
+    /// adaLN-Zero modulation of every block ("S-AdaLN", the reference).
+    #[default]
+    Adaln,
+    /// Timestep (and class) embeddings prepended as extra tokens to every attention sequence.
+    Tokens,
+}
+
+/// Temporal position information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TemporalPos {
+    /// Fixed sin-cos table added once before the first temporal operation (the reference).
+    #[default]
+    Absolute,
+    /// Rotary embedding of queries and keys inside temporal attention.
+    Rope,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatteConfig {
+    /// Latent side length (32 for 256×256 video).
+    pub input_size: usize,
+    pub patch_size: usize,
+    pub in_channels: usize,
+    pub hidden_size: usize,
+    /// Number of blocks (`blocks.{i}` keys), for every variant.
+    pub depth: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f64,
+    /// Video frames per clip (F).
+    pub num_frames: usize,
+    /// `None`: unconditional (reference `extras = 1`); `Some(n)`: class-conditional (`extras = 2`).
+    #[serde(default)]
+    pub num_classes: Option<usize>,
+    /// With `> 0` the label table has a null row (index `num_classes`) for guidance. The
+    /// dropout itself is done by the caller.
+    #[serde(default = "default_class_dropout")]
+    pub class_dropout_prob: f64,
+    #[serde(default = "default_true")]
+    pub learn_sigma: bool,
+    /// 1: interleaved spatial/temporal blocks; 2: late fusion; 3: factorised attention in each
+    /// block; 4: half of the heads spatial, half temporal.
+    #[serde(default = "default_variant")]
+    pub variant: u8,
+    #[serde(default)]
+    pub patch_embed: PatchEmbedKind,
+    #[serde(default)]
+    pub conditioning: Conditioning,
+    #[serde(default)]
+    pub temporal_pos: TemporalPos,
+}
+
+fn default_class_dropout() -> f64 {
+    0.1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_variant() -> u8 {
+    1
+}
+
+impl LatteConfig {
+    /// `Latte-{S,B,L,XL}/{2,4,8}` of the reference (`Latte_models`): unconditional, 16 frames,
+    /// 32×32×4 latents, learned sigma, variant 1 with the reference options.
+    pub fn preset(name: &str) -> Result<Self, ModelError> {
+        let unknown = || ModelError::UnknownPreset(name.to_string());
+        let rest = name.strip_prefix("Latte-").ok_or_else(unknown)?;
+        let (size, patch) = rest.split_once('/').ok_or_else(unknown)?;
+        let (depth, hidden_size, num_heads) = match size {
+            "S" => (12, 384, 6),
+            "B" => (12, 768, 12),
+            "L" => (24, 1024, 16),
+            "XL" => (28, 1152, 16),
+            _ => return Err(unknown()),
+        };
+        let patch_size = match patch {
+            "2" => 2,
+            "4" => 4,
+            "8" => 8,
+            _ => return Err(unknown()),
+        };
+        Ok(LatteConfig {
+            input_size: 32,
+            patch_size,
+            in_channels: 4,
+            hidden_size,
+            depth,
+            num_heads,
+            mlp_ratio: 4.0,
+            num_frames: 16,
+            num_classes: None,
+            class_dropout_prob: 0.1,
+            learn_sigma: true,
+            variant: 1,
+            patch_embed: PatchEmbedKind::Uniform,
+            conditioning: Conditioning::Adaln,
+            temporal_pos: TemporalPos::Absolute,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+
+    pub fn mlp_hidden(&self) -> usize {
+        (self.hidden_size as f64 * self.mlp_ratio) as usize
+    }
+
+    /// Tokens per frame (N).
+    pub fn tokens_per_frame(&self) -> usize {
+        let g = self.input_size / self.patch_size;
+        g * g
+    }
+
+    /// Temporal stride of the patch embedding (1 for uniform).
+    pub fn temporal_stride(&self) -> usize {
+        match self.patch_embed {
+            PatchEmbedKind::Uniform => 1,
+            PatchEmbedKind::Tubelet { stride } => stride,
+        }
+    }
+
+    /// Video frames in the token grid (F, or F/s with tubelets).
+    pub fn token_frames(&self) -> usize {
+        self.num_frames / self.temporal_stride()
+    }
+
+    /// Rows of the label table: the classes plus the null class when dropout is on.
+    pub fn label_rows(&self) -> Option<usize> {
+        self.num_classes.map(|n| n + usize::from(self.class_dropout_prob > 0.0))
+    }
+
+    /// Conditioning tokens per sequence in all-tokens mode (timestep, and class if any).
+    pub fn prefix_tokens(&self) -> usize {
+        match self.conditioning {
+            Conditioning::Adaln => 0,
+            Conditioning::Tokens => 1 + usize::from(self.num_classes.is_some()),
+        }
+    }
+
+    /// Index of the first block that operates temporally; the absolute temporal embedding is
+    /// added just before it (V1: block 1, after the first spatial block, as the reference;
+    /// V2: the first temporal block; V3: block 0, between its spatial and temporal attention;
+    /// V4: block 0, whose temporal heads see it from the start).
+    pub fn first_temporal_block(&self) -> usize {
+        match self.variant {
+            1 => 1,
+            2 => self.depth / 2,
+            _ => 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.hidden_size == 0 || self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+            return bad(format!("hidden_size {} must be a positive multiple of num_heads {}", self.hidden_size, self.num_heads));
+        }
+        if self.patch_size == 0 || self.input_size == 0 || self.input_size % self.patch_size != 0 {
+            return bad(format!("input_size {} must be a positive multiple of patch_size {}", self.input_size, self.patch_size));
+        }
+        if self.in_channels == 0 || self.num_frames == 0 || self.depth == 0 {
+            return bad("in_channels, num_frames and depth must be positive".into());
+        }
+        if !(self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
+            return bad(format!("mlp_ratio {} must be positive", self.mlp_ratio));
+        }
+        if !(0.0..1.0).contains(&self.class_dropout_prob) {
+            return bad(format!("class_dropout_prob {} must be in [0, 1)", self.class_dropout_prob));
+        }
+        if self.num_classes == Some(0) {
+            return bad("num_classes must be positive (or absent for an unconditional model)".into());
+        }
+        let pos_dim_ok = self.hidden_size % 4 == 0;
+        if !pos_dim_ok {
+            return bad(format!("hidden_size {} must be divisible by 4 (2-D sin-cos position table)", self.hidden_size));
+        }
+        match self.variant {
+            1 | 2 if self.depth % 2 != 0 => {
+                return bad(format!("variant {} needs an even depth (spatial/temporal pairs), got {}", self.variant, self.depth))
+            }
+            1..=3 => {}
+            4 if self.num_heads % 2 != 0 => {
+                return bad(format!("variant 4 splits the heads in two halves: num_heads {} must be even", self.num_heads))
+            }
+            4 => {}
+            v => return bad(format!("variant must be 1, 2, 3 or 4, got {v}")),
+        }
+        if let PatchEmbedKind::Tubelet { stride } = self.patch_embed {
+            if stride == 0 || self.num_frames % stride != 0 {
+                return bad(format!("tubelet stride {stride} must divide num_frames {}", self.num_frames));
+            }
+        }
+        if self.temporal_pos == TemporalPos::Rope && self.head_dim() % 2 != 0 {
+            return bad(format!("RoPE needs an even head dimension, got {}", self.head_dim()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The Latte network.
+//!
+//! Legend: B batch, F video frames, K extra image frames, T = F + K frames of the input,
+//! T' frames of the token grid (T, or F/s with tubelets), C input channels, C' output
+//! channels, H×W latent size, N tokens per frame, D hidden, P conditioning tokens.
+
+use crate::block::{Block, BlockCtx, BlockKind, Cond, FinalLayer};
+use crate::config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
+use crate::embed::{
+    frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample_forward, temporal_upsample_new, unpatchify, LabelEmbedder,
+    PatchEmbed, Proj3d, TimestepEmbedder,
+};
+use crate::ModelError;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor};
+use latte_nn::init::ParamFactory;
+
+#[derive(Module, Debug)]
+pub struct Latte {
+    pub x_embedder: PatchEmbed,
+    pub t_embedder: TimestepEmbedder,
+    pub y_embedder: Option<LabelEmbedder>,
+    /// Frozen (1, N, D) spatial sin-cos table.
+    pub pos_embed: Param<Tensor<3>>,
+    /// Frozen (1, F', D) temporal sin-cos table; absent with RoPE.
+    pub temp_embed: Option<Param<Tensor<3>>>,
+    pub blocks: Vec<Block>,
+    pub final_layer: FinalLayer,
+    /// Tubelet embedding only: the temporal transposed convolution restoring F frames.
+    pub temporal_upsample: Option<Proj3d>,
+    #[module(skip)]
+    cfg: LatteConfig,
+}
+
+/// Which kind block `i` of a variant is.
+pub fn block_kind(cfg: &LatteConfig, i: usize) -> BlockKind {
+    match cfg.variant {
+        1 if i % 2 == 0 => BlockKind::Spatial,
+        1 => BlockKind::Temporal,
+        2 if i < cfg.depth / 2 => BlockKind::Spatial,
+        2 => BlockKind::Temporal,
+        3 => BlockKind::Factorised,
+        _ => BlockKind::Split,
+    }
+}
+
+impl Latte {
+    /// A model initialised as the reference's `initialize_weights` (§1.10) from `seed`.
+    /// Parameters are materialised lazily, on first use.
+    pub fn new(cfg: &LatteConfig, device: &Device, seed: u64) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let f = ParamFactory::new(seed, device);
+        let d = cfg.hidden_size;
+        let grid = cfg.input_size / cfg.patch_size;
+        let tokens = cfg.conditioning == Conditioning::Tokens;
+        let p = cfg.patch_size;
+        Ok(Latte {
+            x_embedder: PatchEmbed::new(&f, cfg),
+            t_embedder: TimestepEmbedder::new(&f, d),
+            y_embedder: cfg.label_rows().map(|rows| LabelEmbedder::new(&f, rows, d)),
+            pos_embed: frozen_table(&f, "pos_embed", grid * grid, d, pos_embed_2d(d, grid)),
+            temp_embed: (cfg.temporal_pos == TemporalPos::Absolute)
+                .then(|| frozen_table(&f, "temp_embed", cfg.token_frames(), d, temp_embed_1d(d, cfg.token_frames()))),
+            blocks: (0..cfg.depth)
+                .map(|i| Block::new(&f, i, block_kind(cfg, i), d, cfg.num_heads, cfg.mlp_hidden(), tokens))
+                .collect(),
+            final_layer: FinalLayer::new(&f, d, p * p * cfg.out_channels(), tokens),
+            temporal_upsample: match cfg.patch_embed {
+                PatchEmbedKind::Uniform => None,
+                PatchEmbedKind::Tubelet { stride } => Some(temporal_upsample_new(&f, cfg.out_channels(), stride)),
+            },
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LatteConfig {
+        &self.cfg
+    }
+
+    /// Parameters the optimiser updates: everything except the frozen sin-cos tables.
+    pub fn num_trainable_params(&self) -> usize {
+        let frozen = self.pos_embed.lazy_shape().num_elements()
+            + self.temp_embed.as_ref().map_or(0, |t| t.lazy_shape().num_elements());
+        self.num_params() - frozen
+    }
+
+    /// Checks the shapes and dtypes of a forward call against the configuration.
+    pub fn check_input(&self, x_dims: [usize; 5], t_len: usize, y_len: Option<usize>, use_image_num: usize) -> Result<(), ModelError> {
+        let cfg = &self.cfg;
+        let bad = |m: String| Err(ModelError::Input(m));
+        let [b, t, c, h, w] = x_dims;
+        if b == 0 {
+            return bad("empty batch".into());
+        }
+        if c != cfg.in_channels || h != cfg.input_size || w != cfg.input_size {
+            return bad(format!(
+                "x has shape {x_dims:?}; expected (B, frames, {}, {}, {}) (frame axis before channels)",
+                cfg.in_channels, cfg.input_size, cfg.input_size
+            ));
+        }
+        if t != cfg.num_frames + use_image_num {
+            return bad(format!(
+                "x has {t} frames; expected num_frames {} + use_image_num {use_image_num}",
+                cfg.num_frames
+            ));
+        }
+        if use_image_num > 0 && cfg.temporal_stride() > 1 {
+            return bad("extra image frames cannot be used with the tubelet patch embedding".into());
+        }
+        if t_len != b {
+            return bad(format!("t has {t_len} timesteps for a batch of {b}"));
+        }
+        match (cfg.num_classes, y_len) {
+            (Some(_), None) => bad("the model is class-conditional: labels y are required".into()),
+            (None, Some(_)) => bad("the model is unconditional: labels y must not be given".into()),
+            (Some(_), Some(n)) if n != b => bad(format!("y has {n} labels for a batch of {b}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Like [`forward`](Self::forward), but checks the input first (labels included) instead
+    /// of panicking on a mismatch.
+    pub fn try_forward(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Option<Tensor<1, Int>>, use_image_num: usize) -> Result<Tensor<5>, ModelError> {
+        self.check_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), use_image_num)?;
+        if let (Some(y), Some(rows)) = (&y, self.cfg.label_rows()) {
+            let labels: Vec<i64> = y.clone().into_data().try_into_vec_as::<i64>().expect("converted to i64");
+            if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= rows) {
+                return Err(ModelError::Input(format!("label {l} is outside the label table's {rows} rows")));
+            }
+        }
+        Ok(self.forward(x, t, y, use_image_num))
+    }
+
+    /// x (B, F+K, C, H, W) latents, t (B,) original timesteps, y (B,) labels when
+    /// class-conditional (label dropout is the caller's), K = `use_image_num` extra independent
+    /// image frames. Returns (B, F+K, C', H, W). No randomness inside.
+    ///
+    /// # Panics
+    /// On shapes that do not match the configuration; [`try_forward`](Self::try_forward)
+    /// returns an error instead.
+    pub fn forward(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Option<Tensor<1, Int>>, use_image_num: usize) -> Tensor<5> {
+        if let Err(e) = self.check_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), use_image_num) {
+            panic!("{e}");
+        }
+        let cfg = &self.cfg;
+        let p = cfg.patch_size;
+        let fv = cfg.token_frames();
+
+        let x = self.x_embedder.forward(x, p) + self.pos_embed.val().unsqueeze_dim::<4>(1); // B T' N D
+        let [b, tt, _, d] = x.dims();
+
+        let temb = self.t_embedder.forward(t); // B D
+        let yemb = match (&self.y_embedder, y) {
+            (Some(e), Some(y)) => Some(e.forward(y)), // B D
+            _ => None,
+        };
+        let cond = match cfg.conditioning {
+            Conditioning::Adaln => Cond::Ada(match &yemb {
+                Some(ye) => temb.clone() + ye.clone(),
+                None => temb.clone(),
+            }),
+            Conditioning::Tokens => {
+                let mut toks = vec![temb.clone().unsqueeze_dim::<3>(1)];
+                toks.extend(yemb.clone().map(|ye| ye.unsqueeze_dim::<3>(1)));
+                Cond::Tokens(Tensor::cat(toks, 1)) // B P D
+            }
+        };
+
+        // (1, T', 1, D): the temporal table on video frames, zero on image frames
+        let temp = self.temp_embed.as_ref().map(|te| {
+            let te = te.val().reshape([1, fv, 1, d]);
+            if tt > fv {
+                Tensor::cat(vec![te, Tensor::zeros([1, tt - fv, 1, d], &x.device())], 1)
+            } else {
+                te
+            }
+        });
+        let first_temporal = cfg.first_temporal_block();
+        let mut x = x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let factorised = block.kind == BlockKind::Factorised;
+            if i == first_temporal && !factorised {
+                if let Some(te) = &temp {
+                    x = x + te.clone();
+                }
+            }
+            let ctx = BlockCtx {
+                cond: &cond,
+                video_frames: fv,
+                rope: cfg.temporal_pos == TemporalPos::Rope,
+                temp_embed: if factorised && i == first_temporal { temp.clone() } else { None },
+            };
+            x = block.forward(x, &ctx);
+        }
+
+        let c_final = match &cond {
+            Cond::Ada(c) => Some(c.clone()),
+            Cond::Tokens(_) => None,
+        };
+        let out = self.final_layer.forward(x, c_final); // B T' N p·p·C'
+        let out = unpatchify(out, p, cfg.out_channels()); // B T' C' H W
+        let out = match &self.temporal_upsample {
+            Some(up) => temporal_upsample_forward(up, out), // B F C' H W
+            None => out,
+        };
+        debug_assert_eq!(out.dims()[0], b);
+        out
+    }
+
+    /// The reference's `forward_with_cfg` (§1.12): x (2B, ...) whose second half is ignored
+    /// (the first half is used twice), t (2B,), y (2B,) = `[labels; null class]`. The first
+    /// C (= in_channels) output channels are guided, `ε_u + s·(ε_c − ε_u)`, in both halves;
+    /// the remaining (variance) channels are each half's own.
+    pub fn forward_with_cfg(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Tensor<1, Int>, cfg_scale: f32) -> Tensor<5> {
+        let n = x.dims()[0];
+        let half = n / 2;
+        let first = x.narrow(0, 0, half);
+        let combined = Tensor::cat(vec![first.clone(), first], 0);
+        let out = self.forward(combined, t, Some(y), 0);
+        let c = self.cfg.in_channels;
+        let co = self.cfg.out_channels();
+        let eps = out.clone().narrow(2, 0, c);
+        let cond_eps = eps.clone().narrow(0, 0, half);
+        let uncond_eps = eps.narrow(0, half, n - half);
+        let guided = uncond_eps.clone() + (cond_eps - uncond_eps) * cfg_scale;
+        let eps = Tensor::cat(vec![guided.clone(), guided], 0);
+        if co > c {
+            Tensor::cat(vec![eps, out.narrow(2, c, co - c)], 2)
+        } else {
+            eps
+        }
+    }
+
+    /// Checks the arguments of [`forward_with_cfg`](Self::forward_with_cfg).
+    pub fn check_cfg_input(&self, x_dims: [usize; 5], t_len: usize, y_len: usize) -> Result<(), ModelError> {
+        if self.cfg.num_classes.is_none() || self.cfg.class_dropout_prob <= 0.0 {
+            return Err(ModelError::Input(
+                "classifier-free guidance needs a class-conditional model with a null class (class_dropout_prob > 0)".into(),
+            ));
+        }
+        if x_dims[0] % 2 != 0 {
+            return Err(ModelError::Input(format!("guidance needs a doubled batch, got {} samples", x_dims[0])));
+        }
+        self.check_input(x_dims, t_len, Some(y_len), 0)
+    }
+}

@@ -1,0 +1,68 @@
+//! Finite-difference checks of the gradients of the hand-written (composed) ops.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::init::{Init, ParamFactory};
+use latte_nn::ops;
+
+fn rnd(f: &ParamFactory, name: &str, n: usize, std: f32) -> Vec<f32> {
+    f.float(name, [n], Init::Normal { std }, false).val().into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+/// Checks d/dx of `sum(op(x) · r)` against central differences, for a few coordinates of x.
+pub fn check<const D: usize>(name: &str, shape: [usize; D], op: impl Fn(Tensor<D>) -> Tensor<D>) {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let f = ParamFactory::new(3, &plain);
+    let n: usize = shape.iter().product();
+    let x0 = rnd(&f, "x", n, 1.0);
+    let out_n = op(Tensor::from_data(TensorData::new(x0.clone(), shape), &plain)).dims().iter().product::<usize>();
+    let r = rnd(&f, "r", out_n, 1.0);
+    let loss = |x: Tensor<D>, dev: &Device| {
+        let y = op(x);
+        let dims = y.dims();
+        (y * Tensor::<1>::from_data(TensorData::new(r.clone(), [out_n]), dev).reshape(dims)).sum()
+    };
+    let x = Tensor::<D>::from_data(TensorData::new(x0.clone(), shape), &ad).require_grad();
+    let grads = loss(x.clone(), &ad).backward();
+    let g = x.grad(&grads).expect("gradient").into_data().try_into_vec_as::<f32>().unwrap();
+    let eps = 1e-2f32;
+    for i in (0..n).step_by((n / 23).max(1)) {
+        let at = |delta: f32| {
+            let mut v = x0.clone();
+            v[i] += delta;
+            loss(Tensor::from_data(TensorData::new(v, shape), &plain), &plain).into_scalar::<f32>() as f64
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        let err = (fd - g[i] as f64).abs();
+        assert!(err <= 2e-2 * fd.abs().max(1.0), "{name}: d/dx[{i}] autodiff {} vs finite difference {fd}", g[i]);
+    }
+}
+
+#[test]
+fn layer_norm_gradient() {
+    check("layer_norm", [3, 5, 16], |x| ops::layer_norm(x, 1e-6));
+}
+
+#[test]
+fn modulate_gradient() {
+    let dev = Device::flex();
+    let f = ParamFactory::new(4, &dev);
+    let sh = rnd(&f, "shift", 16, 1.0);
+    let sc = rnd(&f, "scale", 16, 1.0);
+    check("modulate", [3, 5, 16], move |x| {
+        let d = x.device();
+        let shift = Tensor::<1>::from_data(TensorData::new(sh.clone(), [16]), &d).reshape([1, 1, 16]);
+        let scale = Tensor::<1>::from_data(TensorData::new(sc.clone(), [16]), &d).reshape([1, 1, 16]);
+        ops::modulate(ops::layer_norm(x, 1e-6), shift, scale)
+    });
+}
+
+#[test]
+fn attention_gradient() {
+    // q, k and v all depend on x, as in self-attention
+    check("attention", [2, 3, 5, 8], |x| {
+        let k = x.clone() * 0.5 + 0.1;
+        let v = x.clone().powi_scalar(2);
+        ops::attention(x, k, v)
+    });
+}

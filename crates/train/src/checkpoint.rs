@@ -1,0 +1,115 @@
+//! Checkpoints: everything a run needs to continue bit-identically, written atomically.
+//!
+//! `checkpoints/step-NNNNNNNN/` holds `model.bpk` and `ema.bpk` (burn module records, which
+//! keep parameter ids so the optimizer state re-attaches), `optim.bpk` (AdamW moments and step
+//! counts) and `state.json` (the step, the training config and the caller's model metadata).
+//! The data stream needs no saved state: each micro-batch's draws come from (data seed,
+//! micro-batch index) alone. A checkpoint is written into a `.tmp-` directory and renamed, so a
+//! crash leaves either the previous complete checkpoint or the new one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use crate::{TrainConfig, TrainError};
+
+const FORMAT: &str = "latte-train-checkpoint";
+const VERSION: u32 = 1;
+
+/// `state.json` of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointState {
+    pub format: String,
+    pub version: u32,
+    /// Optimizer steps completed.
+    pub step: u64,
+    pub config: TrainConfig,
+    /// Whatever the caller needs to rebuild the model (its architecture config).
+    pub model: serde_json::Value,
+}
+
+fn step_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step:08}"))
+}
+
+/// Complete checkpoints under `root`, oldest first.
+pub fn list_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>, TrainError> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(root).map_err(TrainError::io(root))? {
+        let entry = entry.map_err(TrainError::io(root))?;
+        let name = entry.file_name();
+        let Some(step) = name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        if entry.path().join("state.json").is_file() {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+pub(crate) fn save<M: Module>(
+    root: &Path,
+    state: &CheckpointState,
+    model: &M,
+    ema: &M,
+    optim: &ModuleOptimizer,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
+    fs::create_dir_all(root).map_err(TrainError::io(root))?;
+    let dir = step_dir(root, state.step);
+    let tmp = root.join(format!(".tmp-step-{:08}", state.step));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+    let fail = |path: PathBuf| move |e: burn::store::RecordError| TrainError::Checkpoint { path, message: e.to_string() };
+    model.clone().save_file(tmp.join("model.bpk")).map_err(fail(tmp.join("model.bpk")))?;
+    ema.clone().save_file(tmp.join("ema.bpk")).map_err(fail(tmp.join("ema.bpk")))?;
+    optim.save(tmp.join("optim.bpk")).map_err(fail(tmp.join("optim.bpk")))?;
+    let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
+    fs::write(tmp.join("state.json"), json).map_err(TrainError::io(tmp.join("state.json")))?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
+    }
+    fs::rename(&tmp, &dir).map_err(TrainError::io(&dir))?;
+    let all = list_checkpoints(root)?;
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        fs::remove_dir_all(old).map_err(TrainError::io(old))?;
+    }
+    Ok(dir)
+}
+
+pub fn read_state(dir: &Path) -> Result<CheckpointState, TrainError> {
+    let path = dir.join("state.json");
+    let bytes = fs::read(&path).map_err(TrainError::io(&path))?;
+    let state: CheckpointState = serde_json::from_slice(&bytes)
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("unreadable state: {e}") })?;
+    if state.format != FORMAT || state.version != VERSION {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: format!("format {} v{} is not {FORMAT} v{VERSION}", state.format, state.version),
+        });
+    }
+    Ok(state)
+}
+
+pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Value) -> CheckpointState {
+    CheckpointState { format: FORMAT.into(), version: VERSION, step, config: config.clone(), model: model.clone() }
+}
+
+/// Model, EMA and optimizer of the checkpoint in `dir`, loaded into the given fresh ones.
+pub(crate) fn load<M: Module>(dir: &Path, model: M, ema: M, optim: ModuleOptimizer) -> Result<(M, M, ModuleOptimizer), TrainError> {
+    let fail = |path: PathBuf| move |e: burn::store::RecordError| TrainError::Checkpoint { path, message: e.to_string() };
+    let model = model.try_load_file(dir.join("model.bpk")).map_err(fail(dir.join("model.bpk")))?;
+    let ema = ema.try_load_file(dir.join("ema.bpk")).map_err(fail(dir.join("ema.bpk")))?;
+    let optim = optim.load(dir.join("optim.bpk")).map_err(fail(dir.join("optim.bpk")))?;
+    Ok((model, ema, optim))
+}

@@ -1,0 +1,302 @@
+//! Latent clips and the batches drawn from them, prepared on a loader thread.
+//!
+//! Each training sample is what the reference's data loader plus its VAE call produce
+//! (spec §3.2, §4.2): a clip drawn from a per-epoch shuffle, a window of frames by the dataset's
+//! rule, a flip orientation, a *fresh* posterior sample `mean + exp(½·logvar)·ε` of every frame
+//! (latents are cached as mean and log variance, both orientations), scaled by 0.18215; plus the
+//! diffusion timestep and noise, and the class label with its dropout coin.
+//!
+//! Every draw for micro-batch `m` comes from a ChaCha8 stream derived from (data seed, m) alone,
+//! so the loader can run ahead, and a resumed run continues with exactly the draws an
+//! uninterrupted one would have made.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+use crate::{TrainConfig, TrainError};
+
+/// The error a clip reader returns (the latents store's, or any other source's).
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads frames of one clip: `(clip, orientation (0 = original, 1 = flipped), frame indices
+/// within the clip) -> (mean, logvar)`, each `indices.len() · C·h·w` floats, frame-major.
+pub type ClipReader = dyn Fn(usize, usize, &[usize]) -> Result<(Vec<f32>, Vec<f32>), ReadError> + Send + Sync;
+
+/// Picks a clip's frame indices given its length (the dataset's window rule).
+pub type WindowRule = dyn Fn(usize, &mut ChaCha8Rng) -> Result<Vec<usize>, ReadError> + Send + Sync;
+
+/// A set of video clips cached as VAE posteriors, as the training loop sees it.
+pub struct LatentClips {
+    /// Frames in each clip.
+    pub counts: Vec<usize>,
+    /// Class index per clip when the data set is labelled.
+    pub labels: Option<Vec<usize>>,
+    pub num_classes: Option<usize>,
+    /// (C, h, w) of one latent frame.
+    pub frame_shape: [usize; 3],
+    /// Whether the data set's transform flips clips (FFS, UCF101, Taichi; not Sky).
+    pub flip: bool,
+    pub read: Box<ClipReader>,
+    pub window: Box<WindowRule>,
+}
+
+impl LatentClips {
+    /// Clips held in memory: `mean`/`logvar` are `[2, total_frames, C, h, w]` (orientation
+    /// first), clips laid out one after another with `counts` frames each.
+    pub fn in_memory(
+        mean: Vec<f32>,
+        logvar: Vec<f32>,
+        counts: Vec<usize>,
+        frame_shape: [usize; 3],
+        window: Box<WindowRule>,
+    ) -> Result<Self, TrainError> {
+        let total: usize = counts.iter().sum();
+        let fl: usize = frame_shape.iter().product();
+        for (name, v) in [("mean", &mean), ("logvar", &logvar)] {
+            if v.len() != 2 * total * fl {
+                return Err(TrainError::Data(format!(
+                    "in-memory latents `{name}` hold {} values, expected 2 × {total} frames × {fl}",
+                    v.len()
+                )));
+            }
+        }
+        let offsets: Vec<usize> = counts.iter().scan(0, |o, c| Some(std::mem::replace(o, *o + c))).collect();
+        let (mean, logvar) = (Arc::new(mean), Arc::new(logvar));
+        let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
+            let mut m = Vec::with_capacity(idx.len() * fl);
+            let mut l = Vec::with_capacity(idx.len() * fl);
+            for &i in idx {
+                let start = (orient * total + offsets[clip] + i) * fl;
+                m.extend_from_slice(&mean[start..start + fl]);
+                l.extend_from_slice(&logvar[start..start + fl]);
+            }
+            Ok((m, l))
+        });
+        Ok(Self { counts, labels: None, num_classes: None, frame_shape, flip: true, read, window })
+    }
+
+    pub fn total_frames(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    fn check(&self) -> Result<(), TrainError> {
+        if self.counts.is_empty() || self.total_frames() == 0 {
+            return Err(TrainError::Data("the latent store holds no clips".into()));
+        }
+        if let Some(labels) = &self.labels {
+            let n = self.num_classes.ok_or_else(|| TrainError::Data("labels given without num_classes".into()))?;
+            if labels.len() != self.counts.len() {
+                return Err(TrainError::Data(format!("{} labels for {} clips", labels.len(), self.counts.len())));
+            }
+            if let Some(l) = labels.iter().find(|&&l| l >= n) {
+                return Err(TrainError::Data(format!("label {l} is not below num_classes {n}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One micro-batch, host-side, ready to become tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Global micro-batch index (optimizer step × grad_accum + micro-batch).
+    pub index: u64,
+    /// Scaled latents (B, F + K, C, h, w), row-major.
+    pub x0: Vec<f32>,
+    /// Diffusion noise, same shape.
+    pub noise: Vec<f32>,
+    pub shape: [usize; 5],
+    /// Diffusion timestep per clip.
+    pub t: Vec<usize>,
+    /// Class per clip after dropout (null class = num_classes); `None` when unconditional.
+    pub y: Option<Vec<usize>>,
+    /// Class per extra image frame (B·K, clip-major) after dropout; `None` when unconditional
+    /// or without image frames.
+    pub y_image: Option<Vec<usize>>,
+}
+
+/// Draws micro-batches deterministically from (seed, index).
+pub(crate) struct BatchSampler {
+    clips: Arc<LatentClips>,
+    cfg: TrainConfig,
+    num_timesteps: usize,
+    /// Shuffled clip order of the epoch in `cached_epoch`.
+    order: Vec<usize>,
+    cached_epoch: Option<u64>,
+}
+
+/// Stream ids: micro-batch draws use `index`; epoch shuffles use the high half of the space.
+const EPOCH_STREAM: u64 = 1 << 63;
+
+impl BatchSampler {
+    pub(crate) fn new(clips: Arc<LatentClips>, cfg: &TrainConfig, num_timesteps: usize) -> Result<Self, TrainError> {
+        clips.check()?;
+        Ok(Self { clips, cfg: cfg.clone(), num_timesteps, order: Vec::new(), cached_epoch: None })
+    }
+
+    fn rng(&self, stream: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.data_seed);
+        rng.set_stream(stream);
+        rng
+    }
+
+    /// The clip of global sample `j`: epoch `j / n` visits every clip once, in its own order
+    /// (the reference's shuffled sampler, without dropping a ragged last batch).
+    fn clip_of(&mut self, j: u64) -> usize {
+        let n = self.clips.counts.len() as u64;
+        let epoch = j / n;
+        if self.cached_epoch != Some(epoch) {
+            self.order = (0..n as usize).collect();
+            let mut rng = self.rng(EPOCH_STREAM | epoch);
+            self.order.shuffle(&mut rng);
+            self.cached_epoch = Some(epoch);
+        }
+        self.order[(j % n) as usize]
+    }
+
+    fn null_class(&self) -> usize {
+        self.clips.num_classes.unwrap_or(0)
+    }
+
+    pub(crate) fn draw(&mut self, index: u64) -> Result<Batch, TrainError> {
+        let (b, f, k) = (self.cfg.batch_size, self.cfg.num_frames, self.cfg.image_frames);
+        let [c, h, w] = self.clips.frame_shape;
+        let fl = c * h * w;
+        let mut rng = self.rng(index);
+        let mut mean = Vec::with_capacity(b * (f + k) * fl);
+        let mut logvar = Vec::with_capacity(b * (f + k) * fl);
+        let mut ys = Vec::with_capacity(b);
+        let mut y_images = Vec::with_capacity(b * k);
+        let labelled = self.clips.labels.is_some();
+        for i in 0..b {
+            let clip = self.clip_of(index * b as u64 + i as u64);
+            let clips = Arc::clone(&self.clips);
+            let count = clips.counts[clip];
+            let idx = (clips.window)(count, &mut rng).map_err(|e| TrainError::Data(format!("clip {clip}: {e}")))?;
+            if idx.len() != f || idx.iter().any(|&i| i >= count) {
+                return Err(TrainError::Data(format!(
+                    "clip {clip} ({count} frames) gave the window {idx:?}; need {f} indices below {count} \
+                     (drop clips shorter than the window, or lower num_frames)"
+                )));
+            }
+            let orient = usize::from(clips.flip && rng.random::<f64>() < 0.5);
+            let (m, l) = (clips.read)(clip, orient, &idx).map_err(|e| TrainError::Data(format!("reading clip {clip}: {e}")))?;
+            check_len(clip, &m, &l, f * fl)?;
+            mean.extend(m);
+            logvar.extend(l);
+            if k > 0 {
+                // Extra frames are independent images from anywhere in the data set; one flip
+                // decision covers all of them.
+                let orient = usize::from(clips.flip && rng.random::<f64>() < 0.5);
+                let total = clips.total_frames();
+                let image_drop = rng.random::<f64>() < self.cfg.class_dropout_prob;
+                for _ in 0..k {
+                    let (img_clip, frame) = locate(&clips.counts, rng.random_range(0..total));
+                    let (m, l) = (clips.read)(img_clip, orient, &[frame])
+                        .map_err(|e| TrainError::Data(format!("reading clip {img_clip}: {e}")))?;
+                    check_len(img_clip, &m, &l, fl)?;
+                    mean.extend(m);
+                    logvar.extend(l);
+                    if let Some(labels) = &clips.labels {
+                        y_images.push(if image_drop { self.null_class() } else { labels[img_clip] });
+                    }
+                }
+            }
+            if let Some(labels) = &clips.labels {
+                let drop = rng.random::<f64>() < self.cfg.class_dropout_prob;
+                ys.push(if drop { self.null_class() } else { labels[clip] });
+            }
+        }
+        // `DiagonalGaussianDistribution.sample()`: logvar clamped to [−30, 20], then scaled.
+        let scale = self.cfg.scale_factor as f32;
+        let x0: Vec<f32> = mean
+            .iter()
+            .zip(&logvar)
+            .map(|(&m, &lv)| {
+                let e: f32 = rng.sample(StandardNormal);
+                (m + (0.5 * lv.clamp(-30.0, 20.0)).exp() * e) * scale
+            })
+            .collect();
+        let t: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.num_timesteps)).collect();
+        let noise: Vec<f32> = (0..x0.len()).map(|_| rng.sample(StandardNormal)).collect();
+        Ok(Batch {
+            index,
+            x0,
+            noise,
+            shape: [b, f + k, c, h, w],
+            t,
+            y: labelled.then_some(ys),
+            y_image: (labelled && k > 0).then_some(y_images),
+        })
+    }
+}
+
+fn check_len(clip: usize, m: &[f32], l: &[f32], want: usize) -> Result<(), TrainError> {
+    if m.len() != want || l.len() != want {
+        return Err(TrainError::Data(format!(
+            "reading clip {clip}: got {} mean / {} logvar values, expected {want}",
+            m.len(),
+            l.len()
+        )));
+    }
+    Ok(())
+}
+
+/// (clip, frame within clip) of global frame `g`.
+fn locate(counts: &[usize], mut g: usize) -> (usize, usize) {
+    for (clip, &c) in counts.iter().enumerate() {
+        if g < c {
+            return (clip, g);
+        }
+        g -= c;
+    }
+    unreachable!("global frame index below total_frames")
+}
+
+/// Micro-batches `first..last` drawn on their own thread, `prefetch` ahead of the consumer.
+pub(crate) struct Loader {
+    pub(crate) rx: Receiver<Result<Batch, TrainError>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Loader {
+    pub(crate) fn spawn(mut sampler: BatchSampler, first: u64, last: u64, prefetch: usize) -> Result<Self, TrainError> {
+        let (tx, rx) = bounded(prefetch.max(1));
+        let handle = std::thread::Builder::new()
+            .name("latte-train-loader".into())
+            .spawn(move || {
+                for index in first..last {
+                    let batch = sampler.draw(index);
+                    let failed = batch.is_err();
+                    // A closed channel means training stopped; just end.
+                    if tx.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| TrainError::Io { path: "<loader thread>".into(), source: e })?;
+        Ok(Self { rx, handle: Some(handle) })
+    }
+
+    pub(crate) fn next(&self) -> Result<Batch, TrainError> {
+        self.rx.recv().map_err(|_| TrainError::Data("the loader thread stopped early".into()))?
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Unblock a sender waiting on a full channel, then wait for the thread to end.
+        let (_, dummy) = bounded(0);
+        let rx = std::mem::replace(&mut self.rx, dummy);
+        drop(rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What stops a training run.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error("training config key `{key}`: {reason}")]
+    Config { key: &'static str, reason: String },
+    #[error("training data: {0}")]
+    Data(String),
+    #[error(transparent)]
+    Diffusion(#[from] latte_diffusion::DiffusionError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error(
+        "the {what} became non-finite ({value}) at step {step}; training stopped. {} \
+         Lower `lr`, enable gradient clipping (`clip_from_step`), or check the latents for NaN.",
+        match last_good { Some(p) => format!("The last good checkpoint is {}.", p.display()), None => "No checkpoint was written yet.".to_owned() }
+    )]
+    NonFinite { what: &'static str, value: f64, step: u64, last_good: Option<PathBuf> },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+        let path = path.into();
+        move |source| TrainError::Io { path, source }
+    }
+}

@@ -1,0 +1,235 @@
+//! The training loop (`train.py` of the reference, as the paper's code ran it: optimizer step,
+//! zero grad and EMA update after every step).
+//!
+//! Shape legend: B clips per micro-batch, F video frames, K extra image frames, C latent
+//! channels, H, W latent height and width.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_diffusion::GaussianDiffusion;
+
+use crate::checkpoint::{self, list_checkpoints, read_state};
+use crate::data::{Batch, BatchSampler, Loader};
+use crate::grad_norm::clip_global_norm;
+use crate::log::{read_log, LossLog, StepLog};
+use crate::{plot_loss, update_ema, LatentClips, TrainConfig, TrainError};
+
+/// What the network sees for one micro-batch.
+pub struct ModelInput {
+    pub x_t: Tensor<5>, // (B, F + K, C, H, W)
+    pub t: Tensor<1, Int>, // (B), original timesteps
+    /// (B) class per clip after dropout; `None` when unconditional.
+    pub y: Option<Tensor<1, Int>>,
+    /// (B·K) class per image frame after dropout; `None` when unconditional or K = 0.
+    pub y_image: Option<Tensor<1, Int>>,
+    /// K: the trailing frames of `x_t` that are independent images.
+    pub image_frames: usize,
+}
+
+/// Where a run keeps its files.
+#[derive(Clone, Debug)]
+pub struct RunPaths {
+    /// Checkpoints (`step-NNNNNNNN/`); an existing complete checkpoint here is resumed.
+    pub checkpoints: PathBuf,
+    /// `loss.jsonl`.
+    pub log: PathBuf,
+    /// `loss.png`, drawn at the end.
+    pub plot: PathBuf,
+}
+
+impl RunPaths {
+    /// The standard layout inside one folder.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { checkpoints: dir.join("checkpoints"), log: dir.join("loss.jsonl"), plot: dir.join("loss.png") }
+    }
+}
+
+/// A finished run.
+pub struct Trained<M> {
+    /// The raw weights (on the training device).
+    pub model: M,
+    /// The EMA weights (on the plain device), what sampling uses.
+    pub ema: M,
+    pub step: u64,
+    /// The step a checkpoint was resumed from, if any.
+    pub resumed_from: Option<u64>,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// Trains `model` (on an autodiff device, freshly initialised: a checkpoint in
+/// `paths.checkpoints` overwrites it and the run continues from there) on `clips` up to
+/// `cfg.steps` optimizer steps. `forward` runs the network; `model_meta` is stored in every
+/// checkpoint and must equal the resumed checkpoint's (the architecture). `on_step` sees every
+/// step's log record (progress bars).
+pub fn train<M, F>(
+    model: M,
+    mut forward: F,
+    clips: LatentClips,
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    model_meta: &serde_json::Value,
+    mut on_step: impl FnMut(&StepLog),
+) -> Result<Trained<M>, TrainError>
+where
+    M: Module + 'static,
+    F: FnMut(&M, ModelInput) -> Tensor<5>,
+{
+    cfg.validate()?;
+    let diffusion = GaussianDiffusion::create("")?;
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let mut optim: ModuleOptimizer = AdamWConfig::new()
+        .with_beta_1(cfg.beta1 as f32)
+        .with_beta_2(cfg.beta2 as f32)
+        .with_epsilon(cfg.eps as f32)
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init();
+    // The EMA starts as an exact copy (the reference syncs it with decay 0).
+    let mut ema = model.valid();
+    let mut model = model;
+
+    // Resume from the newest complete checkpoint.
+    let mut start = 0u64;
+    let mut resumed_from = None;
+    let mut last_checkpoint = None;
+    if let Some((step, dir)) = list_checkpoints(&paths.checkpoints)?.pop() {
+        let state = read_state(&dir)?;
+        check_resumable(&state, cfg, model_meta, &dir)?;
+        (model, ema, optim) = checkpoint::load(&dir, model, ema, optim)?;
+        start = step;
+        resumed_from = Some(step);
+        last_checkpoint = Some(dir);
+    }
+    let mut log = LossLog::open(&paths.log, start)?;
+
+    if start < cfg.steps {
+        let sampler = BatchSampler::new(Arc::new(clips), cfg, diffusion.num_timesteps())?;
+        let accum = cfg.grad_accum as u64;
+        let loader = Loader::spawn(sampler, start * accum, cfg.steps * accum, cfg.prefetch)?;
+        for step in start..cfg.steps {
+            let began = Instant::now();
+            let lr = cfg.lr_at(step);
+            let mut acc = GradientsAccumulator::<M>::new();
+            let (mut loss_sum, mut mse_sum, mut vb_sum) = (0.0, 0.0, 0.0);
+            for _ in 0..accum {
+                let batch = loader.next()?;
+                let (loss, mse, vb, grads) = micro_step(&model, &mut forward, &diffusion, batch, cfg, &device)?;
+                for (what, v) in [("loss", loss), ("mse", mse), ("vb", vb)] {
+                    if !v.is_finite() {
+                        return Err(TrainError::NonFinite { what, value: v, step, last_good: last_checkpoint });
+                    }
+                }
+                loss_sum += loss;
+                mse_sum += mse;
+                vb_sum += vb;
+                acc.accumulate(&model, grads);
+            }
+            let mut grads = acc.grads();
+            let clip = cfg.clip_from_step.is_some_and(|from| step >= from);
+            let grad_norm = clip_global_norm(&model, &mut grads, cfg.clip_max_norm, clip);
+            if !grad_norm.is_finite() {
+                return Err(TrainError::NonFinite { what: "gradient norm", value: grad_norm, step, last_good: last_checkpoint });
+            }
+            model = optim.step(lr, model, grads);
+            ema = update_ema(ema, &model, cfg.ema_decay);
+
+            let done = step + 1;
+            let record = StepLog {
+                step: done,
+                loss: loss_sum / accum as f64,
+                mse: mse_sum / accum as f64,
+                vb: vb_sum / accum as f64,
+                lr,
+                grad_norm,
+                clipped: clip && grad_norm > cfg.clip_max_norm,
+                secs: began.elapsed().as_secs_f64(),
+            };
+            log.push(&record)?;
+            on_step(&record);
+            if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+                let state = checkpoint::new_state(done, cfg, model_meta);
+                last_checkpoint =
+                    Some(checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?);
+            }
+        }
+    }
+    let points: Vec<(u64, f64)> = read_log(&paths.log)?.iter().map(|l| (l.step, l.loss)).collect();
+    plot_loss(&points, &paths.plot)?;
+    Ok(Trained { model, ema, step: cfg.steps.max(start), resumed_from, last_checkpoint })
+}
+
+/// A resumed run must draw the same data stream and build the same network.
+fn check_resumable(
+    state: &checkpoint::CheckpointState,
+    cfg: &TrainConfig,
+    model_meta: &serde_json::Value,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let old = &state.config;
+    let stream = [
+        ("batch_size", old.batch_size as u64, cfg.batch_size as u64),
+        ("grad_accum", old.grad_accum as u64, cfg.grad_accum as u64),
+        ("num_frames", old.num_frames as u64, cfg.num_frames as u64),
+        ("image_frames", old.image_frames as u64, cfg.image_frames as u64),
+        ("data_seed", old.data_seed, cfg.data_seed),
+    ];
+    for (key, was, now) in stream {
+        if was != now {
+            return Err(TrainError::Checkpoint {
+                path: dir.to_owned(),
+                message: format!(
+                    "was trained with {key} = {was} but the config now says {now}; resume with the same value \
+                     or train into a fresh checkpoint folder"
+                ),
+            });
+        }
+    }
+    if &state.model != model_meta {
+        return Err(TrainError::Checkpoint {
+            path: dir.to_owned(),
+            message: format!(
+                "holds a different model ({}) than the one configured ({model_meta}); train into a fresh checkpoint folder",
+                state.model
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Forward and backward on one micro-batch; returns its mean loss terms and gradients
+/// (of the loss divided by the accumulation count).
+fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
+    model: &M,
+    forward: &mut F,
+    diffusion: &GaussianDiffusion,
+    batch: Batch,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<(f64, f64, f64, GradientsParams), TrainError> {
+    let ints = |v: &[usize]| {
+        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        let n = v.len();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+    };
+    let x0 = Tensor::<5>::from_data(TensorData::new(batch.x0, batch.shape), device); // (B, F + K, C, H, W)
+    let noise = Tensor::<5>::from_data(TensorData::new(batch.noise, batch.shape), device); // (B, F + K, C, H, W)
+    let t = ints(&batch.t);
+    let y = batch.y.as_deref().map(ints);
+    let y_image = batch.y_image.as_deref().map(ints);
+    let losses = diffusion.training_losses(
+        |x_t| forward(model, ModelInput { x_t, t, y, y_image, image_frames: cfg.image_frames }),
+        x0,
+        &batch.t,
+        noise,
+    )?;
+    let loss = losses.loss.mean() / cfg.grad_accum as f64;
+    let mse = f64::from(losses.mse.mean().into_scalar::<f32>());
+    let vb = f64::from(losses.vb.mean().into_scalar::<f32>());
+    let total = f64::from(loss.clone().into_scalar::<f32>()) * cfg.grad_accum as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    Ok((total, mse, vb, grads))
+}

@@ -1,0 +1,229 @@
+//! The training loop on a tiny stand-in network (a per-pixel linear map of the latent channels
+//! plus timestep and class terms) and in-memory latents: exact resume, determinism, the
+//! non-finite stop, checkpoint rotation, logs and the data stream's invariants.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use latte_train::{
+    checkpoint::list_checkpoints, read_log, train, LatentClips, ModelInput, RunPaths, TrainConfig, TrainError,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const C: usize = 4;
+const HW: usize = 4;
+const CLASSES: usize = 3;
+
+#[derive(Module, Debug)]
+struct Tiny {
+    w: Param<Tensor<2>>,   // (C, 2C)
+    b: Param<Tensor<1>>,   // (2C)
+    wt: Param<Tensor<1>>,  // (2C)
+    emb: Param<Tensor<2>>, // (classes + 1, 2C)
+}
+
+fn param<const D: usize>(shape: [usize; D], rng: &mut ChaCha8Rng, dev: &Device) -> Param<Tensor<D>> {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), dev))
+}
+
+impl Tiny {
+    fn new(seed: u64, dev: &Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Self {
+            w: param([C, 2 * C], &mut rng, dev),
+            b: param([2 * C], &mut rng, dev),
+            wt: param([2 * C], &mut rng, dev),
+            emb: param([CLASSES + 1, 2 * C], &mut rng, dev),
+        }
+    }
+
+    fn forward(&self, inp: ModelInput) -> Tensor<5> {
+        let [b, f, c, h, w] = inp.x_t.dims();
+        let x = inp.x_t.permute([0, 1, 3, 4, 2]).reshape([b * f * h * w, c]); // (BFHW, C)
+        let out = x.matmul(self.w.val()) + self.b.val().unsqueeze_dim(0); // (BFHW, 2C)
+        let out = out.reshape([b, f, h, w, 2 * c]);
+        let tt = inp.t.float().reshape([b, 1]) / 1000.0; // (B, 1)
+        let mut cond = tt * self.wt.val().unsqueeze_dim(0); // (B, 2C)
+        if let Some(y) = inp.y {
+            cond = cond + self.emb.val().select(0, y); // (B, 2C)
+        }
+        (out + cond.reshape([b, 1, 1, 1, 2 * c])).permute([0, 1, 4, 2, 3]) // (B, F, 2C, H, W)
+    }
+}
+
+/// Five clips of 6..10 frames with random posteriors, labelled, window = 3 consecutive frames.
+fn clips(seed: u64) -> LatentClips {
+    let counts = vec![6, 7, 8, 9, 10];
+    let total: usize = counts.iter().sum();
+    let n = 2 * total * C * HW * HW;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mean: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let logvar: Vec<f32> = (0..n).map(|_| rng.random_range(-6.0..-2.0)).collect();
+    let window = Box::new(|total: usize, rng: &mut ChaCha8Rng| {
+        if total < 3 {
+            return Err(format!("{total} frames < 3").into());
+        }
+        let begin = rng.random_range(0..=total - 3);
+        Ok((begin..begin + 3).collect())
+    });
+    let mut clips = LatentClips::in_memory(mean, logvar, counts, [C, HW, HW], window).unwrap();
+    clips.labels = Some(vec![0, 1, 2, 0, 1]);
+    clips.num_classes = Some(CLASSES);
+    clips
+}
+
+fn config(steps: u64) -> TrainConfig {
+    TrainConfig {
+        steps,
+        batch_size: 2,
+        grad_accum: 2,
+        num_frames: 3,
+        image_frames: 1,
+        lr: 1e-2,
+        warmup_steps: 2,
+        ema_decay: 0.8,
+        clip_max_norm: 0.5,
+        clip_from_step: Some(2),
+        class_dropout_prob: 0.3,
+        data_seed: 11,
+        checkpoint_every: 2,
+        keep_checkpoints: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn run(dir: &Path, cfg: &TrainConfig) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    let dev = Device::default().autodiff();
+    let meta = serde_json::json!({"model": "tiny"});
+    let out = train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), cfg, &RunPaths::in_dir(dir), &meta, |_| {})?;
+    Ok((weights(&out.model), weights(&out.ema)))
+}
+
+struct Flat(Vec<f32>);
+impl ModuleVisitor for Flat {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+fn weights<M: Module>(m: &M) -> Vec<f32> {
+    let mut f = Flat(Vec::new());
+    m.visit(&mut f);
+    f.0
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    let straight = tempfile::tempdir().unwrap();
+    let (model_a, ema_a) = run(straight.path(), &config(6)).unwrap();
+
+    let resumed = tempfile::tempdir().unwrap();
+    let (model_half, _) = run(resumed.path(), &config(3)).unwrap();
+    assert_ne!(bits(&model_half), bits(&model_a), "three steps must differ from six");
+    let (model_b, ema_b) = run(resumed.path(), &config(6)).unwrap();
+
+    assert_eq!(bits(&model_a), bits(&model_b), "raw weights differ after resume");
+    assert_eq!(bits(&ema_a), bits(&ema_b), "EMA weights differ after resume");
+    let strip = |p: &Path| {
+        read_log(&p.join("loss.jsonl")).unwrap().into_iter().map(|l| (l.step, l.loss.to_bits(), l.grad_norm.to_bits())).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(straight.path()), strip(resumed.path()), "the loss logs differ");
+    assert_eq!(strip(straight.path()).len(), 6);
+    assert!(straight.path().join("loss.png").is_file());
+    // keep_checkpoints = 2: steps 4 and 6 remain.
+    let kept: Vec<u64> = list_checkpoints(&straight.path().join("checkpoints")).unwrap().into_iter().map(|c| c.0).collect();
+    assert_eq!(kept, vec![4, 6]);
+}
+
+#[test]
+fn training_changes_weights_and_same_seed_gives_same_bits() {
+    let dev = Device::default();
+    let init = weights(&Tiny::new(5, &dev));
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (wa, ea) = run(a.path(), &config(2)).unwrap();
+    let (wb, _) = run(b.path(), &config(2)).unwrap();
+    assert_eq!(bits(&wa), bits(&wb));
+    assert_ne!(bits(&wa), bits(&init));
+    // EMA with decay 0.8 lags the raw weights but has moved off the initial ones.
+    assert_ne!(bits(&ea), bits(&wa));
+    assert_ne!(bits(&ea), bits(&init));
+    let c = tempfile::tempdir().unwrap();
+    let (wc, _) = run(c.path(), &TrainConfig { data_seed: 12, ..config(2) }).unwrap();
+    assert_ne!(bits(&wa), bits(&wc), "another data seed draws other batches");
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::default().autodiff();
+    let mut calls = 0;
+    let cfg = config(6);
+    let err = train(
+        Tiny::new(5, &dev),
+        |m: &Tiny, inp| {
+            calls += 1;
+            let out = m.forward(inp);
+            // Step 3 (0-based) is micro-batches 6 and 7: poison it.
+            if calls == 7 { out * f32::NAN } else { out }
+        },
+        clips(1),
+        &cfg,
+        &RunPaths::in_dir(dir.path()),
+        &serde_json::json!({}),
+        |_| {},
+    )
+    .err()
+    .expect("a NaN loss must stop training");
+    match &err {
+        TrainError::NonFinite { step, last_good: Some(p), .. } => {
+            assert_eq!(*step, 3);
+            assert!(p.ends_with("step-00000002"), "{p:?}");
+            assert!(p.join("model.bpk").is_file());
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("last good checkpoint"), "{err}");
+    assert_eq!(read_log(&dir.path().join("loss.jsonl")).unwrap().len(), 3);
+}
+
+#[test]
+fn resume_refuses_a_different_data_stream_or_model() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &config(2)).unwrap();
+    let err = run(dir.path(), &TrainConfig { batch_size: 3, ..config(4) }).err().unwrap();
+    assert!(err.to_string().contains("batch_size"), "{err}");
+    let dev = Device::default().autodiff();
+    let err = train(
+        Tiny::new(5, &dev),
+        |m: &Tiny, inp| m.forward(inp),
+        clips(1),
+        &config(4),
+        &RunPaths::in_dir(dir.path()),
+        &serde_json::json!({"model": "other"}),
+        |_| {},
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("different model"), "{err}");
+}
+
+#[test]
+fn bad_config_and_short_clips_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(dir.path(), &TrainConfig { batch_size: 0, ..config(2) }).err().unwrap();
+    assert!(err.to_string().contains("batch_size"), "{err}");
+    let err = run(dir.path(), &TrainConfig { num_frames: 4, ..config(2) }).err().unwrap();
+    assert!(matches!(err, TrainError::Data(_)), "{err}");
+    assert!(err.to_string().contains("need 4 indices"), "{err}");
+    let window = Box::new(|_: usize, _: &mut ChaCha8Rng| Ok(vec![0]));
+    assert!(LatentClips::in_memory(vec![0.0; 10], vec![0.0; 10], vec![3], [C, HW, HW], window).is_err());
+}

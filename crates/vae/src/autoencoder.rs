@@ -1,0 +1,337 @@
+//! diffusers' `AutoencoderKL` (the Stable Diffusion kl-f8 VAE and any smaller configuration of
+//! it), ported from diffusers 0.42.1 `models/autoencoders/vae.py` (`Encoder`, `Decoder`),
+//! `models/resnet.py` (`ResnetBlock2D`), `models/downsampling.py`, `models/upsampling.py` and
+//! `models/attention_processor.py` (`Attention` + `AttnProcessor2_0`).
+//!
+//! Field names are diffusers' attribute names, so a parameter's module path is its state-dict
+//! key (`encoder.down_blocks.0.resnets.1.conv2.weight`); `weights.rs` relies on it.
+//!
+//! Dimension letters: N batch, C channels, H/W height/width, L = H·W tokens, Z latent channels.
+
+use burn::module::Module;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::VaeConfig;
+use crate::layers::{Builder, Conv2d, GroupNorm, Linear};
+use crate::posterior::DiagonalGaussian;
+use crate::VaeError;
+
+/// `ResnetBlock2D` without time embedding: `shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))`.
+#[derive(Module, Debug)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    /// 1×1 projection, present only when the channel count changes.
+    conv_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock2D {
+    fn new(b: &mut Builder, key: &str, c_in: usize, c_out: usize, cfg: &VaeConfig) -> Self {
+        let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
+        Self {
+            norm1: GroupNorm::new(b, &format!("{key}.norm1"), groups, c_in, eps),
+            conv1: Conv2d::same3(b, &format!("{key}.conv1"), c_in, c_out),
+            norm2: GroupNorm::new(b, &format!("{key}.norm2"), groups, c_out, eps),
+            conv2: Conv2d::same3(b, &format!("{key}.conv2"), c_out, c_out),
+            conv_shortcut: (c_in != c_out).then(|| Conv2d::pointwise(b, &format!("{key}.conv_shortcut"), c_in, c_out)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone()))); // N, Cout, H, W
+        let h = self.conv2.forward(silu(self.norm2.forward(h))); // N, Cout, H, W
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        shortcut + h
+    }
+}
+
+/// `Downsample2D` of the VAE: zero-pad right and bottom by one, then a 3×3 stride-2 conv.
+#[derive(Module, Debug)]
+pub struct Downsample2D {
+    conv: Conv2d,
+}
+
+impl Downsample2D {
+    fn new(b: &mut Builder, key: &str, c: usize) -> Self {
+        // diffusers pads (0, 1, 0, 1) itself because `padding=0` was the original LDM choice.
+        Self { conv: Conv2d::new(b, &format!("{key}.conv"), c, c, 3, 2, [0, 1, 0, 1]) }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv.forward(x) // N, C, H/2, W/2
+    }
+}
+
+/// `Upsample2D`: nearest-neighbour ×2, then a 3×3 conv.
+#[derive(Module, Debug)]
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    fn new(b: &mut Builder, key: &str, c: usize) -> Self {
+        Self { conv: Conv2d::same3(b, &format!("{key}.conv"), c, c) }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        // Nearest ×2 is an exact repeat of every pixel; a broadcast avoids any rounding rule.
+        let up = x
+            .reshape([n, c, h, 1, w, 1])
+            .expand([n, c, h, 2, w, 2])
+            .reshape([n, c, 2 * h, 2 * w]); // N, C, 2H, 2W
+        self.conv.forward(up)
+    }
+}
+
+/// The mid-block self-attention: one head over all H·W positions, with a residual.
+#[derive(Module, Debug)]
+pub struct Attention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    /// diffusers' `to_out` is `ModuleList([Linear, Dropout])`; its key is `to_out.0`.
+    to_out: Linear,
+}
+
+impl Attention {
+    fn new(b: &mut Builder, key: &str, c: usize, cfg: &VaeConfig) -> Self {
+        Self {
+            group_norm: GroupNorm::new(b, &format!("{key}.group_norm"), cfg.norm_num_groups, c, cfg.norm_eps),
+            to_q: Linear::new(b, &format!("{key}.to_q"), c, c),
+            to_k: Linear::new(b, &format!("{key}.to_k"), c, c),
+            to_v: Linear::new(b, &format!("{key}.to_v"), c, c),
+            to_out: Linear::new(b, &format!("{key}.to_out.0"), c, c),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let tokens = self.group_norm.forward(x.clone()).reshape([n, c, h * w]).swap_dims(1, 2); // N, L, C
+        let q = self.to_q.forward(tokens.clone()); // N, L, C
+        let k = self.to_k.forward(tokens.clone()); // N, L, C
+        let v = self.to_v.forward(tokens); // N, L, C
+        let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c as f64).sqrt()); // N, L, L
+        let attended = softmax(scores, 2).matmul(v); // N, L, C
+        let out = self.to_out.forward(attended).swap_dims(1, 2).reshape([n, c, h, w]); // N, C, H, W
+        out + x
+    }
+}
+
+/// `UNetMidBlock2D` without time embedding: resnet → (attention → resnet).
+#[derive(Module, Debug)]
+pub struct MidBlock {
+    attentions: Vec<Attention>,
+    resnets: Vec<ResnetBlock2D>,
+}
+
+impl MidBlock {
+    fn new(b: &mut Builder, key: &str, c: usize, cfg: &VaeConfig) -> Self {
+        let resnets = (0..2).map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), c, c, cfg)).collect();
+        let attentions = match cfg.mid_block_add_attention {
+            true => vec![Attention::new(b, &format!("{key}.attentions.0"), c, cfg)],
+            false => Vec::new(),
+        };
+        Self { attentions, resnets }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.resnets[0].forward(x);
+        for attention in &self.attentions {
+            h = attention.forward(h);
+        }
+        self.resnets[1].forward(h)
+    }
+}
+
+/// `DownEncoderBlock2D`: resnets, then an optional downsampler.
+#[derive(Module, Debug)]
+pub struct DownBlock {
+    resnets: Vec<ResnetBlock2D>,
+    downsamplers: Vec<Downsample2D>,
+}
+
+/// `UpDecoderBlock2D`: resnets, then an optional upsampler.
+#[derive(Module, Debug)]
+pub struct UpBlock {
+    resnets: Vec<ResnetBlock2D>,
+    upsamplers: Vec<Upsample2D>,
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    conv_in: Conv2d,
+    down_blocks: Vec<DownBlock>,
+    mid_block: MidBlock,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Encoder {
+    fn new(b: &mut Builder, cfg: &VaeConfig) -> Self {
+        let boc = &cfg.block_out_channels;
+        let last = boc.len() - 1;
+        let conv_in = Conv2d::same3(b, "encoder.conv_in", cfg.in_channels, boc[0]);
+        let mut c_prev = boc[0];
+        let mut down_blocks = Vec::with_capacity(boc.len());
+        for (i, &c) in boc.iter().enumerate() {
+            let key = format!("encoder.down_blocks.{i}");
+            let resnets = (0..cfg.layers_per_block)
+                .map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
+                .collect();
+            let downsamplers = match i < last {
+                true => vec![Downsample2D::new(b, &format!("{key}.downsamplers.0"), c)],
+                false => Vec::new(),
+            };
+            down_blocks.push(DownBlock { resnets, downsamplers });
+            c_prev = c;
+        }
+        let c = boc[last];
+        Self {
+            conv_in,
+            down_blocks,
+            mid_block: MidBlock::new(b, "encoder.mid_block", c, cfg),
+            conv_norm_out: GroupNorm::new(b, "encoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
+            conv_out: Conv2d::same3(b, "encoder.conv_out", c, 2 * cfg.latent_channels),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.conv_in.forward(x); // N, C0, H, W
+        for block in &self.down_blocks {
+            for resnet in &block.resnets {
+                h = resnet.forward(h);
+            }
+            for down in &block.downsamplers {
+                h = down.forward(h);
+            }
+        } // N, Clast, H/f, W/f
+        h = self.mid_block.forward(h);
+        self.conv_out.forward(silu(self.conv_norm_out.forward(h))) // N, 2Z, H/f, W/f
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Decoder {
+    conv_in: Conv2d,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Decoder {
+    fn new(b: &mut Builder, cfg: &VaeConfig) -> Self {
+        let reversed: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+        let last = reversed.len() - 1;
+        let conv_in = Conv2d::same3(b, "decoder.conv_in", cfg.latent_channels, reversed[0]);
+        let mid_block = MidBlock::new(b, "decoder.mid_block", reversed[0], cfg);
+        let mut c_prev = reversed[0];
+        let mut up_blocks = Vec::with_capacity(reversed.len());
+        for (i, &c) in reversed.iter().enumerate() {
+            let key = format!("decoder.up_blocks.{i}");
+            let resnets = (0..cfg.layers_per_block + 1)
+                .map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
+                .collect();
+            let upsamplers = match i < last {
+                true => vec![Upsample2D::new(b, &format!("{key}.upsamplers.0"), c)],
+                false => Vec::new(),
+            };
+            up_blocks.push(UpBlock { resnets, upsamplers });
+            c_prev = c;
+        }
+        let c = reversed[last];
+        Self {
+            conv_in,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::new(b, "decoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
+            conv_out: Conv2d::same3(b, "decoder.conv_out", c, cfg.out_channels),
+        }
+    }
+
+    fn forward(&self, z: Tensor<4>) -> Tensor<4> {
+        let mut h = self.conv_in.forward(z); // N, Clast, h, w
+        h = self.mid_block.forward(h);
+        for block in &self.up_blocks {
+            for resnet in &block.resnets {
+                h = resnet.forward(h);
+            }
+            for up in &block.upsamplers {
+                h = up.forward(h);
+            }
+        } // N, C0, H, W
+        self.conv_out.forward(silu(self.conv_norm_out.forward(h))) // N, 3, H, W
+    }
+}
+
+/// The whole autoencoder. Images are `[N, C, H, W]` in [-1, 1]; H and W must be multiples of
+/// the downsampling factor.
+#[derive(Module, Debug)]
+pub struct AutoencoderKL {
+    encoder: Encoder,
+    decoder: Decoder,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
+}
+
+impl AutoencoderKL {
+    pub(crate) fn build(b: &mut Builder, cfg: &VaeConfig) -> Self {
+        let z = cfg.latent_channels;
+        Self {
+            encoder: Encoder::new(b, cfg),
+            decoder: Decoder::new(b, cfg),
+            quant_conv: cfg.use_quant_conv.then(|| Conv2d::pointwise(b, "quant_conv", 2 * z, 2 * z)),
+            post_quant_conv: cfg.use_post_quant_conv.then(|| Conv2d::pointwise(b, "post_quant_conv", z, z)),
+        }
+    }
+
+    /// A freshly initialised autoencoder (PyTorch's default initialisation), drawn from `seed`.
+    pub fn init(cfg: &VaeConfig, seed: u64, device: &Device) -> Result<Self, VaeError> {
+        cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
+        let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device);
+        Ok(Self::build(&mut b, cfg))
+    }
+
+    /// The posterior q(z | x): diffusers' `encode(x).latent_dist`.
+    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+        let h = self.encoder.forward(x); // N, 2Z, h, w
+        let moments = match &self.quant_conv {
+            Some(conv) => conv.forward(h),
+            None => h,
+        };
+        DiagonalGaussian::from_moments(moments)
+    }
+
+    /// diffusers' `decode(z).sample`: no scaling factor is applied here.
+    pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
+        let z = match &self.post_quant_conv {
+            Some(conv) => conv.forward(z),
+            None => z,
+        };
+        self.decoder.forward(z) // N, 3, H, W
+    }
+}
+
+/// Checks that an image batch fits the autoencoder before any tensor work.
+pub fn check_input(shape: [usize; 4], cfg: &VaeConfig) -> Result<(), VaeError> {
+    let [_, c, h, w] = shape;
+    let f = cfg.downsample_factor();
+    let reason = if c != cfg.in_channels {
+        format!("expected {} channels, got {c}", cfg.in_channels)
+    } else if h == 0 || w == 0 || h % f != 0 || w % f != 0 {
+        format!("height and width must be positive multiples of the downsampling factor {f}, got {h}×{w}")
+    } else {
+        return Ok(());
+    };
+    Err(VaeError::Input { shape: shape.to_vec(), reason })
+}

@@ -1,0 +1,76 @@
+//! The parity contract of `cargo xtask vae forward DIR --out FILE`: DIR holds `config.json`,
+//! `weights.safetensors` and `io.safetensors` (input `x`, `[N, C, H, W]` f32 in [-1, 1]) in the
+//! format of `shared/fixtures/vae-kl-tiny`; FILE receives `posterior_mean`,
+//! `posterior_logvar` and `decoded` (the decoded posterior mean), f32.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::weights::VaeFolder;
+use crate::{check_input, VaeError};
+
+/// The input and the three outputs of one forward, as `(shape, values)`.
+pub struct ForwardResult {
+    pub x_shape: [usize; 4],
+    pub outputs: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+}
+
+fn read_x(path: &Path) -> Result<([usize; 4], Vec<f32>), VaeError> {
+    let bytes = std::fs::read(path).map_err(|source| VaeError::Io { path: path.to_owned(), source })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| VaeError::Safetensors { path: path.to_owned(), reason: e.to_string() })?;
+    let tensor_err = |reason: String| VaeError::Tensor { path: path.to_owned(), key: "x".into(), reason };
+    let x = st.tensor("x").map_err(|_| tensor_err("absent; the input image batch must be stored as `x`".into()))?;
+    if x.dtype() != Dtype::F32 {
+        return Err(tensor_err(format!("dtype {:?}; expected F32", x.dtype())));
+    }
+    let &[n, c, h, w] = x.shape() else {
+        return Err(tensor_err(format!("shape {:?}; expected [N, C, H, W]", x.shape())));
+    };
+    let values = x.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok(([n, c, h, w], values))
+}
+
+/// Runs the VAE folder `dir` on its `io.safetensors` input `x`.
+pub fn forward_dir(dir: &Path, device: &Device) -> Result<ForwardResult, VaeError> {
+    let folder = VaeFolder::open(dir)?;
+    let vae = folder.load(device)?;
+    let (x_shape, x) = read_x(&dir.join("io.safetensors"))?;
+    check_input(x_shape, &folder.config)?;
+    let x = Tensor::<4>::from_data(TensorData::new(x, x_shape), device);
+    let posterior = vae.encode(x);
+    let decoded = vae.decode(posterior.mean.clone());
+    let host = |t: Tensor<4>| {
+        let shape = t.dims().to_vec();
+        // The model computes in f32 throughout; reading f32 data back cannot fail.
+        (shape, t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor data"))
+    };
+    let (ms, mv) = host(posterior.mean);
+    let (ls, lv) = host(posterior.logvar);
+    let (ds, dv) = host(decoded);
+    Ok(ForwardResult {
+        x_shape,
+        outputs: vec![("posterior_mean", ms, mv), ("posterior_logvar", ls, lv), ("decoded", ds, dv)],
+    })
+}
+
+/// Writes the outputs as an f32 safetensors file, through a temporary name and a rename.
+pub fn write_outputs(result: &ForwardResult, out: &Path) -> Result<(), VaeError> {
+    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = result
+        .outputs
+        .iter()
+        .map(|(k, shape, values)| (*k, shape.clone(), bytemuck::cast_slice::<f32, u8>(values).to_vec()))
+        .collect();
+    let safetensors_err = |e: safetensors::SafeTensorError| VaeError::Safetensors { path: out.to_owned(), reason: e.to_string() };
+    let views = bytes
+        .iter()
+        .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (*k, v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(safetensors_err)?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = out.with_file_name(format!(".{name}.tmp"));
+    safetensors::serialize_to_file(views, None, &tmp).map_err(safetensors_err)?;
+    std::fs::rename(&tmp, out).map_err(|source| VaeError::Io { path: out.to_owned(), source })
+}

@@ -1,0 +1,161 @@
+//! The three parametrised layers of the autoencoder, with PyTorch's parameter names and layouts
+//! (`weight`/`bias`, convolution `[out, in, kh, kw]`, linear `[out, in]`) so that a module's
+//! path is its diffusers state-dict key, and the builder that creates their parameters either
+//! from a seeded initialiser or from a weights file.
+//!
+//! Dimension letters: N batch, C channels, H/W height/width, L = H·W tokens.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::weights::WeightFile;
+
+/// How a parameter is initialised when it is not loaded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Init {
+    /// PyTorch's default for conv and linear weights and biases: U(-1/√fan_in, 1/√fan_in).
+    Uniform { fan_in: usize },
+    Ones,
+    Zeros,
+}
+
+enum Source<'a> {
+    Random(ChaCha8Rng),
+    File(&'a mut WeightFile),
+}
+
+/// Creates every parameter of a module tree, keyed by its diffusers name. Loading does not
+/// stop at the first bad tensor: problems are collected so the error can list them all.
+pub(crate) struct Builder<'a> {
+    device: Device,
+    source: Source<'a>,
+    pub(crate) problems: Vec<String>,
+}
+
+impl<'a> Builder<'a> {
+    pub(crate) fn random(rng: ChaCha8Rng, device: &Device) -> Self {
+        Self { device: device.clone(), source: Source::Random(rng), problems: Vec::new() }
+    }
+
+    pub(crate) fn file(file: &'a mut WeightFile, device: &Device) -> Self {
+        Self { device: device.clone(), source: Source::File(file), problems: Vec::new() }
+    }
+
+    pub(crate) fn param<const D: usize>(&mut self, key: &str, shape: [usize; D], init: Init) -> Param<Tensor<D>> {
+        let numel: usize = shape.iter().product();
+        let values = match &mut self.source {
+            Source::Random(rng) => match init {
+                Init::Uniform { fan_in } => {
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+                }
+                Init::Ones => vec![1.0; numel],
+                Init::Zeros => vec![0.0; numel],
+            },
+            Source::File(file) => match file.take(key, &shape) {
+                Ok(values) => values,
+                Err(problem) => {
+                    self.problems.push(problem);
+                    vec![0.0; numel]
+                }
+            },
+        };
+        Param::from_data(TensorData::new(values, shape), &self.device)
+    }
+}
+
+/// `torch.nn.Conv2d` with bias.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Param<Tensor<1>>,
+    stride: usize,
+    /// (top, bottom, left, right) zero padding.
+    padding: [usize; 4],
+}
+
+impl Conv2d {
+    pub(crate) fn new(b: &mut Builder, key: &str, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: [usize; 4]) -> Self {
+        let fan_in = c_in * kernel * kernel;
+        Self {
+            weight: b.param(&format!("{key}.weight"), [c_out, c_in, kernel, kernel], Init::Uniform { fan_in }),
+            bias: b.param(&format!("{key}.bias"), [c_out], Init::Uniform { fan_in }),
+            stride,
+            padding,
+        }
+    }
+
+    /// A 3×3 convolution that keeps the resolution.
+    pub(crate) fn same3(b: &mut Builder, key: &str, c_in: usize, c_out: usize) -> Self {
+        Self::new(b, key, c_in, c_out, 3, 1, [1; 4])
+    }
+
+    pub(crate) fn pointwise(b: &mut Builder, key: &str, c_in: usize, c_out: usize) -> Self {
+        Self::new(b, key, c_in, c_out, 1, 1, [0; 4])
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [top, bottom, left, right] = self.padding;
+        let s = self.stride;
+        let options = ConvOptions::new_with_padding([s, s], [(top, bottom), (left, right)], [1, 1], 1);
+        conv2d(x, self.weight.val(), Some(self.bias.val()), options)
+    }
+}
+
+/// `torch.nn.GroupNorm` with affine parameters.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub(crate) fn new(b: &mut Builder, key: &str, groups: usize, channels: usize, eps: f64) -> Self {
+        Self {
+            weight: b.param(&format!("{key}.weight"), [channels], Init::Ones),
+            bias: b.param(&format!("{key}.bias"), [channels], Init::Zeros),
+            groups,
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let g = x.reshape([n, self.groups, (c / self.groups) * h * w]); // N, G, C/G·H·W
+        let mean = g.clone().mean_dim(2);
+        let centred = g - mean;
+        let var = centred.clone().square().mean_dim(2);
+        let normed = (centred / (var + self.eps).sqrt()).reshape([n, c, h, w]);
+        let scale = self.weight.val().reshape([1, c, 1, 1]);
+        let shift = self.bias.val().reshape([1, c, 1, 1]);
+        normed * scale + shift
+    }
+}
+
+/// `torch.nn.Linear` with bias, weight stored `[out, in]` as PyTorch does.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Linear {
+    pub(crate) fn new(b: &mut Builder, key: &str, d_in: usize, d_out: usize) -> Self {
+        let fan_in = d_in;
+        Self {
+            weight: b.param(&format!("{key}.weight"), [d_out, d_in], Init::Uniform { fan_in }),
+            bias: b.param(&format!("{key}.bias"), [d_out], Init::Uniform { fan_in }),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let d_out = self.bias.dims()[0];
+        x.matmul(self.weight.val().transpose().unsqueeze_dim(0)) + self.bias.val().reshape([1, 1, d_out])
+    }
+}

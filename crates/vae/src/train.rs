@@ -1,0 +1,264 @@
+//! Training a small AutoencoderKL from video frames: reconstruction loss plus a small KL term,
+//! AdamW, every random draw from one seed.
+//!
+//! Dimension letters: N batch, C channels, H/W height/width, Z latent channels, h/w latent
+//! height/width, S crop side.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+use crate::{AutoencoderKL, VaeConfig, VaeError};
+
+/// How far a reconstruction is from its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconstructionLoss {
+    L1,
+    Mse,
+}
+
+impl std::str::FromStr for ReconstructionLoss {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "l1" => Ok(Self::L1),
+            "mse" => Ok(Self::Mse),
+            other => Err(format!("unknown reconstruction loss \"{other}\"; use \"l1\" or \"mse\"")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Side of the random square crop trained on; 0 trains on whole frames. The VAE is
+    /// convolutional, so crops teach it the same function for a fraction of the compute.
+    pub crop: usize,
+    /// Peak learning rate, reached after `warmup_steps` and decayed by a cosine to a tenth.
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Weight of the KL term, both terms taken per element: `rec + kl_weight · KL/pixels`.
+    /// LDM's kl-f8 used 1e-6 on sums, i.e. the same ratio.
+    pub kl_weight: f64,
+    pub loss: ReconstructionLoss,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 300,
+            batch_size: 8,
+            crop: 32,
+            lr: 2e-3,
+            warmup_steps: 20,
+            weight_decay: 0.0,
+            kl_weight: 1e-6,
+            loss: ReconstructionLoss::L1,
+            seed: 0,
+        }
+    }
+}
+
+/// Frames in memory: `[N, H, W, 3]` uint8, RGB, row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameBatch<'a> {
+    pub pixels: &'a [u8],
+    pub count: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl FrameBatch<'_> {
+    fn frame(&self, i: usize) -> &[u8] {
+        let n = self.height * self.width * 3;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Frames `indices`, each cropped at `(top, left)` to `size` and optionally mirrored, as a
+    /// `[N, 3, size, size]` tensor in [-1, 1].
+    fn tensor(&self, picks: &[(usize, usize, usize, bool)], size: (usize, usize), device: &Device) -> Tensor<4> {
+        let (sh, sw) = size;
+        let mut values = vec![0f32; picks.len() * 3 * sh * sw];
+        for (b, &(i, top, left, flip)) in picks.iter().enumerate() {
+            let frame = self.frame(i);
+            for y in 0..sh {
+                for x in 0..sw {
+                    let sx = if flip { left + sw - 1 - x } else { left + x };
+                    let p = ((top + y) * self.width + sx) * 3;
+                    for c in 0..3 {
+                        values[((b * 3 + c) * sh + y) * sw + x] = frame[p + c] as f32 / 127.5 - 1.0;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(values, [picks.len(), 3, sh, sw]), device)
+    }
+}
+
+/// Converts `[N, H, W, 3]` uint8 frames to the VAE's `[N, 3, H, W]` input in [-1, 1],
+/// mirrored left-right when `flip`.
+pub fn frames_to_tensor(frames: FrameBatch<'_>, flip: bool, device: &Device) -> Tensor<4> {
+    let picks: Vec<_> = (0..frames.count).map(|i| (i, 0, 0, flip)).collect();
+    frames.tensor(&picks, (frames.height, frames.width), device)
+}
+
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub model: AutoencoderKL,
+    /// The config with `scaling_factor` set to 1/std of the training latents (how Stable
+    /// Diffusion's 0.18215 was chosen), so scaled latents have unit variance.
+    pub config: VaeConfig,
+    /// Mean PSNR (dB, 8-bit peak) of held-out frames decoded from their posterior mean.
+    pub heldout_psnr: Option<f64>,
+    pub train_psnr: f64,
+    pub losses: Vec<f32>,
+}
+
+fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    if step < cfg.warmup_steps {
+        return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
+    }
+    let span = cfg.steps.saturating_sub(cfg.warmup_steps).max(1) as f64;
+    let t = (step - cfg.warmup_steps) as f64 / span;
+    cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+/// Trains a fresh autoencoder of `vae_cfg` on the frames `train` (indices into `frames`) and
+/// evaluates it on `heldout`. `on_step(step, loss)` is called after every step.
+pub fn train(
+    vae_cfg: &VaeConfig,
+    cfg: &TrainConfig,
+    frames: FrameBatch<'_>,
+    train: &[usize],
+    heldout: &[usize],
+    device: &Device,
+    on_step: &mut dyn FnMut(usize, f32),
+) -> Result<TrainOutcome, VaeError> {
+    let f = vae_cfg.downsample_factor();
+    let (h, w) = (frames.height, frames.width);
+    let (ch, cw) = if cfg.crop == 0 { (h, w) } else { (cfg.crop, cfg.crop) };
+    if train.is_empty() {
+        return Err(VaeError::Train("no training frames".into()));
+    }
+    if frames.pixels.len() != frames.count * h * w * 3 {
+        return Err(VaeError::Train(format!("{} bytes do not hold {} frames of {h}×{w}×3", frames.pixels.len(), frames.count)));
+    }
+    if let Some(&bad) = train.iter().chain(heldout).find(|&&i| i >= frames.count) {
+        return Err(VaeError::Train(format!("frame index {bad} is out of range (there are {} frames)", frames.count)));
+    }
+    if ch > h || cw > w || ch % f != 0 || cw % f != 0 || h % f != 0 || w % f != 0 {
+        return Err(VaeError::Train(format!(
+            "crop {ch}×{cw} of {h}×{w} frames: both must be multiples of the downsampling factor {f} and the crop no larger than the frame"
+        )));
+    }
+    if cfg.steps == 0 || cfg.batch_size == 0 {
+        return Err(VaeError::Train("steps and batch_size must be at least 1".into()));
+    }
+
+    let ad = device.clone().autodiff();
+    let mut model = AutoencoderKL::init(vae_cfg, cfg.seed, &ad)?;
+    let mut optimizer = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_epsilon(1e-8).init();
+    // One stream for data, one for posterior noise, both derived from the seed; the model's
+    // initialisation uses the seed itself.
+    let mut data_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1));
+    let mut noise_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(2));
+    let latent = [cfg.batch_size, vae_cfg.latent_channels, ch / f, cw / f];
+    let pixels_per_sample = (3 * ch * cw) as f64;
+    let mut losses = Vec::with_capacity(cfg.steps);
+
+    for step in 0..cfg.steps {
+        let picks: Vec<_> = (0..cfg.batch_size)
+            .map(|_| {
+                let i = train[data_rng.random_range(0..train.len())];
+                let top = data_rng.random_range(0..=h - ch);
+                let left = data_rng.random_range(0..=w - cw);
+                (i, top, left, data_rng.random_bool(0.5))
+            })
+            .collect();
+        let x = frames.tensor(&picks, (ch, cw), &ad); // N, 3, S, S
+        let noise: Vec<f32> = (0..latent.iter().product()).map(|_| noise_rng.sample(StandardNormal)).collect();
+        let noise = Tensor::<4>::from_data(TensorData::new(noise, latent), &ad); // N, Z, h, w
+
+        let posterior = model.encode(x.clone());
+        let reconstruction = model.decode(posterior.sample(noise)); // N, 3, S, S
+        let diff = reconstruction - x;
+        let rec = match cfg.loss {
+            ReconstructionLoss::L1 => diff.abs().mean(),
+            ReconstructionLoss::Mse => diff.square().mean(),
+        };
+        let kl = posterior.kl().mean() / pixels_per_sample;
+        let loss = rec + kl * cfg.kl_weight;
+
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(VaeError::Train(format!("loss became {value} at step {step}; lower the learning rate (lr = {})", cfg.lr)));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(learning_rate(cfg, step), model, grads);
+        losses.push(value);
+        on_step(step, value);
+    }
+
+    let model = model.valid();
+    let mut config = vae_cfg.clone();
+    let sample: Vec<usize> = spread(train, 64);
+    config.scaling_factor = 1.0 / latent_std(&model, frames, &sample, device).max(1e-6);
+    let heldout_psnr = (!heldout.is_empty()).then(|| mean_psnr(&model, frames, &spread(heldout, 64), device));
+    let train_psnr = mean_psnr(&model, frames, &sample, device);
+    Ok(TrainOutcome { model, config, heldout_psnr, train_psnr, losses })
+}
+
+/// At most `n` indices spread evenly over `indices`.
+fn spread(indices: &[usize], n: usize) -> Vec<usize> {
+    if indices.len() <= n {
+        return indices.to_vec();
+    }
+    (0..n).map(|k| indices[k * indices.len() / n]).collect()
+}
+
+fn batches(indices: &[usize]) -> impl Iterator<Item = &[usize]> {
+    indices.chunks(8)
+}
+
+fn gather(frames: FrameBatch<'_>, indices: &[usize], device: &Device) -> Tensor<4> {
+    let picks: Vec<_> = indices.iter().map(|&i| (i, 0, 0, false)).collect();
+    frames.tensor(&picks, (frames.height, frames.width), device)
+}
+
+/// Standard deviation of the posterior means over `indices`.
+fn latent_std(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize], device: &Device) -> f64 {
+    let (mut sum, mut sum_sq, mut n) = (0f64, 0f64, 0usize);
+    for chunk in batches(indices) {
+        let mean = model.encode(gather(frames, chunk, device)).mean;
+        let values = mean.into_data().try_into_vec::<f32>().unwrap_or_default();
+        n += values.len();
+        for v in values {
+            sum += v as f64;
+            sum_sq += (v as f64) * (v as f64);
+        }
+    }
+    let m = sum / n.max(1) as f64;
+    (sum_sq / n.max(1) as f64 - m * m).max(0.0).sqrt()
+}
+
+/// Mean over frames of the PSNR (8-bit peak) of the decoded posterior mean.
+pub fn mean_psnr(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize], device: &Device) -> f64 {
+    let mut total = 0.0;
+    for chunk in batches(indices) {
+        let x = gather(frames, chunk, device);
+        let decoded = model.decode(model.encode(x.clone()).mean).clamp(-1.0, 1.0);
+        let n = chunk.len();
+        // Errors in [-1, 1] units; the 8-bit peak 255 is 2 in these units.
+        let mse = (decoded - x).square().reshape([n, 3 * frames.height * frames.width]).mean_dim(1);
+        for m in mse.into_data().try_into_vec::<f32>().unwrap_or_default() {
+            total += 10.0 * (4.0 / (m as f64).max(1e-12)).log10();
+        }
+    }
+    total / indices.len().max(1) as f64
+}

@@ -1,0 +1,116 @@
+//! Training a tiny VAE, and the diffusers folder round trip.
+
+use std::path::Path;
+
+use latte_vae::burn::tensor::{Device, Tensor, TensorData};
+use latte_vae::train::{train, FrameBatch, ReconstructionLoss, TrainConfig};
+use latte_vae::{save_pretrained, state_dict, AutoencoderKL, VaeConfig, VaeError, VaeFolder};
+
+fn tiny() -> VaeConfig {
+    VaeConfig::new(vec![8, 16], 1, 4, 4)
+}
+
+/// `n` frames of 16×16: a bright square moving over a colour gradient.
+fn frames(n: usize) -> Vec<u8> {
+    let mut px = Vec::with_capacity(n * 16 * 16 * 3);
+    for i in 0..n {
+        for y in 0..16 {
+            for x in 0..16 {
+                let inside = (x + 16 - i % 16) % 16 < 5 && (4..10).contains(&y);
+                let rgb = if inside { [240, 220, 40] } else { [(x * 12) as u8, (y * 12) as u8, 90] };
+                px.extend(rgb);
+            }
+        }
+    }
+    px
+}
+
+fn config(steps: usize) -> TrainConfig {
+    TrainConfig { steps, batch_size: 4, crop: 8, lr: 3e-3, warmup_steps: 2, loss: ReconstructionLoss::L1, ..TrainConfig::default() }
+}
+
+#[test]
+fn same_seed_gives_the_same_bits() {
+    let px = frames(12);
+    let batch = FrameBatch { pixels: &px, count: 12, height: 16, width: 16 };
+    let run = || {
+        let mut seen = Vec::new();
+        let out = train(&tiny(), &config(3), batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::default(), &mut |_, l| seen.push(l)).unwrap();
+        (out.losses, state_dict(&out.model), seen)
+    };
+    let (a_loss, a_sd, a_seen) = run();
+    let (b_loss, b_sd, _) = run();
+    assert_eq!(a_loss.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), b_loss.iter().map(|l| l.to_bits()).collect::<Vec<_>>());
+    assert_eq!(a_seen, a_loss, "the callback sees every step's loss");
+    assert_eq!(a_sd, b_sd, "same seed must give bit-identical weights");
+}
+
+#[test]
+fn training_reduces_the_loss_and_reports_psnr() {
+    let px = frames(16);
+    let batch = FrameBatch { pixels: &px, count: 16, height: 16, width: 16 };
+    let out = train(&tiny(), &config(80), batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::default(), &mut |_, _| {}).unwrap();
+    let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = out.losses[70..].iter().sum::<f32>() / 10.0;
+    eprintln!("loss {first:.4} -> {last:.4}, held-out PSNR {:?}, train PSNR {:.2}, scale {:.4}", out.heldout_psnr, out.train_psnr, out.config.scaling_factor);
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+    let psnr = out.heldout_psnr.unwrap();
+    assert!(psnr.is_finite() && psnr > 12.0, "held-out PSNR {psnr}");
+    assert!(out.config.scaling_factor.is_finite() && out.config.scaling_factor > 0.0);
+}
+
+#[test]
+fn bad_training_inputs_fail_clearly() {
+    let px = frames(4);
+    let batch = FrameBatch { pixels: &px, count: 4, height: 16, width: 16 };
+    let dev = Device::default();
+    let err = train(&tiny(), &TrainConfig { crop: 7, ..config(1) }, batch, &[0, 1], &[], &dev, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("multiples of the downsampling factor 2"), "{err}");
+    let err = train(&tiny(), &config(1), batch, &[0, 9], &[], &dev, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("frame index 9"), "{err}");
+    let err = train(&tiny(), &config(1), batch, &[], &[], &dev, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, VaeError::Train(_)), "{err}");
+}
+
+#[test]
+fn state_dict_has_diffusers_keys_and_shapes() {
+    // The fixture's weights were written by diffusers' state_dict(): same keys, same shapes.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vae-kl-tiny");
+    let folder = VaeFolder::open(&fixture).unwrap();
+    let model = AutoencoderKL::init(&folder.config, 0, &Device::default()).unwrap();
+    let ours: Vec<(String, Vec<usize>)> = state_dict(&model).into_iter().map(|(k, (s, _))| (k, s)).collect();
+    let bytes = std::fs::read(&folder.weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut theirs: Vec<(String, Vec<usize>)> = st.tensors().into_iter().map(|(k, v)| (k, v.shape().to_vec())).collect();
+    theirs.sort();
+    assert_eq!(theirs.len(), 124);
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn saved_folder_loads_back_to_the_same_function() {
+    let dev = Device::default();
+    let cfg = tiny();
+    let model = AutoencoderKL::init(&cfg, 5, &dev).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_pretrained(&model, &cfg, dir.path()).unwrap();
+    assert!(dir.path().join("diffusion_pytorch_model.safetensors").is_file());
+    let folder = VaeFolder::open(dir.path()).unwrap();
+    assert_eq!(folder.config, cfg);
+    let loaded = folder.load(&dev).unwrap();
+
+    let x: Vec<f32> = (0..2 * 3 * 8 * 8).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [2, 3, 8, 8]), &dev);
+    let a = model.decode(model.encode(x.clone()).mean).into_data().try_into_vec::<f32>().unwrap();
+    let b = loaded.decode(loaded.encode(x).mean).into_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+    assert_eq!(folder.digest().unwrap().len(), 64);
+}
+
+#[test]
+fn input_not_divisible_by_the_downsampling_factor_is_rejected() {
+    let cfg = VaeConfig::stable_diffusion();
+    let err = latte_vae::check_input([1, 3, 60, 64], &cfg).unwrap_err();
+    assert!(err.to_string().contains("multiples of the downsampling factor 8"), "{err}");
+    assert!(latte_vae::check_input([1, 3, 64, 64], &cfg).is_ok());
+}

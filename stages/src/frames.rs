@@ -1,0 +1,98 @@
+//! `frames`: decodes every clip of the manifest, applies the dataset's spatial transform and
+//! stores the frames **unflipped** in `frames.zarr/` (ragged; see ARCHITECTURE.md). The
+//! latents stage encodes both orientations. Clips that cannot be decoded or are too short
+//! are listed in `rejected.json` (with the `videos` stage's rejections); the stage fails only
+//! when every clip is rejected.
+
+use latte_datasets::{extract_frames, ExtractError, ExtractOptions, Manifest, Rejected};
+use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_video::WindowSpec;
+
+pub struct Frames;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "size", ty: ParamType::Int, default: Some("64"), help: "output frames are size × size (256 in the paper)" },
+    ParamSpec {
+        name: "windows_per_video",
+        ty: ParamType::Int,
+        default: Some("0"),
+        help: "0: store every frame (the train stage draws windows); K > 0: store K seeded clips per video, decoding only those",
+    },
+    ParamSpec { name: "num_frames", ty: ParamType::Int, default: Some("16"), help: "frames per clip (shortest usable video)" },
+    ParamSpec { name: "frame_interval", ty: ParamType::Int, default: Some("3"), help: "temporal stride of a clip" },
+    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the windows when windows_per_video > 0" },
+];
+
+const INPUTS: &[InputSpec] = &[InputSpec { name: "videos", required: true, help: "the `videos` stage (manifest.json)" }];
+
+fn options(p: &Params) -> Result<ExtractOptions, StageError> {
+    let size = p.usize("size")?;
+    if !(8..=4096).contains(&size) {
+        return Err(format!("parameter `size` is {size}; use 8..=4096").into());
+    }
+    let spec = WindowSpec { num_frames: p.usize("num_frames")?, interval: p.usize("frame_interval")? };
+    if spec.num_frames == 0 || spec.interval == 0 {
+        return Err("parameters `num_frames` and `frame_interval` must be at least 1".into());
+    }
+    let k = p.usize("windows_per_video")?;
+    Ok(ExtractOptions { size, windows_per_video: (k > 0).then_some(k), spec, seed: p.u64("seed")? })
+}
+
+impl Stage for Frames {
+    fn kind(&self) -> &'static str {
+        "frames"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), String> {
+        options(params).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        let opts = options(ctx.params)?;
+        let dir = ctx.input("videos")?;
+        let manifest = Manifest::read(&dir.join("manifest.json"))?;
+        let upstream = dir.join("rejected.json");
+        let mut rejected = if upstream.is_file() { Rejected::read_all(&upstream)? } else { Vec::new() };
+        ctx.progress.set_length(manifest.clips.len() as u64);
+        let store = ctx.out.join("frames.zarr");
+        let tick = |_: &latte_datasets::Clip| ctx.progress.inc(1);
+        let result = extract_frames(&manifest, dir, &store, &opts, ctx.threads, &tick);
+        let report = match result {
+            Ok(r) => r,
+            Err(ExtractError::AllRejected { total, first, rejected: mine }) => {
+                rejected.extend(mine);
+                Rejected::write_all(&ctx.out.join("rejected.json"), &rejected)?;
+                return Err(format!(
+                    "every clip was rejected ({total} in the manifest); first: {first}. Check the dataset files (reasons in {})",
+                    ctx.out.join("rejected.json").display()
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for r in &report.rejected {
+            ctx.progress.log(&format!("rejected {}: {}", r.path.display(), r.reason));
+        }
+        rejected.extend(report.rejected);
+        Rejected::write_all(&ctx.out.join("rejected.json"), &rejected)?;
+        ctx.progress.log(&format!(
+            "{} clips, {} frames stored, {} rejected",
+            report.meta.num_videos(),
+            report.meta.total_frames(),
+            rejected.len()
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! `latents`: encodes every stored frame, as stored and mirrored left-right, with the VAE and
+//! stores the posterior mean and log-variance per frame, so the train stage can draw any window,
+//! any flip and a fresh posterior sample each step, as the reference does.
+//!
+//! Output: `latents.zarr/` (Zarr v3 group, the frames store's ragged layout): arrays `mean` and
+//! `logvar` `[2, total_frames, Z, h, w]` (axis 0: 0 = frames as stored, 1 = mirrored), f32 or
+//! f16; group attributes are the frames store's plus `scale_factor`, `vae_digest`, `dtype`,
+//! `latent_shape`, `downsample_factor`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, RaggedReader, RaggedWriter};
+use latte_vae::burn::tensor::Device;
+use latte_vae::train::{frames_to_tensor, FrameBatch};
+use latte_vae::{AutoencoderKL, VaeFolder};
+
+pub struct Latents;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "dtype", ty: ParamType::Str, default: Some("\"f32\""), help: "storage type of mean and logvar: \"f32\" or \"f16\"" },
+    ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("16"), help: "frames encoded at once (bounds memory)" },
+    ParamSpec {
+        name: "weights",
+        ty: ParamType::Path,
+        default: Some("\"\""),
+        help: "a diffusers AutoencoderKL folder (e.g. Stable Diffusion's sd-vae-ft-ema); empty = the `vae` input",
+    },
+];
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr)" },
+    InputSpec { name: "vae", required: false, help: "a `vae_train` stage (vae/); not needed when `weights` is set" },
+];
+
+#[derive(Clone, Copy, Debug)]
+pub enum StoreDtype {
+    F32,
+    F16,
+}
+
+fn dtype(p: &Params) -> Result<StoreDtype, String> {
+    match p.str("dtype").map_err(|e| e.to_string())? {
+        "f32" | "float32" => Ok(StoreDtype::F32),
+        "f16" | "float16" => Ok(StoreDtype::F16),
+        other => Err(format!("parameter `dtype` is \"{other}\"; use \"f32\" or \"f16\"")),
+    }
+}
+
+impl Stage for Latents {
+    fn kind(&self) -> &'static str {
+        "latents"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), String> {
+        dtype(params)?;
+        if params.usize("batch_size").map_err(|e| e.to_string())? == 0 {
+            return Err("parameter `batch_size` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        let dtype = dtype(ctx.params)?;
+        let batch_size = ctx.params.usize("batch_size")?;
+        let frames = ctx.input("frames")?.join("frames.zarr");
+        let vae = vae_dir(ctx)?;
+        Ok(encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, ctx.progress)?)
+    }
+}
+
+fn vae_dir(ctx: &StageContext<'_>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = ctx.params.opt_str("weights").map_err(|e| anyhow::anyhow!("{e}"))? {
+        return Ok(PathBuf::from(path));
+    }
+    match ctx.inputs.get("vae") {
+        // A vae_train output holds the folder as `vae/`; any other upstream may be the folder.
+        Some(dir) if dir.join("vae").is_dir() => Ok(dir.join("vae")),
+        Some(dir) => Ok(dir.clone()),
+        None => bail!("stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder", ctx.name),
+    }
+}
+
+/// Mean and log-variance of `frames` (`[n, H, W, 3]` uint8), as stored and mirrored:
+/// two `[2, n, Z, h, w]` buffers.
+fn encode(vae: &AutoencoderKL, frames: FrameBatch<'_>, device: &Device) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let (mut mean, mut logvar) = (Vec::new(), Vec::new());
+    for flip in [false, true] {
+        let posterior = vae.encode(frames_to_tensor(frames, flip, device));
+        mean.extend(posterior.mean.into_data().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("reading latents back: {e:?}"))?);
+        logvar.extend(posterior.logvar.into_data().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("reading latents back: {e:?}"))?);
+    }
+    Ok((mean, logvar))
+}
+
+/// Encodes every frame of the store `store_dir` with the VAE folder `vae_dir` into the new
+/// store `out` (`latents.zarr`).
+pub fn encode_store(store_dir: &Path, vae_dir: &Path, out: &Path, dtype: StoreDtype, batch_size: usize, progress: &dyn Progress) -> anyhow::Result<()> {
+    match dtype {
+        StoreDtype::F32 => encode_as::<f32>(store_dir, vae_dir, out, "float32", |v| v, batch_size, progress),
+        StoreDtype::F16 => encode_as::<f16>(store_dir, vae_dir, out, "float16", f16::from_f32, batch_size, progress),
+    }
+}
+
+fn encode_as<T: FrameElement>(
+    store_dir: &Path,
+    vae_dir: &Path,
+    out: &Path,
+    dtype_name: &str,
+    convert: fn(f32) -> T,
+    batch_size: usize,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let device = Device::default();
+    let folder = VaeFolder::open(vae_dir)?;
+    let vae = folder.load(&device)?;
+    let digest = folder.digest()?;
+    let config = &folder.config;
+
+    let store = RaggedReader::open(store_dir).with_context(|| format!("opening the frames store {}", store_dir.display()))?;
+    let frames = store.array::<u8>("frames").with_context(|| format!("reading array `frames` of {}", store_dir.display()))?;
+    let &[height, width, 3] = frames.frame_shape() else {
+        bail!("{}: array `frames` has frame shape {:?}; expected [S, S, 3]", store_dir.display(), frames.frame_shape());
+    };
+    let (height, width) = (height as usize, width as usize);
+    latte_vae::check_input([1, 3, height, width], config)
+        .with_context(|| format!("frames of {} with the VAE in {}", store_dir.display(), vae_dir.display()))?;
+    let f = config.downsample_factor();
+    let latent_shape = [config.latent_channels as u64, (height / f) as u64, (width / f) as u64];
+    let batch_size = batch_size.max(1);
+
+    let mut writer = RaggedWriter::create(out)?;
+    for name in ["mean", "logvar"] {
+        writer.add_array::<T>(&ArraySpec::new(name, &[2], &latent_shape))?;
+    }
+    let meta = store.meta().clone();
+    progress.set_length(meta.total_frames());
+    progress.log(&format!(
+        "latents: {} videos, {} frames of {height}×{width} → {latent_shape:?} ({dtype_name}), VAE {}",
+        meta.num_videos(),
+        meta.total_frames(),
+        vae_dir.display()
+    ));
+    for v in 0..meta.num_videos() {
+        let range = meta.range(v).context("video range")?;
+        let mut start = range.start;
+        while start < range.end {
+            let n = (range.end - start).min(batch_size as u64);
+            let pixels = frames.read_range(&[], start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v]))?;
+            let batch = FrameBatch { pixels: &pixels, count: n as usize, height, width };
+            let (mean, logvar) = encode(&vae, batch, &device)?;
+            writer.append::<T>("mean", &mean.into_iter().map(convert).collect::<Vec<T>>())?;
+            writer.append::<T>("logvar", &logvar.into_iter().map(convert).collect::<Vec<T>>())?;
+            progress.inc(n);
+            start += n;
+        }
+        writer.end_video(&meta.ids[v], meta.labels[v])?;
+    }
+
+    let mut extra = meta.extra.clone();
+    extra.insert("scale_factor".into(), config.scaling_factor.into());
+    extra.insert("vae_digest".into(), digest.into());
+    extra.insert("dtype".into(), dtype_name.into());
+    extra.insert("latent_shape".into(), serde_json::json!(latent_shape));
+    extra.insert("downsample_factor".into(), f.into());
+    let info = GroupInfo { dataset: meta.dataset.clone(), num_classes: meta.num_classes, window: meta.window, flip: meta.flip, extra };
+    writer.finish(info)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vae_train::{train_on_store, Options};
+    use latte_engine::NoProgress;
+    use latte_store::WindowKind;
+    use latte_vae::train::TrainConfig;
+    use latte_vae::VaeConfig;
+
+    /// A fresh scratch directory (stages has no tempfile dependency).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("latte-latents-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A frames store of videos with `counts` frames of `s`×`s`, pixel values from a formula.
+    fn frames_store(dir: &Path, s: usize, counts: &[usize]) -> PathBuf {
+        let path = dir.join("frames.zarr");
+        let mut w = RaggedWriter::create(&path).unwrap();
+        w.add_array::<u8>(&ArraySpec::new("frames", &[], &[s as u64, s as u64, 3])).unwrap();
+        for (v, &n) in counts.iter().enumerate() {
+            let px: Vec<u8> = (0..n * s * s * 3).map(|i| ((i * 37 + v * 11 + (i / (s * 3)) * 5) % 251) as u8).collect();
+            w.append::<u8>("frames", &px).unwrap();
+            w.end_video(&format!("video{v}"), Some((v % 2) as u32)).unwrap();
+        }
+        let info = GroupInfo { dataset: "unit".into(), num_classes: Some(2), window: WindowKind::Linspace, flip: true, extra: Default::default() };
+        w.finish(info).unwrap();
+        path
+    }
+
+    fn tiny_options() -> Options {
+        Options {
+            vae: VaeConfig::new(vec![8, 16], 1, 4, 4),
+            train: TrainConfig { steps: 2, batch_size: 2, crop: 8, ..TrainConfig::default() },
+            heldout_fraction: 0.3,
+            max_frames: 64,
+            fit_scaling_factor: true,
+        }
+    }
+
+    #[test]
+    fn trained_vae_encodes_every_frame_in_both_orientations() {
+        let dir = scratch("both");
+        let frames = frames_store(&dir, 16, &[5, 3, 4]);
+        let trained = dir.join("vae_train");
+        train_on_store(&frames, &tiny_options(), &trained, &NoProgress).unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(trained.join("report.json")).unwrap()).unwrap();
+        assert!(report["heldout_psnr_db"].as_f64().is_some_and(f64::is_finite), "{report}");
+        assert_eq!(report["heldout_frames"], 3, "the middle video (3 frames) is held out: {report}");
+
+        let vae_dir = trained.join("vae");
+        let out = dir.join("latents.zarr");
+        encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &NoProgress).unwrap();
+
+        let latents = RaggedReader::open(&out).unwrap();
+        let source = RaggedReader::open(&frames).unwrap();
+        let meta = latents.meta();
+        assert_eq!((&meta.offsets, &meta.counts, &meta.ids, &meta.labels), (&source.meta().offsets, &source.meta().counts, &source.meta().ids, &source.meta().labels));
+        let folder = VaeFolder::open(&vae_dir).unwrap();
+        assert_eq!(meta.extra["scale_factor"].as_f64(), Some(folder.config.scaling_factor));
+        assert_eq!(meta.extra["vae_digest"].as_str(), Some(folder.digest().unwrap().as_str()));
+        assert_eq!(meta.extra["dtype"], "float32");
+        assert_eq!(meta.extra["latent_shape"], serde_json::json!([4, 8, 8]));
+
+        // Orientation 1 is the encoding of the mirrored frames, orientation 0 of the frames.
+        let device = Device::default();
+        let vae = folder.load(&device).unwrap();
+        let pixels = source.array::<u8>("frames").unwrap().read_range(&[], 0, 12).unwrap();
+        let batch = FrameBatch { pixels: &pixels, count: 12, height: 16, width: 16 };
+        let mean = latents.array::<f32>("mean").unwrap();
+        let logvar = latents.array::<f32>("logvar").unwrap();
+        assert_eq!((mean.lead_shape(), mean.frame_shape()), (&[2u64][..], &[4u64, 8, 8][..]));
+        for (slot, flip) in [(0u64, false), (1, true)] {
+            let want = vae.encode(frames_to_tensor(batch, flip, &device));
+            let want_mean = want.mean.into_data().try_into_vec::<f32>().unwrap();
+            let want_logvar = want.logvar.into_data().try_into_vec::<f32>().unwrap();
+            let got_mean = mean.read_range(&[slot], 0, 12).unwrap();
+            let got_logvar = logvar.read_range(&[slot], 0, 12).unwrap();
+            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(diff(&got_mean, &want_mean) < 1e-5, "orientation {slot}: mean differs by {}", diff(&got_mean, &want_mean));
+            assert!(diff(&got_logvar, &want_logvar) < 1e-5, "orientation {slot}: logvar differs");
+        }
+        assert_ne!(mean.read_range(&[0], 0, 1).unwrap(), mean.read_range(&[1], 0, 1).unwrap(), "orientations must differ");
+
+        // f16 storage holds the same values to half precision.
+        let out16 = dir.join("latents16.zarr");
+        encode_store(&frames, &vae_dir, &out16, StoreDtype::F16, 5, &NoProgress).unwrap();
+        let half = RaggedReader::open(&out16).unwrap();
+        assert_eq!(half.meta().extra["dtype"], "float16");
+        let m16 = half.array::<f16>("mean").unwrap().read_range(&[1], 0, 12).unwrap();
+        let m32 = mean.read_range(&[1], 0, 12).unwrap();
+        assert!(m16.iter().zip(&m32).all(|(a, b)| (a.to_f32() - b).abs() <= 1e-3 * (1.0 + b.abs())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn frames_the_vae_cannot_take_fail_with_both_paths_named() {
+        let dir = scratch("size");
+        let frames = frames_store(&dir, 12, &[2]);
+        let vae_dir = dir.join("vae");
+        let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::default()).unwrap();
+        latte_vae::save_pretrained(&model, &VaeConfig::new(vec![8, 16, 16], 1, 4, 4), &vae_dir).unwrap();
+        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &NoProgress).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("multiples of the downsampling factor 4") && msg.contains("frames.zarr") && msg.contains("vae"), "{msg}");
+        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &NoProgress).unwrap_err();
+        assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

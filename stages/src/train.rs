@@ -1,0 +1,443 @@
+//! `train`: trains a Latte on the cached latents with the reference's recipe (`latte-train`).
+//!
+//! Output: `model.safetensors` (EMA weights under the reference's key names: what sampling
+//! loads), `model_raw.safetensors` (the raw weights), `config.json` (`model`: the LatteConfig,
+//! `train`: the TrainConfig, `latents`: scale factor, latent shape, classes, dataset),
+//! `checkpoints/` (the newest checkpoints, resumable), `loss.jsonl`, `loss.png`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_model::burn::module::Module;
+use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
+use latte_store::{f16, RaggedArray, RaggedReader, WindowKind};
+use latte_train::{train, LatentClips, ModelInput, RunPaths, StepLog, TrainConfig};
+use latte_video::{WindowRule, WindowSpec};
+
+pub struct Train;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "model", ty: ParamType::Str, default: Some("\"Latte-S/2\""), help: "model preset `Latte-{S,B,L,XL}/{2,4,8}`" },
+    ParamSpec { name: "depth", ty: ParamType::Int, default: Some("0"), help: "number of blocks; 0 = the preset's" },
+    ParamSpec { name: "hidden_size", ty: ParamType::Int, default: Some("0"), help: "token width; 0 = the preset's" },
+    ParamSpec { name: "num_heads", ty: ParamType::Int, default: Some("0"), help: "attention heads; 0 = the preset's" },
+    ParamSpec { name: "patch_size", ty: ParamType::Int, default: Some("0"), help: "patch side; 0 = the preset's" },
+    ParamSpec { name: "variant", ty: ParamType::Int, default: Some("1"), help: "Latte variant 1-4 (the released code has 1)" },
+    ParamSpec { name: "conditioning", ty: ParamType::Str, default: Some("\"adaln\""), help: "\"adaln\" (S-AdaLN, the reference) or \"tokens\"" },
+    ParamSpec { name: "temporal_pos", ty: ParamType::Str, default: Some("\"absolute\""), help: "\"absolute\" (the reference) or \"rope\"" },
+    ParamSpec { name: "tubelet_stride", ty: ParamType::Int, default: Some("0"), help: "0 = uniform per-frame patches (the reference); s > 0 = tubelets of s frames" },
+    ParamSpec { name: "conditional", ty: ParamType::Bool, default: Some("true"), help: "condition on class labels when the data set has them" },
+    ParamSpec { name: "class_dropout_prob", ty: ParamType::Float, default: Some("0.1"), help: "label dropout for classifier-free guidance" },
+    ParamSpec { name: "num_frames", ty: ParamType::Int, default: Some("16"), help: "frames per training clip" },
+    ParamSpec { name: "frame_interval", ty: ParamType::Int, default: Some("3"), help: "frame stride of the clip window" },
+    ParamSpec { name: "image_frames", ty: ParamType::Int, default: Some("0"), help: "extra independent image frames per clip (joint training; LatteIMG uses 8)" },
+    ParamSpec { name: "steps", ty: ParamType::Int, default: Some("2000"), help: "optimizer steps" },
+    ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("5"), help: "clips per micro-batch" },
+    ParamSpec { name: "grad_accum", ty: ParamType::Int, default: Some("1"), help: "micro-batches per optimizer step" },
+    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("1e-4"), help: "AdamW learning rate (constant)" },
+    ParamSpec { name: "warmup_steps", ty: ParamType::Int, default: Some("0"), help: "linear learning-rate warm-up steps" },
+    ParamSpec { name: "weight_decay", ty: ParamType::Float, default: Some("0.0"), help: "AdamW weight decay" },
+    ParamSpec { name: "beta1", ty: ParamType::Float, default: Some("0.9"), help: "AdamW beta1" },
+    ParamSpec { name: "beta2", ty: ParamType::Float, default: Some("0.999"), help: "AdamW beta2" },
+    ParamSpec { name: "eps", ty: ParamType::Float, default: Some("1e-8"), help: "AdamW epsilon" },
+    ParamSpec { name: "ema_decay", ty: ParamType::Float, default: Some("0.9999"), help: "EMA decay per step (short runs need less, e.g. 0.995)" },
+    ParamSpec { name: "clip_max_norm", ty: ParamType::Float, default: Some("0.1"), help: "global gradient-norm limit" },
+    ParamSpec { name: "clip_from_step", ty: ParamType::Int, default: Some("-1"), help: "first step that clips gradients; -1 = never" },
+    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("3407"), help: "model initialisation seed" },
+    ParamSpec { name: "data_seed", ty: ParamType::Int, default: Some("3407"), help: "seed of clip order, windows, flips, posterior samples, timesteps and noise" },
+    ParamSpec { name: "checkpoint_every", ty: ParamType::Int, default: Some("500"), help: "checkpoint interval in steps" },
+    ParamSpec { name: "keep_checkpoints", ty: ParamType::Int, default: Some("2"), help: "newest checkpoints kept" },
+    ParamSpec { name: "device", ty: ParamType::Str, default: Some("\"default\""), help: "burn device: \"default\", \"flex\"/\"cpu\"" },
+    ParamSpec {
+        name: "resume_dir",
+        ty: ParamType::Str,
+        default: Some("\"\""),
+        help: "a folder outside the store where checkpoints persist, so an interrupted run resumes from it; empty = inside the output only",
+    },
+];
+
+const INPUTS: &[InputSpec] = &[InputSpec { name: "latents", required: true, help: "the `latents` stage (latents.zarr)" }];
+
+impl Stage for Train {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), String> {
+        let s = |e: StageError| e.to_string();
+        let cfg = train_config(params).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        let mut model = model_config(params).map_err(|e| e.to_string())?;
+        // The latent side and classes come from the store; check the rest now.
+        model.num_frames = cfg.num_frames;
+        model.validate().map_err(|e| format!("model: {e}"))?;
+        if params.usize("frame_interval").map_err(s)? == 0 {
+            return Err("parameter `frame_interval` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        run(ctx).map_err(Into::into)
+    }
+}
+
+fn err(e: StageError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
+    let clip_from = p.int("clip_from_step").map_err(err)?;
+    Ok(TrainConfig {
+        steps: p.u64("steps").map_err(err)?,
+        batch_size: p.usize("batch_size").map_err(err)?,
+        grad_accum: p.usize("grad_accum").map_err(err)?,
+        num_frames: p.usize("num_frames").map_err(err)?,
+        image_frames: p.usize("image_frames").map_err(err)?,
+        lr: p.float("lr").map_err(err)?,
+        warmup_steps: p.u64("warmup_steps").map_err(err)?,
+        weight_decay: p.float("weight_decay").map_err(err)?,
+        beta1: p.float("beta1").map_err(err)?,
+        beta2: p.float("beta2").map_err(err)?,
+        eps: p.float("eps").map_err(err)?,
+        ema_decay: p.float("ema_decay").map_err(err)?,
+        clip_max_norm: p.float("clip_max_norm").map_err(err)?,
+        clip_from_step: u64::try_from(clip_from).ok(),
+        class_dropout_prob: p.float("class_dropout_prob").map_err(err)?,
+        data_seed: p.u64("data_seed").map_err(err)?,
+        checkpoint_every: p.u64("checkpoint_every").map_err(err)?,
+        keep_checkpoints: p.usize("keep_checkpoints").map_err(err)?,
+        ..TrainConfig::default()
+    })
+}
+
+/// The preset with the overrides applied (latent size, frames and classes are set later).
+fn model_config(p: &Params) -> anyhow::Result<LatteConfig> {
+    let mut cfg = LatteConfig::preset(p.str("model").map_err(err)?).context("parameter `model`")?;
+    for (key, field) in [
+        ("depth", &mut cfg.depth),
+        ("hidden_size", &mut cfg.hidden_size),
+        ("num_heads", &mut cfg.num_heads),
+        ("patch_size", &mut cfg.patch_size),
+    ] {
+        let v = p.usize(key).map_err(err)?;
+        if v > 0 {
+            *field = v;
+        }
+    }
+    cfg.variant = u8::try_from(p.int("variant").map_err(err)?).map_err(|_| anyhow!("parameter `variant` must be 1-4"))?;
+    cfg.conditioning = match p.str("conditioning").map_err(err)? {
+        "adaln" => Conditioning::Adaln,
+        "tokens" => Conditioning::Tokens,
+        other => bail!("parameter `conditioning` is \"{other}\"; use \"adaln\" or \"tokens\""),
+    };
+    cfg.temporal_pos = match p.str("temporal_pos").map_err(err)? {
+        "absolute" => TemporalPos::Absolute,
+        "rope" => TemporalPos::Rope,
+        other => bail!("parameter `temporal_pos` is \"{other}\"; use \"absolute\" or \"rope\""),
+    };
+    cfg.patch_embed = match p.usize("tubelet_stride").map_err(err)? {
+        0 => PatchEmbedKind::Uniform,
+        stride => PatchEmbedKind::Tubelet { stride },
+    };
+    cfg.class_dropout_prob = p.float("class_dropout_prob").map_err(err)?;
+    // The hybrid loss needs the learned variance channels.
+    cfg.learn_sigma = true;
+    Ok(cfg)
+}
+
+/// `mean`/`logvar` as stored (f32 or f16).
+enum Posterior {
+    F32(RaggedArray<f32>, RaggedArray<f32>),
+    F16(RaggedArray<f16>, RaggedArray<f16>),
+}
+
+impl Posterior {
+    fn open(store: &RaggedReader, dir: &Path) -> anyhow::Result<Self> {
+        if let (Ok(m), Ok(l)) = (store.array::<f32>("mean"), store.array::<f32>("logvar")) {
+            return Ok(Self::F32(m, l));
+        }
+        let m = store.array::<f16>("mean").with_context(|| format!("{}: array `mean` (f32 or f16)", dir.display()))?;
+        let l = store.array::<f16>("logvar").with_context(|| format!("{}: array `logvar` (f32 or f16)", dir.display()))?;
+        Ok(Self::F16(m, l))
+    }
+
+    fn frame_shape(&self) -> Vec<u64> {
+        match self {
+            Self::F32(m, _) => m.frame_shape().to_vec(),
+            Self::F16(m, _) => m.frame_shape().to_vec(),
+        }
+    }
+
+    fn read(&self, orient: u64, global: &[u64]) -> Result<(Vec<f32>, Vec<f32>), latte_store::StoreError> {
+        Ok(match self {
+            Self::F32(m, l) => (m.read_frames(&[orient], global)?, l.read_frames(&[orient], global)?),
+            Self::F16(m, l) => {
+                let up = |v: Vec<f16>| v.into_iter().map(f16::to_f32).collect::<Vec<f32>>();
+                (up(m.read_frames(&[orient], global)?), up(l.read_frames(&[orient], global)?))
+            }
+        })
+    }
+}
+
+fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
+    let p = ctx.params;
+    let cfg = train_config(p)?;
+    let mut model_cfg = model_config(p)?;
+    let store_dir = ctx.input("latents").map_err(err)?.join("latents.zarr");
+    let store = RaggedReader::open(&store_dir).with_context(|| format!("opening the latents store {}", store_dir.display()))?;
+    let meta = store.meta().clone();
+    let posterior = Posterior::open(&store, &store_dir)?;
+    let &[c, h, w] = posterior.frame_shape().as_slice() else {
+        bail!("{}: latent frames have shape {:?}; expected [C, h, w]", store_dir.display(), posterior.frame_shape());
+    };
+    if h != w {
+        bail!("{}: latents are {h}×{w}; the model needs square latents", store_dir.display());
+    }
+    let scale_factor = meta.extra.get("scale_factor").and_then(|v| v.as_f64()).unwrap_or(0.18215);
+
+    // Clips the window rule can serve in full (the reference asserts on shorter ones).
+    let spec = WindowSpec { num_frames: cfg.num_frames, interval: p.usize("frame_interval").map_err(err)? };
+    let rule = match meta.window {
+        WindowKind::Linspace => WindowRule::Linspace,
+        WindowKind::Stride => WindowRule::Stride,
+    };
+    let kept: Vec<usize> = (0..meta.num_videos()).filter(|&i| spec.long_enough(meta.counts[i] as usize, rule)).collect();
+    if kept.is_empty() {
+        bail!(
+            "{}: no video has enough frames for a {}-frame clip at interval {}; lower `num_frames` or `frame_interval`",
+            store_dir.display(),
+            spec.num_frames,
+            spec.interval
+        );
+    }
+    if kept.len() < meta.num_videos() {
+        ctx.progress.log(&format!("train: skipping {} videos too short for the window", meta.num_videos() - kept.len()));
+    }
+    let conditional = p.bool("conditional").map_err(err)? && meta.num_classes.is_some();
+    let labels = if conditional {
+        let l: Option<Vec<usize>> = kept.iter().map(|&i| meta.labels[i].map(|l| l as usize)).collect();
+        Some(l.ok_or_else(|| anyhow!("{}: some videos have no label but the data set has classes", store_dir.display()))?)
+    } else {
+        None
+    };
+
+    model_cfg.input_size = h as usize;
+    model_cfg.in_channels = c as usize;
+    model_cfg.num_frames = cfg.num_frames;
+    model_cfg.num_classes = if conditional { meta.num_classes.map(|n| n as usize) } else { None };
+    model_cfg.validate().context("model configuration")?;
+
+    let offsets: Vec<u64> = kept.iter().map(|&i| meta.offsets[i]).collect();
+    let posterior = Arc::new(posterior);
+    let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
+        let global: Vec<u64> = idx.iter().map(|&i| offsets[clip] + i as u64).collect();
+        posterior.read(orient as u64, &global).map_err(Into::into)
+    });
+    let window = Box::new(move |total: usize, rng: &mut latte_train::ChaCha8Rng| {
+        spec.sample(total, rule, rng).map_err(Into::into)
+    });
+    let clips = LatentClips {
+        counts: kept.iter().map(|&i| meta.counts[i] as usize).collect(),
+        labels,
+        num_classes: model_cfg.num_classes,
+        frame_shape: [c as usize, h as usize, w as usize],
+        flip: meta.flip,
+        read,
+        window,
+    };
+    let cfg = TrainConfig { scale_factor, ..cfg };
+
+    let device = latte_nn::device::device_from_name(p.str("device").map_err(err)?)?;
+    let train_device = latte_nn::device::autodiff(&device);
+    let model = Latte::new(&model_cfg, &train_device, p.u64("seed").map_err(err)?)?;
+    let model_meta = serde_json::to_value(&model_cfg)?;
+    ctx.progress.log(&format!(
+        "train: {} clips, latents {c}×{h}×{w}, {} trainable parameters, {} steps of {}×{} clips",
+        kept.len(),
+        model.num_trainable_params(),
+        cfg.steps,
+        cfg.batch_size,
+        cfg.grad_accum
+    ));
+
+    let resume_dir = p.str("resume_dir").map_err(err)?;
+    let ckpt_dir = if resume_dir.is_empty() { ctx.out.join("checkpoints") } else { PathBuf::from(resume_dir) };
+    let paths = RunPaths { checkpoints: ckpt_dir.clone(), log: ctx.out.join("loss.jsonl"), plot: ctx.out.join("loss.png") };
+    if !resume_dir.is_empty() {
+        // The log of an interrupted run lives beside its checkpoints; bring it along.
+        let old_log = ckpt_dir.join("loss.jsonl");
+        if old_log.is_file() {
+            std::fs::copy(&old_log, &paths.log).with_context(|| format!("copying {}", old_log.display()))?;
+        }
+    }
+    ctx.progress.set_length(cfg.steps);
+    let mut shown = 0u64;
+    let on_step = |l: &StepLog| {
+        ctx.progress.inc(l.step - shown);
+        shown = l.step;
+        ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4})", l.loss, l.mse, l.vb));
+    };
+    let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
+    let result = train(model, forward, clips, &cfg, &paths, &model_meta, on_step);
+    if !resume_dir.is_empty() && paths.log.is_file() {
+        std::fs::copy(&paths.log, ckpt_dir.join("loss.jsonl")).with_context(|| format!("saving the log beside {}", ckpt_dir.display()))?;
+    }
+    let trained = result?;
+
+    trained.ema.save_safetensors(&ctx.out.join("model.safetensors")).context("writing model.safetensors")?;
+    trained.model.valid().save_safetensors(&ctx.out.join("model_raw.safetensors")).context("writing model_raw.safetensors")?;
+    if !resume_dir.is_empty() {
+        copy_dir(&ckpt_dir, &ctx.out.join("checkpoints"))?;
+    }
+    let config = serde_json::json!({
+        "model": model_cfg,
+        "train": cfg,
+        "diffusion": {"steps": 1000, "schedule": "linear", "learn_sigma": true, "loss": "mse+vlb"},
+        "latents": {
+            "scale_factor": scale_factor,
+            "latent_shape": [c, h, w],
+            "num_classes": meta.num_classes,
+            "dataset": meta.dataset,
+        },
+        "seed": p.u64("seed").map_err(err)?,
+        "resumed_from": trained.resumed_from,
+    });
+    std::fs::write(ctx.out.join("config.json"), serde_json::to_vec_pretty(&config)?).context("writing config.json")?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stage end to end on a tiny latents store: outputs per the contract, EMA weights
+    //! loadable by the model, and a second run resuming from `resume_dir`.
+
+    use std::collections::BTreeMap;
+
+    use latte_engine::{NoProgress, Registry};
+    use latte_model::burn::tensor::Device;
+    use latte_store::{ArraySpec, GroupInfo, RaggedWriter};
+
+    use super::*;
+
+    /// Stands in for the `latents` kind so that a pipeline text can bind the input slot.
+    struct Upstream;
+    impl Stage for Upstream {
+        fn kind(&self) -> &'static str {
+            "latents"
+        }
+        fn version(&self) -> &'static str {
+            "0"
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            &[]
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            &[]
+        }
+        fn run(&self, _: &StageContext<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn write_latents(dir: &Path) {
+        let mut w = RaggedWriter::create(&dir.join("latents.zarr")).unwrap();
+        for name in ["mean", "logvar"] {
+            w.add_array::<f32>(&ArraySpec::new(name, &[2], &[4, 4, 4])).unwrap();
+        }
+        for (v, n) in [6usize, 7, 2].into_iter().enumerate() {
+            let len = 2 * n * 64;
+            let mean: Vec<f32> = (0..len).map(|i| ((i * 37 + v * 11) % 101) as f32 / 50.0 - 1.0).collect();
+            w.append("mean", &mean).unwrap();
+            w.append("logvar", &vec![-4.0f32; len]).unwrap();
+            w.end_video(&format!("v{v}"), Some(v as u32 % 2)).unwrap();
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("scale_factor".into(), serde_json::json!(0.18215));
+        w.finish(GroupInfo { dataset: "test".into(), num_classes: Some(2), window: WindowKind::Stride, flip: true, extra }).unwrap();
+    }
+
+    fn params(root: &Path, steps: u64, resume: &Path) -> Params {
+        let mut r = Registry::new();
+        r.register(Upstream);
+        r.register(Train);
+        let text = format!(
+            "[stages.latents]\nkind = \"latents\"\n[stages.train]\nkind = \"train\"\ninputs = {{ latents = \"latents\" }}\n\
+             depth = 2\nhidden_size = 32\nnum_heads = 2\nnum_frames = 3\nframe_interval = 2\nsteps = {steps}\n\
+             batch_size = 2\ncheckpoint_every = 2\nema_decay = 0.9\nlr = 1e-3\nresume_dir = \"{}\"\n",
+            resume.display()
+        );
+        let p = latte_engine::pipeline::parse(&text, &root.join("pipeline.toml"), &r, &Default::default()).unwrap();
+        p.stage("train").unwrap().params.clone()
+    }
+
+    #[test]
+    fn trains_writes_the_contract_and_resumes() {
+        let root = std::env::temp_dir().join(format!("latte-train-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (input, resume) = (root.join("in"), root.join("resume"));
+        std::fs::create_dir_all(&input).unwrap();
+        write_latents(&input);
+        let inputs = BTreeMap::from([("latents".to_string(), input.clone())]);
+        let run_once = |steps: u64, out: &Path| {
+            std::fs::create_dir_all(out).unwrap();
+            let p = params(&root, steps, &resume);
+            Train.validate(&p).unwrap();
+            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, threads: 1, progress: &NoProgress };
+            Train.run(&ctx)
+        };
+        run_once(2, &root.join("out1")).unwrap();
+        let out = root.join("out2");
+        run_once(3, &out).unwrap();
+        for f in ["model.safetensors", "model_raw.safetensors", "config.json", "loss.jsonl", "loss.png", "checkpoints/step-00000003/model.bpk"] {
+            assert!(out.join(f).exists(), "{f} is missing");
+        }
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["resumed_from"], serde_json::json!(2));
+        assert_eq!(config["model"]["num_classes"], serde_json::json!(2));
+        assert_eq!(config["model"]["input_size"], serde_json::json!(4));
+        // The third video (2 frames) cannot give a 3-frame window at interval 2 and is skipped.
+        assert_eq!(latte_train::read_log(&out.join("loss.jsonl")).unwrap().len(), 3);
+        let cfg: LatteConfig = serde_json::from_value(config["model"].clone()).unwrap();
+        let mut model = Latte::new(&cfg, &Device::default(), 0).unwrap();
+        model.load_safetensors(&out.join("model.safetensors")).unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected_by_name() {
+        let root = std::env::temp_dir();
+        let mut p = params(&root, 1, Path::new(""));
+        p.values.insert("conditioning".into(), "sideways".into());
+        let e = Train.validate(&p).unwrap_err();
+        assert!(e.contains("conditioning"), "{e}");
+    }
+}

@@ -1,0 +1,266 @@
+//! `vae_train`: trains a small AutoencoderKL on the pipeline's own frames (no Stable Diffusion
+//! weights can be downloaded here) and saves it in the diffusers layout, so the `latents` and
+//! `sample` stages treat it exactly like SD's VAE.
+//!
+//! Output: `vae/config.json` + `vae/diffusion_pytorch_model.safetensors`, `report.json`
+//! (held-out PSNR, scaling factor, loss curve).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_store::RaggedReader;
+use latte_vae::burn::tensor::Device;
+use latte_vae::train::{train, FrameBatch, ReconstructionLoss, TrainConfig};
+use latte_vae::{save_pretrained, VaeConfig};
+
+pub struct VaeTrain;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "block_out_channels",
+        ty: ParamType::IntList,
+        default: Some("[32, 64, 64]"),
+        help: "channels per resolution level; n levels downsample by 2^(n-1) (SD: [128, 256, 512, 512])",
+    },
+    ParamSpec { name: "layers_per_block", ty: ParamType::Int, default: Some("1"), help: "ResNet blocks per encoder level (decoder: one more)" },
+    ParamSpec { name: "norm_num_groups", ty: ParamType::Int, default: Some("8"), help: "GroupNorm groups; divides every channel count" },
+    ParamSpec { name: "latent_channels", ty: ParamType::Int, default: Some("4"), help: "latent channels (the Latte model expects 4)" },
+    ParamSpec { name: "steps", ty: ParamType::Int, default: Some("400"), help: "optimizer steps" },
+    ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("8"), help: "crops per step" },
+    ParamSpec { name: "crop", ty: ParamType::Int, default: Some("32"), help: "side of the random square crops trained on; 0 = whole frames" },
+    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("0.002"), help: "peak AdamW learning rate (warmup, then cosine to a tenth)" },
+    ParamSpec { name: "kl_weight", ty: ParamType::Float, default: Some("1e-6"), help: "weight of KL(q‖N(0,I)) per pixel element against the reconstruction loss" },
+    ParamSpec { name: "loss", ty: ParamType::Str, default: Some("\"l1\""), help: "reconstruction loss: \"l1\" or \"mse\"" },
+    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the initialisation, the batches and the posterior noise" },
+    ParamSpec { name: "heldout_fraction", ty: ParamType::Float, default: Some("0.1"), help: "fraction of videos kept out of training for the PSNR report" },
+    ParamSpec { name: "max_frames", ty: ParamType::Int, default: Some("4096"), help: "frames loaded for training (evenly subsampled); bounds memory" },
+    ParamSpec { name: "fit_scaling_factor", ty: ParamType::Bool, default: Some("true"), help: "set scaling_factor to 1/std of the latents (as SD's 0.18215 was chosen); false keeps 0.18215" },
+];
+
+const INPUTS: &[InputSpec] = &[InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr)" }];
+
+fn vae_config(p: &Params) -> Result<VaeConfig, StageError> {
+    let channels = p
+        .int_list("block_out_channels")?
+        .into_iter()
+        .map(|c| usize::try_from(c).map_err(|_| format!("parameter `block_out_channels` holds {c}; channel counts are positive")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = VaeConfig::new(channels, p.usize("layers_per_block")?, p.usize("norm_num_groups")?, p.usize("latent_channels")?);
+    config.validate().map_err(|e| format!("the VAE parameters do not form a valid AutoencoderKL: {e}"))?;
+    Ok(config)
+}
+
+fn train_config(p: &Params) -> Result<TrainConfig, StageError> {
+    Ok(TrainConfig {
+        steps: p.usize("steps")?,
+        batch_size: p.usize("batch_size")?,
+        crop: p.usize("crop")?,
+        lr: p.float("lr")?,
+        warmup_steps: (p.usize("steps")? / 20).max(1),
+        weight_decay: 0.0,
+        kl_weight: p.float("kl_weight")?,
+        loss: p.str("loss")?.parse::<ReconstructionLoss>().map_err(|e| format!("parameter `loss`: {e}"))?,
+        seed: p.u64("seed")?,
+    })
+}
+
+impl Stage for VaeTrain {
+    fn kind(&self) -> &'static str {
+        "vae_train"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), String> {
+        let config = vae_config(params).map_err(|e| e.to_string())?;
+        let train = train_config(params).map_err(|e| e.to_string())?;
+        let f = config.downsample_factor();
+        if train.crop % f != 0 {
+            return Err(format!("parameter `crop` ({}) must be a multiple of the downsampling factor {f}", train.crop));
+        }
+        if train.steps == 0 || train.batch_size == 0 {
+            return Err("parameters `steps` and `batch_size` must be at least 1".into());
+        }
+        let h = params.float("heldout_fraction").map_err(|e| e.to_string())?;
+        if !(0.0..1.0).contains(&h) {
+            return Err(format!("parameter `heldout_fraction` must be in [0, 1), got {h}"));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        Ok(run(ctx)?)
+    }
+}
+
+/// Frame indices of the training and held-out sets: whole videos, evenly spread over the
+/// store's order, are held out so the PSNR measures frames the VAE has never seen; a single
+/// video gives up its last frames instead.
+fn split(counts: &[u64], offsets: &[u64], fraction: f64) -> (Vec<u64>, Vec<u64>) {
+    let n = counts.len();
+    if n == 1 {
+        let c = counts[0];
+        let held = ((c as f64 * fraction).round() as u64).min(c.saturating_sub(1));
+        return ((0..c - held).collect(), (c - held..c).collect());
+    }
+    let held = if fraction > 0.0 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let held_videos: Vec<usize> = (0..held).map(|k| (2 * k + 1) * n / (2 * held)).collect();
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for v in 0..n {
+        let frames = offsets[v]..offsets[v] + counts[v];
+        if held_videos.contains(&v) { heldout.extend(frames) } else { train.extend(frames) }
+    }
+    (train, heldout)
+}
+
+/// At most `n` of `indices`, evenly spread.
+fn spread(indices: Vec<u64>, n: usize) -> Vec<u64> {
+    if indices.len() <= n {
+        return indices;
+    }
+    (0..n).map(|k| indices[k * indices.len() / n]).collect()
+}
+
+fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
+    let p = ctx.params;
+    let param = |e: StageError| anyhow::anyhow!("{e}");
+    let options = Options {
+        vae: vae_config(p).map_err(param)?,
+        train: train_config(p).map_err(param)?,
+        heldout_fraction: p.float("heldout_fraction").map_err(param)?,
+        max_frames: p.usize("max_frames").map_err(param)?,
+        fit_scaling_factor: p.bool("fit_scaling_factor").map_err(param)?,
+    };
+    let store_dir = ctx.input("frames").map_err(param)?.join("frames.zarr");
+    train_on_store(&store_dir, &options, ctx.out, ctx.progress)
+}
+
+/// Everything `vae_train` needs besides its input and output paths.
+pub struct Options {
+    pub vae: VaeConfig,
+    pub train: TrainConfig,
+    pub heldout_fraction: f64,
+    pub max_frames: usize,
+    pub fit_scaling_factor: bool,
+}
+
+/// Trains on the frames of the store `store_dir` and writes `out/vae/` and `out/report.json`.
+pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+    let (vae_cfg, train_cfg) = (&options.vae, &options.train);
+    let store = RaggedReader::open(store_dir).with_context(|| format!("opening the frames store {}", store_dir.display()))?;
+    let frames = store.array::<u8>("frames").with_context(|| format!("reading array `frames` of {}", store_dir.display()))?;
+    let &[height, width, 3] = frames.frame_shape() else {
+        bail!("{}: array `frames` has frame shape {:?}; expected [S, S, 3]", store_dir.display(), frames.frame_shape());
+    };
+    let (height, width) = (height as usize, width as usize);
+
+    let meta = store.meta();
+    let max_frames = options.max_frames.max(2);
+    let (train_idx, heldout_idx) = split(&meta.counts, &meta.offsets, options.heldout_fraction);
+    let held_budget = (max_frames / 8).max(1).min(heldout_idx.len());
+    let heldout_idx = spread(heldout_idx, held_budget);
+    let train_idx = spread(train_idx, max_frames - held_budget);
+    if train_idx.is_empty() {
+        bail!("{}: no frames to train the VAE on", store_dir.display());
+    }
+    progress.log(&format!(
+        "vae_train: {} training and {} held-out frames of {height}×{width}, VAE {:?} (×{} downsampling)",
+        train_idx.len(),
+        heldout_idx.len(),
+        vae_cfg.block_out_channels,
+        vae_cfg.downsample_factor()
+    ));
+
+    let all: Vec<u64> = train_idx.iter().chain(&heldout_idx).copied().collect();
+    let pixels = frames.read_frames(&[], &all).with_context(|| format!("reading frames from {}", store_dir.display()))?;
+    let batch = FrameBatch { pixels: &pixels, count: all.len(), height, width };
+    let train_local: Vec<usize> = (0..train_idx.len()).collect();
+    let heldout_local: Vec<usize> = (train_idx.len()..all.len()).collect();
+
+    progress.set_length(train_cfg.steps as u64);
+    let started = Instant::now();
+    let mut on_step = |step: usize, loss: f32| {
+        progress.inc(1);
+        if step % 10 == 0 {
+            progress.set_message(&format!("loss {loss:.4}"));
+        }
+    };
+    let outcome = train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &Device::default(), &mut on_step)
+        .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut config = outcome.config.clone();
+    if !options.fit_scaling_factor {
+        config.scaling_factor = latte_vae::SD_SCALING_FACTOR;
+    }
+    config.sample_size = height;
+    save_pretrained(&outcome.model, &config, &out.join("vae")).context("saving the trained VAE")?;
+
+    let curve: Vec<(usize, f32)> =
+        outcome.losses.iter().copied().enumerate().filter(|(i, _)| i % 10 == 0 || i + 1 == outcome.losses.len()).collect();
+    let report = serde_json::json!({
+        "heldout_psnr_db": outcome.heldout_psnr,
+        "train_psnr_db": outcome.train_psnr,
+        "heldout_frames": heldout_idx.len(),
+        "train_frames": train_idx.len(),
+        "frame_size": [height, width],
+        "block_out_channels": vae_cfg.block_out_channels,
+        "downsample_factor": vae_cfg.downsample_factor(),
+        "scaling_factor": config.scaling_factor,
+        "final_loss": outcome.losses.last(),
+        "steps": train_cfg.steps,
+        "seconds": seconds,
+        "loss_curve": curve,
+    });
+    write_atomic(&out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    progress.log(&format!(
+        "vae_train: {:.0} s, held-out PSNR {} dB, train PSNR {:.2} dB, scaling_factor {:.5}",
+        seconds,
+        outcome.heldout_psnr.map_or("n/a".into(), |v| format!("{v:.2}")),
+        outcome.train_psnr,
+        config.scaling_factor
+    ));
+    Ok(())
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_holds_out_whole_videos() {
+        let (train, held) = split(&[3, 2, 4], &[0, 3, 5], 0.34);
+        assert_eq!(train.len() + held.len(), 9);
+        assert!(!held.is_empty() && !train.is_empty());
+        // Every held-out frame's video is entirely held out.
+        for v in [(0u64..3), (3..5), (5..9)] {
+            let in_held = v.clone().filter(|i| held.contains(i)).count();
+            assert!(in_held == 0 || in_held == v.count());
+        }
+        assert_eq!(held, vec![3, 4], "the middle video is held out");
+    }
+
+    #[test]
+    fn single_video_gives_up_its_last_frames() {
+        assert_eq!(split(&[10], &[0], 0.2), ((0..8).collect(), vec![8, 9]));
+    }
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of the pipeline engine, one binary (ripgrep's layout).
+
+// Loading: every invalid pipeline gives an error naming the file, line and key.
+mod validation;
+// The cache matrix: what reruns after which change, and what is recorded.
+mod cache;
+// `--stage`, `--downstream`, `--force`, concurrency and failures.
+mod selection;
+// A run killed with SIGKILL mid-write leaves nothing marked cached.
+mod interrupt;
+// Grids share stages between points and summarise their metrics; `clean` keeps what locks use.
+mod grid;
+// The README's `status --json` schema and commands match the code and `.ci/run`.
+mod docs;
