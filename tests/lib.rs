@@ -22,6 +22,7 @@ const RECORD_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "sizes", ty: ParamType::IntList, default: Some("[]"), help: "a list recorded in the output" },
     ParamSpec { name: "data", ty: ParamType::Path, default: Some("\"\""), help: "external data whose content is copied into the output" },
     ParamSpec { name: "fail", ty: ParamType::Bool, default: Some("false"), help: "return an error instead of finishing" },
+    ParamSpec { name: "panic", ty: ParamType::Bool, default: Some("false"), help: "panic instead of finishing" },
     ParamSpec { name: "sleep_ms", ty: ParamType::Int, default: Some("0"), help: "sleep this long before writing" },
     ParamSpec { name: "journal", ty: ParamType::Str, default: Some("\"\""), help: "append the stage name here on every run" },
 ];
@@ -86,6 +87,10 @@ impl Stage for Record {
             ctx.progress.log("about to fail");
             std::fs::write(ctx.out.join("partial.txt"), "half-written")?;
             return Err(anyhow::anyhow!("asked to fail").context(format!("stage {}", ctx.name)).into());
+        }
+        if ctx.params.values.contains_key("panic") && ctx.params.bool("panic")? {
+            std::fs::write(ctx.out.join("partial.txt"), "half-written")?;
+            panic!("stage {} panics on purpose", ctx.name);
         }
         let mut chain = String::new();
         for dir in ctx.inputs.values() {

@@ -2,6 +2,7 @@
 //! scanned into a list of clips (video files or frame folders) with labels, then probed into
 //! a [`Manifest`]; files that cannot be read are reported, not fatal.
 
+pub mod bench;
 mod extract;
 mod kind;
 mod manifest;

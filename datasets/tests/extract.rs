@@ -45,9 +45,9 @@ fn every_frame_is_stored_transformed_and_windows_match_it() {
     assert_eq!(w.meta().ids[3], format!("{}#1", m.clips[1].id));
     let src: Vec<Vec<u64>> = serde_json::from_value(w.meta().extra["source_indices"].clone()).unwrap();
     let wa = w.array::<u8>("frames").unwrap();
-    for e in 0..6 {
+    for (e, idx) in src.iter().enumerate() {
         let v = e / 2;
-        let global: Vec<u64> = src[e].iter().map(|i| meta.offsets[v] + i).collect();
+        let global: Vec<u64> = idx.iter().map(|i| meta.offsets[v] + i).collect();
         assert_eq!(wa.read_video(&[], e).unwrap(), a.read_frames(&[], &global).unwrap(), "entry {e}");
     }
     // same seed, same windows
@@ -111,4 +111,38 @@ fn all_rejected_is_an_error_that_says_why() {
     assert!(matches!(e, ExtractError::AllRejected { .. }));
     let msg = e.to_string();
     assert!(msg.contains("a.mp4") && msg.contains("too short"), "{msg}");
+}
+
+#[test]
+fn sky_frame_folders_use_stride_windows_crop_then_resize_and_no_flip() {
+    use latte_video::image_folder::{read_image, write_png};
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("sky_train/abc/abc_1");
+    std::fs::create_dir_all(&clip).unwrap();
+    let cfg = SyntheticConfig { min_frames: 52, max_frames: 52, width: 24, height: 16, ..Default::default() };
+    for (k, f) in latte_video::synthetic::render(&cfg, 0).frames.iter().enumerate() {
+        write_png(&clip.join(format!("abc_frames_{:08}.png", 1000 + k)), f).unwrap();
+    }
+    let root = dir.path().join("sky_train");
+    let (m, rejected) = build_manifest(DatasetKind::SkyTimelapse, scan(DatasetKind::SkyTimelapse, &root, &ScanOptions::default()).unwrap(), 1);
+    assert!(rejected.is_empty());
+    let store = dir.path().join("f.zarr");
+    extract_frames(&m, dir.path(), &store, &opts(8, None), 1, &none).unwrap();
+    let r = RaggedReader::open(&store).unwrap();
+    assert_eq!((r.meta().window, r.meta().flip, r.meta().counts.clone()), (WindowKind::Stride, false, vec![52]));
+    let a = r.array::<u8>("frames").unwrap();
+    let f7 = read_image(&clip.join("abc_frames_00001007.png")).unwrap();
+    assert_eq!(a.read_frames(&[], &[7]).unwrap(), SpatialTransform::CropThenResize(8).apply(&f7).unwrap().data);
+
+    let wstore = dir.path().join("w.zarr");
+    extract_frames(&m, dir.path(), &wstore, &opts(8, Some(3)), 1, &none).unwrap();
+    let w = RaggedReader::open(&wstore).unwrap();
+    let src: Vec<Vec<u64>> = serde_json::from_value(w.meta().extra["source_indices"].clone()).unwrap();
+    let wa = w.array::<u8>("frames").unwrap();
+    for (e, idx) in src.iter().enumerate() {
+        assert_eq!(idx.len(), 16);
+        assert!(idx.windows(2).all(|p| p[1] - p[0] == 3), "exact stride: {idx:?}");
+        assert!(idx[0] <= 52 - 49);
+        assert_eq!(wa.read_video(&[], e).unwrap(), a.read_frames(&[], idx).unwrap());
+    }
 }

@@ -96,3 +96,6 @@ impl Stage for Frames {
         Ok(())
     }
 }
+
+/// The benchmark behind `cargo xtask bench frames` (xtask reaches the libraries through here).
+pub use latte_datasets::bench::{bench_frames, BenchConfig, BenchRow};

@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn frames_the_vae_cannot_take_fail_with_both_paths_named() {
         let dir = scratch("size");
-        let frames = frames_store(&dir, 12, &[2]);
+        let frames = frames_store(&dir, 10, &[2]);
         let vae_dir = dir.join("vae");
         let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::default()).unwrap();
         latte_vae::save_pretrained(&model, &VaeConfig::new(vec![8, 16, 16], 1, 4, 4), &vae_dir).unwrap();

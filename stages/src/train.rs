@@ -290,7 +290,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let on_step = |l: &StepLog| {
         ctx.progress.inc(l.step - shown);
         shown = l.step;
-        ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4})", l.loss, l.mse, l.vb));
+        ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4}), {:.2} it/s", l.loss, l.mse, l.vb, 1.0 / l.secs));
     };
     let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
     let result = train(model, forward, clips, &cfg, &paths, &model_meta, on_step);
@@ -333,6 +333,67 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One configuration timed by [`bench_train`].
+pub struct BenchCase {
+    pub name: String,
+    pub model: LatteConfig,
+    pub batch_size: usize,
+}
+
+/// What [`bench_train`] measured.
+pub struct BenchRow {
+    pub name: String,
+    pub params: usize,
+    /// Median wall time of a full optimizer step (data, forward, loss, backward, AdamW, EMA).
+    pub step_ms: f64,
+    /// Forward + backward FLOPs of one step (3 × forward, as usual).
+    pub gflop_per_step: f64,
+    /// Peak resident memory of the process while this case ran (MiB).
+    pub peak_rss_mib: f64,
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Times `warmup + iters` real training steps of `case` (the `latte-train` loop on random
+/// in-memory latents, flex backend) and returns the median of the last `iters`. Checkpoints go
+/// under `dir`.
+pub fn bench_train(case: &BenchCase, warmup: usize, iters: usize, dir: &Path) -> anyhow::Result<BenchRow> {
+    let m = &case.model;
+    let (c, side, f) = (m.in_channels, m.input_size, m.num_frames);
+    let counts = vec![2 * f; 4];
+    let n = 2 * counts.iter().sum::<usize>() * c * side * side;
+    // Deterministic filler: any values do, the cost does not depend on them.
+    let mean: Vec<f32> = (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0).collect();
+    let logvar = vec![-4.0f32; n];
+    let window = Box::new(move |total: usize, _: &mut latte_train::ChaCha8Rng| Ok((0..f.min(total)).collect()));
+    let clips = LatentClips::in_memory(mean, logvar, counts, [c, side, side], window)?;
+    let steps = (warmup + iters) as u64;
+    let cfg = TrainConfig { steps, batch_size: case.batch_size, num_frames: f, checkpoint_every: steps, ..TrainConfig::default() };
+    let device = latte_nn::device::autodiff(&latte_nn::device::device_from_name("flex")?);
+    let model = Latte::new(m, &device, 0)?;
+    let params = model.num_params();
+    // Reset the peak-RSS counter so the figure is this case's (Linux; ignored elsewhere).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut secs = Vec::new();
+    let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
+    let _ = std::fs::remove_dir_all(dir);
+    train(model, forward, clips, &cfg, &RunPaths::in_dir(dir), &serde_json::Value::Null, |l| secs.push(l.secs))?;
+    let mut timed = secs.split_off(warmup.min(secs.len()));
+    timed.sort_by(f64::total_cmp);
+    let step_ms = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN) * 1e3;
+    Ok(BenchRow {
+        name: case.name.clone(),
+        params,
+        step_ms,
+        gflop_per_step: 3.0 * latte_model::flops::forward_gflops(m) * case.batch_size as f64,
+        peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
+    })
 }
 
 #[cfg(test)]

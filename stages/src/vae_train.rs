@@ -33,6 +33,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "lr", ty: ParamType::Float, default: Some("0.002"), help: "peak AdamW learning rate (warmup, then cosine to a tenth)" },
     ParamSpec { name: "kl_weight", ty: ParamType::Float, default: Some("1e-6"), help: "weight of KL(q‖N(0,I)) per pixel element against the reconstruction loss" },
     ParamSpec { name: "loss", ty: ParamType::Str, default: Some("\"l1\""), help: "reconstruction loss: \"l1\" or \"mse\"" },
+    ParamSpec { name: "initial_logvar", ty: ParamType::Float, default: Some("-6.0"), help: "initial bias of the posterior log-variance: a near-deterministic start trains faster" },
     ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the initialisation, the batches and the posterior noise" },
     ParamSpec { name: "heldout_fraction", ty: ParamType::Float, default: Some("0.1"), help: "fraction of videos kept out of training for the PSNR report" },
     ParamSpec { name: "max_frames", ty: ParamType::Int, default: Some("4096"), help: "frames loaded for training (evenly subsampled); bounds memory" },
@@ -62,6 +63,7 @@ fn train_config(p: &Params) -> Result<TrainConfig, StageError> {
         weight_decay: 0.0,
         kl_weight: p.float("kl_weight")?,
         loss: p.str("loss")?.parse::<ReconstructionLoss>().map_err(|e| format!("parameter `loss`: {e}"))?,
+        initial_logvar: p.float("initial_logvar")?,
         seed: p.u64("seed")?,
     })
 }

@@ -49,5 +49,5 @@ fn readme_commands_are_what_ci_runs() {
     let ci = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"));
     assert!(ci.starts_with("#!/usr/bin/env bash") && ci.contains("set -euo pipefail"));
     assert!(ci.contains("test) cargo test --workspace ;;"));
-    assert!(ci.contains("pipeline) cargo xtask run pipeline.toml ;;"));
+    assert!(ci.contains("    cargo xtask run pipeline.toml\n    ;;"));
 }

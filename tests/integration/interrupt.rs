@@ -16,7 +16,12 @@ fn kill_9_mid_write_leaves_nothing_cached_and_the_rerun_completes() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let written: usize = std::fs::read_dir(&tmp)
-            .map(|dirs| dirs.filter_map(|d| std::fs::read_dir(d.ok()?.path()).ok()).map(|d| d.count()).sum())
+            .map(|dirs| {
+                dirs.filter_map(|d| std::fs::read_dir(d.ok()?.path()).ok())
+                    .flat_map(|d| d.filter_map(Result::ok))
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+                    .count()
+            })
             .unwrap_or(0);
         if written >= 3 {
             break;

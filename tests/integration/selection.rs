@@ -115,3 +115,14 @@ fn a_failed_stage_caches_nothing_and_stops_its_downstream() {
     f.write(&fail.replace("fail = true\n", ""));
     assert_eq!(ran(&f.run()), ["b", "c"]);
 }
+
+#[test]
+fn a_panicking_stage_is_a_failure_not_a_crash() {
+    let f = Fixture::new("[stages.a]\nkind = \"record\"\n[stages.b]\nkind = \"record\"\nvalue = 1\npanic = true\n");
+    let msg = f.run_with(&Selection::default(), 2).unwrap_err().to_string();
+    assert!(msg.contains("stage `b` (kind `record`) failed: panicked: stage b panics on purpose"), "{msg}");
+    let plan = f.plan(&Selection::default());
+    assert_eq!(plan.stage("a").unwrap().state, State::Cached);
+    assert_eq!(plan.stage("b").unwrap().state, State::NeverRun);
+    assert!(std::fs::read_dir(f.store().join("tmp")).unwrap().next().is_none());
+}

@@ -91,7 +91,7 @@ fn top_level_syntax_paths_and_cross_checks() {
     check("[stage.a]\nkind = \"record\"\n", &["pipeline.toml:1: `stage`: unknown top-level key", "did you mean `stages`?"]);
     check("[stages.a]\nkind = \"record\nvalue = 1\n", &["pipeline.toml:2:", "not valid TOML"]);
     check("[stages.a]\nkind = \"record\"\ndata = \"missing.bin\"\n", &["pipeline.toml:3: `stages.a.data`: path", "missing.bin does not exist"]);
-    check("[stages.a]\nkind = \"record\"\nsizes = [1, -2]\n", &["pipeline.toml:1: `stages.a`: `sizes` must not hold negative numbers"]);
+    check("[stages.a]\nkind = \"record\"\nsizes = [1, -2]\n", &["pipeline.toml:3: `stages.a.sizes`: `sizes` must not hold negative numbers"]);
     check("store = \".x\"\n", &["`stages`: the pipeline defines no stages"]);
     check("[stages.\"a b\"]\nkind = \"record\"\n", &["pipeline.toml:1: `stages.a b`: invalid stage name"]);
 }
@@ -105,5 +105,5 @@ fn defaults_are_filled_and_numbers_normalised() {
     assert_eq!(params.values["rate"], toml::Value::Float(1.0));
     assert_eq!(params.int("value").unwrap(), 0);
     assert_eq!(params.str("label").unwrap(), "");
-    assert_eq!(params.values.len(), 8);
+    assert_eq!(params.values.len(), 9);
 }

@@ -18,6 +18,11 @@ mod bench_metrics;
 mod metrics;
 mod weights;
 mod model;
+mod bench_block;
+mod bench_train;
+mod bench_frames;
+mod vae;
+mod sample;
 // Subcommand modules, one per command: add `mod <name>;` here.
 
 #[derive(Parser)]
@@ -49,6 +54,10 @@ enum Command {
     Bench(BenchCommand),
     /// The Latte model: `forward DIR --out FILE` (reference parity contract), `info` (parameters, FLOPs).
     Model(model::Args),
+    /// The Stable Diffusion VAE: `forward DIR --out FILE` (diffusers parity contract).
+    Vae(vae::Args),
+    /// Sample videos from a trained model outside a pipeline (`--checkpoint TRAIN_DIR --vae DIR --n N --out DIR`).
+    Sample(sample::Args),
     // One variant per subcommand: `Name(name::Args),`
 }
 
@@ -57,6 +66,12 @@ enum Command {
 enum BenchCommand {
     /// Fréchet distance at FID width and the feature networks' throughput.
     Metrics(bench_metrics::Args),
+    /// One Latte-S block pair: forward and training step (burn flex vs PyTorch when importable).
+    Block(bench_block::Args),
+    /// Full training steps of the loop with the real model (small and Latte-S/2-shaped configs).
+    Train(bench_train::Args),
+    /// The frames stage against the `ffmpeg` command line on short and long source videos.
+    Frames(bench_frames::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,7 +83,12 @@ fn main() -> ExitCode {
         Command::Metrics(cmd) => metrics::run(cmd),
         Command::Weights(cmd) => weights::run(cmd),
         Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),
+        Command::Bench(BenchCommand::Block(args)) => bench_block::run(args),
+        Command::Bench(BenchCommand::Train(args)) => bench_train::run(args),
+        Command::Bench(BenchCommand::Frames(args)) => bench_frames::run(args),
         Command::Model(args) => model::run(args),
+        Command::Vae(args) => vae::run(args),
+        Command::Sample(args) => sample::run(args),
         // One arm per subcommand: `Command::Name(args) => name::run(args),`
     };
     match result {

@@ -79,11 +79,11 @@ fn info(presets: Vec<String>, variants_of: &str) -> Result<()> {
     } else {
         presets
     };
+    let configs = presets.iter().map(|p| LatteConfig::preset(p)).collect::<Result<Vec<_>, _>>()?;
     // Lazy parameters: building a model allocates nothing, so even XL is free to count.
     let device = latte_model::burn::tensor::Device::flex();
     println!("{:<12} {:>14} {:>14} {:>12} {:>10}", "preset", "trainable", "with frozen", "paper (T4)", "GFLOPs");
-    for name in &presets {
-        let cfg = LatteConfig::preset(name)?;
+    for (name, cfg) in presets.iter().zip(configs) {
         let model = Latte::new(&cfg, &device, 0)?;
         use latte_model::burn::module::Module;
         let paper = TABLE4.iter().find(|(n, _)| n == name).map_or("-".to_string(), |(_, c)| c.to_string());

@@ -131,8 +131,7 @@ impl Progress for Plain {
     fn inc(&self, delta: u64) {
         let Ok(mut s) = self.state.lock() else { return };
         s.pos += delta;
-        if s.len > 0 {
-            let tenth = s.pos * 10 / s.len;
+        if let Some(tenth) = (s.pos * 10).checked_div(s.len) {
             if tenth > s.reported {
                 s.reported = tenth;
                 println!("[{}] {}/{} ({}%)", self.name, s.pos, s.len, tenth * 10);

@@ -11,8 +11,14 @@ use std::time::Instant;
 use anyhow::Context;
 use latte_vae::burn::tensor::Device;
 
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: VaeCommand,
+}
+
 #[derive(Debug, clap::Subcommand)]
-pub enum VaeCommand {
+enum VaeCommand {
     /// Encode `x` of DIR/io.safetensors and decode the posterior mean (the parity contract).
     Forward {
         /// A folder with config.json, weights.safetensors and io.safetensors.
@@ -23,8 +29,8 @@ pub enum VaeCommand {
     },
 }
 
-pub fn run(command: VaeCommand) -> anyhow::Result<()> {
-    match command {
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
         VaeCommand::Forward { dir, out } => {
             let started = Instant::now();
             let result = latte_vae::forward::forward_dir(&dir, &Device::default())

@@ -387,7 +387,10 @@ impl Validator {
         let inputs = inputs?;
         if self.diags.is_empty() {
             if let Err(msg) = stage.validate(&params) {
-                self.error(&path, msg, None);
+                // Point at the first parameter the message names, if the file sets it.
+                let named = specs.iter().map(|s| s.name).find(|n| t.contains_key(*n) && msg.contains(&format!("`{n}`")));
+                let at = named.map_or(path.clone(), |n| format!("{path}.{n}"));
+                self.error(&at, msg, None);
             }
         }
         Some(StageDecl { name: name.to_owned(), stage, inputs, params, line })

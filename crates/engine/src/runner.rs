@@ -135,7 +135,18 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
                     let (tx, force) = (tx.clone(), job.force);
                     let observer = options.observer;
                     scope.spawn(move || {
-                        let result = execute(plan, job.stage, threads, force, observer);
+                        // A panic outside the stage (observer, store) must still report, or
+                        // the loop below would wait for this job forever.
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(plan, job.stage, threads, force, observer)))
+                            .unwrap_or_else(|p| {
+                                let s = &plan.stages[job.stage];
+                                Err(Error::StageFailed {
+                                    stage: s.decl.name.clone(),
+                                    kind: s.decl.stage.kind().to_owned(),
+                                    message: format!("the runner panicked: {}", panic_message(&p)),
+                                    log: plan.store.log_path(&s.key),
+                                })
+                            });
                         let _ = tx.send((key, result));
                     });
                 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -20,10 +20,15 @@ pub enum MetricsError {
     NonFinite { row: usize, col: usize },
     #[error("{path}: not a valid safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },
-    #[error("{path}: tensor `{name}` is missing (is this the right weights file?)")]
+    #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor `{name}` should be {expected}, found {found}")]
-    TensorShape { path: PathBuf, name: String, expected: String, found: String },
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: String,
+        found: String,
+    },
     #[error("{path}: cannot read the pickle: {reason}")]
     Pickle { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]

@@ -21,6 +21,6 @@ pub mod tensors;
 pub mod torchscript;
 pub mod weights;
 
-pub use error::MetricsError;
 /// The tensor framework this crate runs on, for callers that pick a device.
 pub use burn;
+pub use error::MetricsError;

@@ -14,28 +14,46 @@ use crate::MetricsError;
 
 /// Reads every array of a pickled dict tree; names are the dict keys joined with `/`.
 pub fn read_file(path: &Path) -> Result<TensorMap, MetricsError> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
-    parse(&bytes).map_err(|reason| MetricsError::Pickle { path: path.to_owned(), reason })
+    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&bytes).map_err(|reason| MetricsError::Pickle {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// As [`read_file`], from bytes; the error is the reason.
 pub fn parse(bytes: &[u8]) -> Result<TensorMap, String> {
     let root = pickle::parse(bytes).map_err(|e| e.to_string())?;
     let mut out = TensorMap::new();
-    walk(&root, "", &mut out)?;
+    walk(&root, "", &mut out, 0)?;
     if out.is_empty() {
         return Err("the pickle holds no NumPy arrays".into());
     }
     Ok(out)
 }
 
-fn walk(v: &Value, prefix: &str, out: &mut TensorMap) -> Result<(), String> {
+fn walk(v: &Value, prefix: &str, out: &mut TensorMap, depth: usize) -> Result<(), String> {
+    // A pickle can make a dict contain itself through the memo.
+    if depth > 64 {
+        return Err(format!(
+            "dicts nested deeper than 64 levels under `{prefix}`"
+        ));
+    }
     match v {
         Value::Dict(d) => {
             for (k, child) in d.borrow().iter() {
-                let key = k.as_str().ok_or_else(|| format!("non-string dict key under `{prefix}`"))?;
-                let name = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}/{key}") };
-                walk(child, &name, out)?;
+                let key = k
+                    .as_str()
+                    .ok_or_else(|| format!("non-string dict key under `{prefix}`"))?;
+                let name = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}/{key}")
+                };
+                walk(child, &name, out, depth + 1)?;
             }
             Ok(())
         }
@@ -44,7 +62,10 @@ fn walk(v: &Value, prefix: &str, out: &mut TensorMap) -> Result<(), String> {
             out.insert(prefix.to_owned(), t);
             Ok(())
         }
-        other => Err(format!("`{prefix}` is neither a dict nor an array ({})", kind(other))),
+        other => Err(format!(
+            "`{prefix}` is neither a dict nor an array ({})",
+            kind(other)
+        )),
     }
 }
 
@@ -67,7 +88,9 @@ fn kind(v: &Value) -> &'static str {
 
 /// Decodes one pickled `ndarray` of float32 (or float64, narrowed) values.
 fn ndarray(v: &Value) -> Result<HostTensor, String> {
-    let Value::Call(call) = v else { return Err("not an object".into()) };
+    let Value::Call(call) = v else {
+        return Err("not an object".into());
+    };
     match call.func.global() {
         Some(("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct")) => {}
         Some((m, n)) => return Err(format!("object `{m}.{n}` is not a NumPy array")),
@@ -76,17 +99,26 @@ fn ndarray(v: &Value) -> Result<HostTensor, String> {
     let state = call.state.borrow().clone().ok_or("array without state")?;
     let items = state.items().ok_or("array state is not a tuple")?;
     let [_, shape, dtype, fortran, raw] = items.as_slice() else {
-        return Err(format!("array state has {} fields, expected 5", items.len()));
+        return Err(format!(
+            "array state has {} fields, expected 5",
+            items.len()
+        ));
     };
     let shape: Vec<usize> = shape
         .items()
         .ok_or("array shape is not a tuple")?
         .iter()
-        .map(|d| d.as_int().and_then(|i| usize::try_from(i).ok()).ok_or("bad shape entry"))
+        .map(|d| {
+            d.as_int()
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or("bad shape entry")
+        })
         .collect::<Result<_, _>>()?;
     let fortran = fortran.as_int().ok_or("bad fortran flag")? != 0;
     let (code, little) = dtype_of(dtype)?;
-    let Value::Bytes(raw) = raw else { return Err("array data is not raw bytes (object array?)".into()) };
+    let Value::Bytes(raw) = raw else {
+        return Err("array data is not raw bytes (object array?)".into());
+    };
     let numel: usize = shape.iter().product();
     let width = match code.as_str() {
         "f4" => 4,
@@ -94,7 +126,11 @@ fn ndarray(v: &Value) -> Result<HostTensor, String> {
         other => return Err(format!("dtype `{other}` is not float32/float64")),
     };
     if raw.len() != numel * width {
-        return Err(format!("array data holds {} bytes, shape {shape:?} needs {}", raw.len(), numel * width));
+        return Err(format!(
+            "array data holds {} bytes, shape {shape:?} needs {}",
+            raw.len(),
+            numel * width
+        ));
     }
     let mut data: Vec<f32> = raw
         .chunks_exact(width)
@@ -113,13 +149,24 @@ fn ndarray(v: &Value) -> Result<HostTensor, String> {
 
 /// `(type code like "f4", little-endian?)` of a pickled `numpy.dtype`.
 fn dtype_of(v: &Value) -> Result<(String, bool), String> {
-    let Value::Call(call) = v else { return Err("dtype is not an object".into()) };
+    let Value::Call(call) = v else {
+        return Err("dtype is not an object".into());
+    };
     if !matches!(call.func.global(), Some(("numpy", "dtype"))) {
         return Err("dtype is not numpy.dtype".into());
     }
     let args = call.args.items().ok_or("dtype args are not a tuple")?;
-    let code = args.first().and_then(Value::as_str).ok_or("dtype without a type code")?.to_owned();
-    let order = call.state.borrow().as_ref().and_then(Value::items).and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_owned)));
+    let code = args
+        .first()
+        .and_then(Value::as_str)
+        .ok_or("dtype without a type code")?
+        .to_owned();
+    let order = call
+        .state
+        .borrow()
+        .as_ref()
+        .and_then(Value::items)
+        .and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_owned)));
     let little = match order.as_deref() {
         Some(">") => false,
         // `<`, `|` (not applicable) and `=` (native; every platform that wrote these is little-endian).

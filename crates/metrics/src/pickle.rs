@@ -73,7 +73,11 @@ impl Value {
     /// The value under string key `key` of a dict.
     pub fn get(&self, key: &str) -> Option<Value> {
         match self {
-            Value::Dict(d) => d.borrow().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v.clone()),
+            Value::Dict(d) => d
+                .borrow()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v.clone()),
             _ => None,
         }
     }
@@ -101,7 +105,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        let Some(end) = end else { return err(format!("truncated at byte {} (wanted {n} more)", self.pos)) };
+        let Some(end) = end else {
+            return err(format!("truncated at byte {} (wanted {n} more)", self.pos));
+        };
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -119,11 +125,14 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Result<usize, PickleError> {
         let b = self.take(8)?;
-        usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes"))).or_else(|_| err("length overflows"))
+        usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .or_else(|_| err("length overflows"))
     }
     fn line(&mut self) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
-        let Some(n) = rest.iter().position(|&b| b == b'\n') else { return err("unterminated text line") };
+        let Some(n) = rest.iter().position(|&b| b == b'\n') else {
+            return err("unterminated text line");
+        };
         let s = std::str::from_utf8(&rest[..n]).or_else(|_| err("non-UTF-8 text line"))?;
         self.pos += n + 1;
         Ok(s)
@@ -141,14 +150,21 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: Vec<Option<Value>> = Vec::new();
-    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| PickleError("stack underflow".into()));
-    let pop_mark = |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>, PickleError> {
-        let m = marks.pop().ok_or_else(|| PickleError("MARK expected".into()))?;
-        if m > stack.len() {
-            return err("MARK beyond the stack");
-        }
-        Ok(stack.split_off(m))
+    let pop = |stack: &mut Vec<Value>| {
+        stack
+            .pop()
+            .ok_or_else(|| PickleError("stack underflow".into()))
     };
+    let pop_mark =
+        |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>, PickleError> {
+            let m = marks
+                .pop()
+                .ok_or_else(|| PickleError("MARK expected".into()))?;
+            if m > stack.len() {
+                return err("MARK beyond the stack");
+            }
+            Ok(stack.split_off(m))
+        };
     fn put(memo: &mut Vec<Option<Value>>, idx: usize, v: Value) -> Result<(), PickleError> {
         if idx > 1 << 24 {
             return err(format!("memo index {idx} is implausibly large"));
@@ -160,10 +176,15 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
         Ok(())
     }
     fn get(memo: &[Option<Value>], idx: usize) -> Result<Value, PickleError> {
-        memo.get(idx).cloned().flatten().ok_or_else(|| PickleError(format!("memo index {idx} is unset")))
+        memo.get(idx)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| PickleError(format!("memo index {idx} is unset")))
     }
     fn set_items(target: &Value, items: Vec<Value>) -> Result<(), PickleError> {
-        let Value::Dict(d) = target else { return err("SETITEM(S) on a non-dict") };
+        let Value::Dict(d) = target else {
+            return err("SETITEM(S) on a non-dict");
+        };
         if items.len() % 2 != 0 {
             return err("SETITEMS with an odd number of items");
         }
@@ -223,28 +244,58 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b's' => {
                 let v = pop(&mut stack)?;
                 let k = pop(&mut stack)?;
-                set_items(stack.last().ok_or_else(|| PickleError("SETITEM on empty stack".into()))?, vec![k, v])?;
+                set_items(
+                    stack
+                        .last()
+                        .ok_or_else(|| PickleError("SETITEM on empty stack".into()))?,
+                    vec![k, v],
+                )?;
             }
             b'u' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                set_items(stack.last().ok_or_else(|| PickleError("SETITEMS on empty stack".into()))?, items)?;
+                set_items(
+                    stack
+                        .last()
+                        .ok_or_else(|| PickleError("SETITEMS on empty stack".into()))?,
+                    items,
+                )?;
             }
             b'a' => {
                 let v = pop(&mut stack)?;
-                append(stack.last().ok_or_else(|| PickleError("APPEND on empty stack".into()))?, vec![v])?;
+                append(
+                    stack
+                        .last()
+                        .ok_or_else(|| PickleError("APPEND on empty stack".into()))?,
+                    vec![v],
+                )?;
             }
             b'e' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                append(stack.last().ok_or_else(|| PickleError("APPENDS on empty stack".into()))?, items)?;
+                append(
+                    stack
+                        .last()
+                        .ok_or_else(|| PickleError("APPENDS on empty stack".into()))?,
+                    items,
+                )?;
             }
             0x94 => {
-                let v = stack.last().cloned().ok_or_else(|| PickleError("MEMOIZE on empty stack".into()))?;
+                let v = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| PickleError("MEMOIZE on empty stack".into()))?;
                 let idx = memo.len();
                 put(&mut memo, idx, v)?;
             }
             b'q' | b'r' => {
-                let idx = if op == b'q' { r.u8()? as usize } else { r.u32()? };
-                let v = stack.last().cloned().ok_or_else(|| PickleError("PUT on empty stack".into()))?;
+                let idx = if op == b'q' {
+                    r.u8()? as usize
+                } else {
+                    r.u32()?
+                };
+                let v = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| PickleError("PUT on empty stack".into()))?;
                 put(&mut memo, idx, v)?;
             }
             b'h' => {
@@ -260,7 +311,9 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             0x89 => stack.push(Value::Bool(false)),
             b'J' => {
                 let b = r.take(4)?;
-                stack.push(Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
+                stack.push(Value::Int(
+                    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
+                ));
             }
             b'K' => stack.push(Value::Int(r.u8()? as i64)),
             b'M' => stack.push(Value::Int(r.u16()? as i64)),
@@ -281,7 +334,9 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             }
             b'G' => {
                 let b = r.take(8)?;
-                stack.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))));
+                stack.push(Value::Float(f64::from_be_bytes(
+                    b.try_into().expect("8 bytes"),
+                )));
             }
             0x8c => {
                 let n = r.u8()? as usize;
@@ -296,7 +351,11 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                 stack.push(r.utf8(n)?);
             }
             b'C' | b'U' => {
-                let n = if op == b'C' { r.u8()? as usize } else { r.u32()? };
+                let n = if op == b'C' {
+                    r.u8()? as usize
+                } else {
+                    r.u32()?
+                };
                 stack.push(Value::Bytes(Rc::from(r.take(n)?)));
             }
             b'B' => {
@@ -327,15 +386,25 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b'R' | 0x81 => {
                 let args = pop(&mut stack)?;
                 let func = pop(&mut stack)?;
-                stack.push(Value::Call(Rc::new(Call { func, args, state: RefCell::new(None) })));
+                stack.push(Value::Call(Rc::new(Call {
+                    func,
+                    args,
+                    state: RefCell::new(None),
+                })));
             }
             b'b' => {
                 let state = pop(&mut stack)?;
                 match stack.last() {
                     Some(Value::Call(c)) => *c.state.borrow_mut() = Some(state),
                     Some(d @ Value::Dict(_)) => {
-                        let Value::Dict(s) = &state else { return err("BUILD of a dict with a non-dict state") };
-                        let items: Vec<Value> = s.borrow().iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+                        let Value::Dict(s) = &state else {
+                            return err("BUILD of a dict with a non-dict state");
+                        };
+                        let items: Vec<Value> = s
+                            .borrow()
+                            .iter()
+                            .flat_map(|(k, v)| [k.clone(), v.clone()])
+                            .collect();
                         set_items(d, items)?;
                     }
                     _ => return err("BUILD on a value that is not an object"),
@@ -352,7 +421,10 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                 pop_mark(&mut stack, &mut marks)?;
             }
             b'2' => {
-                let v = stack.last().cloned().ok_or_else(|| PickleError("DUP on empty stack".into()))?;
+                let v = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| PickleError("DUP on empty stack".into()))?;
                 stack.push(v);
             }
             _ => return err(format!("unsupported pickle opcode 0x{op:02x} at byte {at}")),

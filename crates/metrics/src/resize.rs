@@ -13,7 +13,14 @@ fn taps(out: usize, input: usize, coord: impl Fn(usize) -> f64) -> Vec<(usize, u
         .collect()
 }
 
-fn resize(src: &[f32], h: usize, w: usize, c: usize, ty: &[(usize, usize, f64)], tx: &[(usize, usize, f64)]) -> Vec<f32> {
+fn resize(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    ty: &[(usize, usize, f64)],
+    tx: &[(usize, usize, f64)],
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(ty.len() * tx.len() * c);
     for &(y0, y1, fy) in ty {
         for &(x0, x1, fx) in tx {
@@ -32,15 +39,33 @@ fn resize(src: &[f32], h: usize, w: usize, c: usize, ty: &[(usize, usize, f64)],
 
 /// PyTorch `interpolate(mode="bilinear", align_corners=False, antialias=False)`: output
 /// index `i` samples `(i + 0.5)·in/out − 0.5`, clamped at 0.
-pub fn bilinear_half_pixel(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
-    let ty = taps(out_h, h, |i| (i as f64 + 0.5) * h as f64 / out_h as f64 - 0.5);
-    let tx = taps(out_w, w, |i| (i as f64 + 0.5) * w as f64 / out_w as f64 - 0.5);
+pub fn bilinear_half_pixel(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    let ty = taps(out_h, h, |i| {
+        (i as f64 + 0.5) * h as f64 / out_h as f64 - 0.5
+    });
+    let tx = taps(out_w, w, |i| {
+        (i as f64 + 0.5) * w as f64 / out_w as f64 - 0.5
+    });
     resize(src, h, w, c, &ty, &tx)
 }
 
 /// TF1's legacy `resize_bilinear(align_corners=False, half_pixel_centers=False)`, which the
 /// NVIDIA/fid-helper "nv_bilinear" resize reproduces: output index `i` samples `i·in/out`.
-pub fn bilinear_tf_legacy(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn bilinear_tf_legacy(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     let ty = taps(out_h, h, |i| i as f64 * h as f64 / out_h as f64);
     let tx = taps(out_w, w, |i| i as f64 * w as f64 / out_w as f64);
     resize(src, h, w, c, &ty, &tx)

@@ -17,14 +17,23 @@ pub struct Clip {
 /// least `num_frames·stride` frames (shorter videos are discarded, as StyleGAN-V's
 /// `discard_short_videos`). With fewer eligible videos, every eligible video is used once.
 /// Returns the clips (in drawn order) and the number of eligible videos.
-pub fn real_clips(counts: &[u64], num_clips: usize, num_frames: usize, stride: usize, seed: u64) -> (Vec<Clip>, usize) {
+pub fn real_clips(
+    counts: &[u64],
+    num_clips: usize,
+    num_frames: usize,
+    stride: usize,
+    seed: u64,
+) -> (Vec<Clip>, usize) {
     let need = (num_frames * stride) as u64;
     let eligible: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] >= need).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let chosen: Vec<usize> = if eligible.len() <= num_clips {
         eligible.clone()
     } else {
-        sample(&mut rng, eligible.len(), num_clips).into_iter().map(|k| eligible[k]).collect()
+        sample(&mut rng, eligible.len(), num_clips)
+            .into_iter()
+            .map(|k| eligible[k])
+            .collect()
     };
     let clips = chosen
         .into_iter()
@@ -32,7 +41,12 @@ pub fn real_clips(counts: &[u64], num_clips: usize, num_frames: usize, stride: u
             // StyleGAN-V: random.randint(0, n - num_frames*s + s - 1), inclusive.
             let max_start = counts[video] - need + stride as u64 - 1;
             let start = rng.random_range(0..=max_start);
-            Clip { video, frames: (0..num_frames as u64).map(|k| start + k * stride as u64).collect() }
+            Clip {
+                video,
+                frames: (0..num_frames as u64)
+                    .map(|k| start + k * stride as u64)
+                    .collect(),
+            }
         })
         .collect();
     (clips, eligible.len())
@@ -45,14 +59,20 @@ pub fn fake_clips(counts: &[u64], num_clips: usize, num_frames: usize, stride: u
     (0..counts.len())
         .filter(|&i| counts[i] >= need)
         .take(num_clips)
-        .map(|video| Clip { video, frames: (0..num_frames as u64).map(|k| k * stride as u64).collect() })
+        .map(|video| Clip {
+            video,
+            frames: (0..num_frames as u64).map(|k| k * stride as u64).collect(),
+        })
         .collect()
 }
 
 /// `n` distinct frame indices out of `total`, drawn at random (seeded), in increasing order.
 pub fn random_frames(total: usize, n: usize, seed: u64) -> Vec<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_F1D0);
-    let mut idx: Vec<u64> = sample(&mut rng, total, n.min(total)).into_iter().map(|i| i as u64).collect();
+    let mut idx: Vec<u64> = sample(&mut rng, total, n.min(total))
+        .into_iter()
+        .map(|i| i as u64)
+        .collect();
     idx.sort_unstable();
     idx
 }

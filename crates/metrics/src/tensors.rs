@@ -25,12 +25,18 @@ pub struct HostTensor {
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        HostTensor { shape, data: HostData::F32(data) }
+        HostTensor {
+            shape,
+            data: HostData::F32(data),
+        }
     }
 
     pub fn u8(shape: Vec<usize>, data: Vec<u8>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        HostTensor { shape, data: HostData::U8(data) }
+        HostTensor {
+            shape,
+            data: HostData::U8(data),
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -63,13 +69,19 @@ impl HostTensor {
 pub type TensorMap = BTreeMap<String, HostTensor>;
 
 fn st_err(path: &Path, reason: impl std::fmt::Display) -> MetricsError {
-    MetricsError::Safetensors { path: path.to_owned(), reason: reason.to_string() }
+    MetricsError::Safetensors {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Reads every float32/uint8 tensor of a safetensors file (float16/bfloat16/float64 are
 /// widened or narrowed to float32).
 pub fn read_safetensors(path: &Path) -> Result<TensorMap, MetricsError> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
@@ -100,7 +112,8 @@ fn half_to_f32(h: u16) -> f32 {
         (0, 0) => sign,
         (0, m) => {
             // Subnormal: value = m * 2^-24.
-            return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * (m as f32) * 2f32.powi(-24);
+            return f32::from_bits(sign)
+                + (if sign != 0 { -1.0 } else { 1.0 }) * (m as f32) * 2f32.powi(-24);
         }
         (31, 0) => sign | 0x7f80_0000,
         (31, m) => sign | 0x7f80_0000 | (m << 13),
@@ -128,7 +141,8 @@ pub fn write_safetensors(
         .collect();
     let mut views = Vec::with_capacity(buffers.len());
     for (name, dtype, shape, bytes) in &buffers {
-        let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| st_err(path, format!("tensor `{name}`: {e}")))?;
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
+            .map_err(|e| st_err(path, format!("tensor `{name}`: {e}")))?;
         views.push((name.as_str(), view));
     }
     let bytes = safetensors::serialize(views, metadata).map_err(|e| st_err(path, e))?;
@@ -140,8 +154,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|source| MetricsError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })
+    std::fs::write(&tmp, bytes).map_err(|source| MetricsError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| MetricsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Looks up a float32 tensor of the expected shape (`None` in `shape` skips the check).
@@ -151,7 +171,10 @@ pub fn take_f32<'m>(
     name: &str,
     shape: Option<&[usize]>,
 ) -> Result<&'m [f32], MetricsError> {
-    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor { path: source.to_owned(), name: name.to_owned() })?;
+    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor {
+        path: source.to_owned(),
+        name: name.to_owned(),
+    })?;
     if let Some(s) = shape {
         if t.shape != s {
             return Err(MetricsError::TensorShape {

@@ -29,8 +29,11 @@ pub enum BlockKind {
 /// How the conditioning reaches a block.
 #[derive(Clone, Debug)]
 pub enum Cond {
-    /// adaLN: one vector per sample (B, D), the same for every token of the sample.
-    Ada(Tensor<2>),
+    /// adaLN: `video` (B, D) conditions the video frames (and every frame without per-image
+    /// labels); `images` (B, K, D), when the K trailing image frames have labels of their own
+    /// (joint training, §1.11), conditions those frames in the spatial sub-layers and the
+    /// final layer. Temporal sub-layers see video frames only, so they use `video`.
+    Ada { video: Tensor<2>, images: Option<Tensor<3>> },
     /// All-tokens: embeddings prepended to every sequence (B, P, D).
     Tokens(Tensor<3>),
 }
@@ -107,15 +110,11 @@ impl Block {
         }
     }
 
-    /// (B, n·D) modulation → n tensors (B, 1, 1, D) in the reference's chunk order.
-    fn modulation(&self, cond: &Cond, d: usize) -> Option<Vec<Tensor<4>>> {
+    /// The modulation in the reference's chunk order, n tensors each, for all frames and for
+    /// the video frames (see [`Modulation`]).
+    fn modulation(&self, cond: &Cond, d: usize, video_frames: usize) -> Option<Modulation> {
         match (cond, &self.ada_ln_modulation) {
-            (Cond::Ada(c), Some(ada)) => {
-                let m = ada.forward(silu(c.clone())); // B n·D
-                let [b, nd] = m.dims();
-                let m = m.reshape([b, 1, 1, nd]);
-                Some(m.chunk(nd / d, 3))
-            }
+            (Cond::Ada { video, images }, Some(ada)) => Some(Modulation::new(ada, video, images.as_ref(), d, video_frames)),
             _ => None,
         }
     }
@@ -164,16 +163,21 @@ impl Block {
     /// x (B, T, N, D) → (B, T, N, D).
     pub fn forward(&self, x: Tensor<4>, ctx: &BlockCtx) -> Tensor<4> {
         let [_, t, _, d] = x.dims();
-        let m = self.modulation(ctx.cond, d);
         let fv = ctx.video_frames;
+        let mods = self.modulation(ctx.cond, d, fv);
+        // per-frame chunks for sub-layers that see every frame, video chunks for temporal ones
+        let (m, mv) = match mods {
+            Some(Modulation { all, video }) => (Some(all), Some(video)),
+            None => (None, None),
+        };
         match self.kind {
             BlockKind::Spatial => {
                 let x = self.attn_sublayer(x, &m, 0, &self.norm1, ctx, |h, p| self.attn.forward(h, p, Grouping::Spatial, false));
                 self.mlp_sublayer(x, &m, 3)
             }
             BlockKind::Temporal => on_video(x, t, fv, |v| {
-                let v = self.attn_sublayer(v, &m, 0, &self.norm1, ctx, |h, p| self.attn.forward(h, p, Grouping::Temporal, ctx.rope));
-                self.mlp_sublayer(v, &m, 3)
+                let v = self.attn_sublayer(v, &mv, 0, &self.norm1, ctx, |h, p| self.attn.forward(h, p, Grouping::Temporal, ctx.rope));
+                self.mlp_sublayer(v, &mv, 3)
             }),
             BlockKind::Split => {
                 let x = self.attn_sublayer(x, &m, 0, &self.norm1, ctx, |h, p| self.attn.forward_split(h, p, fv, ctx.rope));
@@ -187,11 +191,36 @@ impl Block {
                 };
                 let attn_t = self.attn_temporal.as_ref().expect("a factorised block has a temporal attention");
                 let x = on_video(x, t, fv, |v| {
-                    self.attn_sublayer(v, &m, 3, &self.norm_temporal, ctx, |h, p| attn_t.forward(h, p, Grouping::Temporal, ctx.rope))
+                    self.attn_sublayer(v, &mv, 3, &self.norm_temporal, ctx, |h, p| attn_t.forward(h, p, Grouping::Temporal, ctx.rope))
                 });
                 self.mlp_sublayer(x, &m, 6)
             }
         }
+    }
+}
+
+/// adaLN modulation chunks: `all` broadcasts over every frame, (B, 1, 1, D) each, or (B, T, 1, D)
+/// when image frames carry labels of their own; `video` (B, 1, 1, D) each is the video frames'.
+pub struct Modulation {
+    pub all: Vec<Tensor<4>>,
+    pub video: Vec<Tensor<4>>,
+}
+
+impl Modulation {
+    /// `SiLU → Linear` of the video condition (B, D) and of the image conditions (B, K, D).
+    fn new(ada: &Linear, video: &Tensor<2>, images: Option<&Tensor<3>>, d: usize, video_frames: usize) -> Self {
+        let m = ada.forward(silu(video.clone())); // B n·D
+        let [b, nd] = m.dims();
+        let mv = m.reshape([b, 1, 1, nd]);
+        let all = match images {
+            None => mv.clone(),
+            Some(img) => {
+                let k = img.dims()[1];
+                let mi = ada.forward(silu(img.clone())).reshape([b, k, 1, nd]); // B K 1 n·D
+                Tensor::cat(vec![mv.clone().expand([b, video_frames, 1, nd]), mi], 1) // B T 1 n·D
+            }
+        };
+        Modulation { all: all.chunk(nd / d, 3), video: mv.chunk(nd / d, 3) }
     }
 }
 
@@ -222,13 +251,12 @@ impl FinalLayer {
         }
     }
 
-    /// x (B, T, N, D), c (B, D) in adaLN mode → (B, T, N, p·p·C_out).
-    pub fn forward(&self, x: Tensor<4>, c: Option<Tensor<2>>) -> Tensor<4> {
-        let h = match (&self.ada_ln_modulation, c) {
-            (Some(ada), Some(c)) => {
-                let m = ada.forward(silu(c)); // B 2D
-                let [b, dd] = m.dims();
-                let m = m.reshape([b, 1, 1, dd]).chunk(2, 3);
+    /// x (B, T, N, D), the adaLN condition (as in [`Cond::Ada`]) → (B, T, N, p·p·C_out).
+    pub fn forward(&self, x: Tensor<4>, cond: &Cond, video_frames: usize) -> Tensor<4> {
+        let h = match (&self.ada_ln_modulation, cond) {
+            (Some(ada), Cond::Ada { video, images }) => {
+                let d = x.dims()[3];
+                let m = Modulation::new(ada, video, images.as_ref(), d, video_frames).all;
                 modulate(layer_norm(x, LN_EPS), m[0].clone(), m[1].clone())
             }
             _ => Block::norm(&self.norm_final, x),

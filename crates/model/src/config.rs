@@ -224,3 +224,40 @@ impl LatteConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_deserialize_from_plain_names_and_default_to_the_reference() {
+        let json = r#"{"input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 384, "depth": 12,
+            "num_heads": 6, "mlp_ratio": 4.0, "num_frames": 16}"#;
+        let cfg: LatteConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg, LatteConfig::preset("Latte-S/2").unwrap());
+        let json = r#"{"input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 384, "depth": 12,
+            "num_heads": 6, "mlp_ratio": 4.0, "num_frames": 16, "num_classes": 101, "variant": 3,
+            "patch_embed": {"tubelet": {"stride": 2}}, "conditioning": "tokens", "temporal_pos": "rope"}"#;
+        let cfg: LatteConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.patch_embed, PatchEmbedKind::Tubelet { stride: 2 });
+        assert_eq!((cfg.variant, cfg.conditioning, cfg.temporal_pos), (3, Conditioning::Tokens, TemporalPos::Rope));
+        assert_eq!((cfg.token_frames(), cfg.prefix_tokens(), cfg.label_rows()), (8, 2, Some(102)));
+        cfg.validate().unwrap();
+        let back: LatteConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn invalid_options_are_rejected_with_the_setting_named() {
+        let base = LatteConfig::preset("Latte-S/2").unwrap();
+        let check = |cfg: LatteConfig, needle: &str| {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        check(LatteConfig { variant: 5, ..base.clone() }, "variant");
+        check(LatteConfig { patch_embed: PatchEmbedKind::Tubelet { stride: 3 }, ..base.clone() }, "stride 3");
+        check(LatteConfig { variant: 4, num_heads: 3, hidden_size: 384, ..base.clone() }, "num_heads");
+        check(LatteConfig { input_size: 31, ..base.clone() }, "input_size");
+        check(LatteConfig { num_classes: Some(0), ..base }, "num_classes");
+    }
+}

@@ -228,7 +228,7 @@ pub(crate) fn temporal_upsample_new(f: &ParamFactory, c: usize, s: usize) -> Pro
 }
 
 /// y (B, T/s, C, H, W) → (B, T, C, H, W): out[f·s + j, o] = Σ_i y[f, i] · W[i, o, j] + bias[o].
-pub(crate) fn temporal_upsample_forward(up: &Proj3d, y: Tensor<5>) -> Tensor<5> {
+pub fn temporal_upsample(up: &Proj3d, y: Tensor<5>) -> Tensor<5> {
     let [b, tf, c, hh, ww] = y.dims();
     let [_, co, s, _, _] = up.weight.dims();
     let flat = y.permute([0, 1, 3, 4, 2]).reshape([b * tf * hh * ww, c]); // M C

@@ -7,7 +7,7 @@
 use crate::block::{Block, BlockCtx, BlockKind, Cond, FinalLayer};
 use crate::config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
 use crate::embed::{
-    frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample_forward, temporal_upsample_new, unpatchify, LabelEmbedder,
+    frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample, temporal_upsample_new, unpatchify, LabelEmbedder,
     PatchEmbed, Proj3d, TimestepEmbedder,
 };
 use crate::ModelError;
@@ -86,6 +86,18 @@ impl Latte {
 
     /// Checks the shapes and dtypes of a forward call against the configuration.
     pub fn check_input(&self, x_dims: [usize; 5], t_len: usize, y_len: Option<usize>, use_image_num: usize) -> Result<(), ModelError> {
+        self.check_joint_input(x_dims, t_len, y_len, None, use_image_num)
+    }
+
+    /// [`check_input`](Self::check_input) with the (B, K) shape of per-image labels.
+    pub fn check_joint_input(
+        &self,
+        x_dims: [usize; 5],
+        t_len: usize,
+        y_len: Option<usize>,
+        y_image_dims: Option<[usize; 2]>,
+        use_image_num: usize,
+    ) -> Result<(), ModelError> {
         let cfg = &self.cfg;
         let bad = |m: String| Err(ModelError::Input(m));
         let [b, t, c, h, w] = x_dims;
@@ -111,35 +123,90 @@ impl Latte {
             return bad(format!("t has {t_len} timesteps for a batch of {b}"));
         }
         match (cfg.num_classes, y_len) {
-            (Some(_), None) => bad("the model is class-conditional: labels y are required".into()),
-            (None, Some(_)) => bad("the model is unconditional: labels y must not be given".into()),
-            (Some(_), Some(n)) if n != b => bad(format!("y has {n} labels for a batch of {b}")),
-            _ => Ok(()),
+            (Some(_), None) => return bad("the model is class-conditional: labels y are required".into()),
+            (None, Some(_)) => return bad("the model is unconditional: labels y must not be given".into()),
+            (Some(_), Some(n)) if n != b => return bad(format!("y has {n} labels for a batch of {b}")),
+            _ => {}
+        }
+        match y_image_dims {
+            None => Ok(()),
+            Some(_) if cfg.num_classes.is_none() => {
+                bad("the model is unconditional: per-image labels y_image must not be given".into())
+            }
+            Some(_) if cfg.conditioning == Conditioning::Tokens => bad(
+                "per-image labels y_image need adaLN conditioning; all-tokens conditioning has one class token per clip"
+                    .into(),
+            ),
+            Some(dims) if dims != [b, use_image_num] => bad(format!(
+                "y_image has shape {dims:?}; expected (B, use_image_num) = [{b}, {use_image_num}]"
+            )),
+            Some(_) => Ok(()),
         }
     }
 
     /// Like [`forward`](Self::forward), but checks the input first (labels included) instead
     /// of panicking on a mismatch.
     pub fn try_forward(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Option<Tensor<1, Int>>, use_image_num: usize) -> Result<Tensor<5>, ModelError> {
-        self.check_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), use_image_num)?;
-        if let (Some(y), Some(rows)) = (&y, self.cfg.label_rows()) {
-            let labels: Vec<i64> = y.clone().into_data().try_into_vec_as::<i64>().expect("converted to i64");
+        self.try_forward_joint(x, t, y, None, use_image_num)
+    }
+
+    /// Like [`forward_joint`](Self::forward_joint), but checks the input first (labels
+    /// included) instead of panicking on a mismatch.
+    pub fn try_forward_joint(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1, Int>,
+        y: Option<Tensor<1, Int>>,
+        y_image: Option<Tensor<2, Int>>,
+        use_image_num: usize,
+    ) -> Result<Tensor<5>, ModelError> {
+        self.check_joint_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), y_image.as_ref().map(|y| y.dims()), use_image_num)?;
+        if let Some(rows) = self.cfg.label_rows() {
+            let mut labels: Vec<i64> = Vec::new();
+            if let Some(y) = &y {
+                labels.extend(y.clone().into_data().try_into_vec_as::<i64>().expect("converted to i64"));
+            }
+            if let Some(yi) = &y_image {
+                labels.extend(yi.clone().into_data().try_into_vec_as::<i64>().expect("converted to i64"));
+            }
             if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= rows) {
                 return Err(ModelError::Input(format!("label {l} is outside the label table's {rows} rows")));
             }
         }
-        Ok(self.forward(x, t, y, use_image_num))
+        Ok(self.forward_joint(x, t, y, y_image, use_image_num))
     }
 
     /// x (B, F+K, C, H, W) latents, t (B,) original timesteps, y (B,) labels when
     /// class-conditional (label dropout is the caller's), K = `use_image_num` extra independent
-    /// image frames. Returns (B, F+K, C', H, W). No randomness inside.
+    /// image frames, conditioned on the clip's label y. Returns (B, F+K, C', H, W). No
+    /// randomness inside. [`forward_joint`](Self::forward_joint) gives images their own labels.
     ///
     /// # Panics
     /// On shapes that do not match the configuration; [`try_forward`](Self::try_forward)
     /// returns an error instead.
     pub fn forward(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Option<Tensor<1, Int>>, use_image_num: usize) -> Tensor<5> {
-        if let Err(e) = self.check_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), use_image_num) {
+        self.forward_joint(x, t, y, None, use_image_num)
+    }
+
+    /// Image-video joint forward (`LatteIMG.forward`, §1.11): as [`forward`](Self::forward),
+    /// plus `y_image` (B, K) labels of the K image frames (after the caller's label dropout,
+    /// one coin per sample for all K images in the reference). Image frame k of sample b is then
+    /// conditioned on `temb + y_embed(y_image[b, k])` in spatial sub-layers and the final layer;
+    /// temporal sub-layers see video frames only. adaLN conditioning only.
+    ///
+    /// # Panics
+    /// On shapes that do not match the configuration; [`try_forward_joint`](Self::try_forward_joint)
+    /// returns an error instead.
+    pub fn forward_joint(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1, Int>,
+        y: Option<Tensor<1, Int>>,
+        y_image: Option<Tensor<2, Int>>,
+        use_image_num: usize,
+    ) -> Tensor<5> {
+        let y_len = y.as_ref().map(|y| y.dims()[0]);
+        if let Err(e) = self.check_joint_input(x.dims(), t.dims()[0], y_len, y_image.as_ref().map(|y| y.dims()), use_image_num) {
             panic!("{e}");
         }
         let cfg = &self.cfg;
@@ -154,11 +221,23 @@ impl Latte {
             (Some(e), Some(y)) => Some(e.forward(y)), // B D
             _ => None,
         };
+        // B K D: image frames' own conditions, timestep plus their label
+        let images = match (&self.y_embedder, y_image) {
+            (Some(e), Some(yi)) => {
+                let [bi, k] = yi.dims();
+                let ie = e.forward(yi.reshape([bi * k])).reshape([bi, k, d]);
+                Some(temb.clone().unsqueeze_dim::<3>(1) + ie)
+            }
+            _ => None,
+        };
         let cond = match cfg.conditioning {
-            Conditioning::Adaln => Cond::Ada(match &yemb {
-                Some(ye) => temb.clone() + ye.clone(),
-                None => temb.clone(),
-            }),
+            Conditioning::Adaln => Cond::Ada {
+                video: match &yemb {
+                    Some(ye) => temb.clone() + ye.clone(),
+                    None => temb.clone(),
+                },
+                images,
+            },
             Conditioning::Tokens => {
                 let mut toks = vec![temb.clone().unsqueeze_dim::<3>(1)];
                 toks.extend(yemb.clone().map(|ye| ye.unsqueeze_dim::<3>(1)));
@@ -193,14 +272,10 @@ impl Latte {
             x = block.forward(x, &ctx);
         }
 
-        let c_final = match &cond {
-            Cond::Ada(c) => Some(c.clone()),
-            Cond::Tokens(_) => None,
-        };
-        let out = self.final_layer.forward(x, c_final); // B T' N p·p·C'
+        let out = self.final_layer.forward(x, &cond, fv); // B T' N p·p·C'
         let out = unpatchify(out, p, cfg.out_channels()); // B T' C' H W
         let out = match &self.temporal_upsample {
-            Some(up) => temporal_upsample_forward(up, out), // B F C' H W
+            Some(up) => temporal_upsample(up, out), // B F C' H W
             None => out,
         };
         debug_assert_eq!(out.dims()[0], b);

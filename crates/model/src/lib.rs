@@ -5,6 +5,27 @@
 //! reference's function (`maxin-cn/Latte`, `models/latte.py` / `latte_img.py`) and loads its
 //! weights under the same key names. The paper's other options, absent from the released code,
 //! are implemented as documented [ours] choices on [`LatteConfig`] and in each module.
+//!
+//! [ours] choices (the reference has no code for them):
+//! - Every variant keeps `depth` blocks under `blocks.{i}`. V2: blocks `0..depth/2` spatial, the
+//!   rest temporal. V3: every block is spatial attention → temporal attention → MLP with 9·D
+//!   adaLN outputs (`shift, scale, gate` × spatial, temporal, MLP; extra keys
+//!   `blocks.{i}.attn_temporal.*`). V4: heads `0..H/2` spatial, `H/2..H` temporal, one `qkv`
+//!   and one `proj`.
+//! - The absolute temporal table is added once, before the first temporal operation: V1 after
+//!   block 0 (the reference), V2 before block `depth/2`, V3 inside block 0 between its spatial
+//!   and temporal attention, V4 before block 0.
+//! - Image frames (joint training) skip temporal blocks and V3's temporal attention (the
+//!   reference for V1); in V4 each image is a temporal sequence of its own.
+//! - Tubelet: `x_embedder.proj` is a Conv3d weight `(D, C, s, p, p)`, `temp_embed` has F/s rows,
+//!   `temporal_upsample` is a ConvTranspose3d weight `(C', C', s, 1, 1)` initialised to repeat
+//!   frames; extra image frames are refused with tubelets.
+//! - All-tokens: timestep (then class) embeddings are prepended to every attention sequence
+//!   (fresh at every block, after the block's affine LayerNorm) and dropped after attention;
+//!   blocks use affine LayerNorms `norm1`/`norm2` (`norm_temporal` in V3) without gates; the
+//!   final layer is `norm_final` (affine) → `linear`.
+//! - RoPE: rotate-half pairing in temporal attention only (see [`rope`]), no `temp_embed`.
+//! - Trainable parameters exclude `pos_embed` and `temp_embed`, as the paper's Table 4.
 
 pub mod attention;
 pub mod block;

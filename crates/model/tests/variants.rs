@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use latte_model::block::BlockKind;
@@ -285,4 +285,31 @@ fn rope_model_has_no_absolute_table() {
     cfg.temporal_pos = TemporalPos::Rope;
     let model = Latte::new(&cfg, &dev(), 0).unwrap();
     assert!(model.temp_embed.is_none());
+}
+
+#[test]
+fn hand_written_ops_have_correct_gradients() {
+    use latte_model::attention::{attend, Grouping};
+    use latte_model::embed::unpatchify;
+    gradcheck("rope", [2, 2, 5, 8], |x| apply_rope(x.clone(), 1, &x.device()));
+    gradcheck("unpatchify", [1, 2, 16, 2 * 2 * 3], |x| unpatchify(x, 2, 3));
+    for (g, rope) in [(Grouping::Spatial, false), (Grouping::Temporal, true)] {
+        gradcheck("attend", [1, 3, 4, 3 * 8], move |x| attend(x, None, 2, g, rope));
+    }
+    gradcheck("attend+prefix", [1, 3, 4, 3 * 8], |x| {
+        let p = x.clone().narrow(1, 0, 1).narrow(2, 0, 2).reshape([1, 2, 24]) * 0.7;
+        attend(x, Some(p), 2, Grouping::Temporal, false)
+    });
+    let mut cfg = tiny(1);
+    cfg.patch_embed = PatchEmbedKind::Tubelet { stride: 2 };
+    let model = randomize(Latte::new(&cfg, &dev(), 0).unwrap(), 3, 0.3);
+    let (pe, up) = (model.x_embedder, model.temporal_upsample.unwrap());
+    gradcheck("tubelet embed", [1, 4, 4, 8, 8], move |x| {
+        let d = x.device();
+        pe.clone().to_device(&d).forward(x, 2)
+    });
+    gradcheck("temporal upsample", [1, 2, 8, 4, 4], move |x| {
+        let d = x.device();
+        latte_model::embed::temporal_upsample(&up.clone().to_device(&d), x)
+    });
 }

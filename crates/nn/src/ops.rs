@@ -1,13 +1,31 @@
-//! The composed ops of a DiT / Latte block. They are written from primitive tensor ops so that
-//! burn's autodiff differentiates them on every backend; the reference semantics are in the
-//! comments of each function.
+//! The ops of a DiT / Latte block.
+//!
+//! Each op has a composed form, built from primitive tensor ops so that burn's autodiff
+//! differentiates it on every backend, and uses burn's fused kernel instead when the tensor is
+//! on a device without autodiff (sampling, evaluation), where no backward is needed. burn's
+//! autodiff would decompose the fused kernels anyway (`attention_fallback`, a default
+//! `layer_norm`), so training loses nothing by the composed form.
 
 use burn::tensor::activation::softmax;
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
+
+fn inference<const D: usize>(x: &Tensor<D>) -> bool {
+    !x.device().is_autodiff()
+}
 
 /// LayerNorm over the last axis without affine parameters (`elementwise_affine=False`): biased
 /// variance, `eps` inside the square root, as PyTorch.
 pub fn layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    if inference(&x) {
+        let ones = Tensor::<1>::ones([x.dims()[D - 1]], &x.device());
+        return module::layer_norm(x, ones, None, eps);
+    }
+    layer_norm_composed(x, eps)
+}
+
+pub fn layer_norm_composed<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     let last = D - 1;
     let mean = x.clone().mean_dim(last);
     let xc = x - mean;
@@ -15,20 +33,21 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     xc / (var + eps).sqrt()
 }
 
-/// LayerNorm over the last axis with affine `gamma`, `beta` (length = last axis).
-pub fn layer_norm_affine<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<D> {
-    let n = layer_norm(x, eps);
-    n * gamma.unsqueeze::<D>() + beta.unsqueeze::<D>()
-}
-
 /// adaLN modulation `x * (1 + scale) + shift`; `shift`, `scale` broadcast against `x`.
 pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
     x * (scale + 1.0) + shift
 }
 
-/// Scaled dot-product attention `softmax(q kᵀ · hd^-½) v` on `(S, H, L, E)` tensors
+/// Scaled dot-product attention `softmax(q kᵀ · E^-½) v` on `(S, H, L, E)` tensors
 /// (S sequences, H heads, L tokens, E head dim); `Lk` may differ from `Lq`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    if inference(&q) {
+        return module::attention(q, k, v, None, None, AttentionModuleOptions::default());
+    }
+    attention_composed(q, k, v)
+}
+
+pub fn attention_composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let e = q.dims()[3];
     let scores = q.matmul(k.swap_dims(2, 3)) * (e as f64).powf(-0.5); // S H Lq Lk
     softmax(scores, 3).matmul(v) // S H Lq E

@@ -243,7 +243,7 @@ impl RaggedWriter {
         }
         let slots = state.lead_slots();
         let per_frame = state.frame_elems * slots;
-        if data.len() % per_frame != 0 {
+        if !data.len().is_multiple_of(per_frame) {
             return Err(StoreError::Invalid {
                 path: dir,
                 message: format!(

@@ -227,3 +227,37 @@ fn bad_config_and_short_clips_are_clear_errors() {
     let window = Box::new(|_: usize, _: &mut ChaCha8Rng| Ok(vec![0]));
     assert!(LatentClips::in_memory(vec![0.0; 10], vec![0.0; 10], vec![3], [C, HW, HW], window).is_err());
 }
+
+#[test]
+fn ema_decay_zero_tracks_the_model_and_one_keeps_the_start() {
+    let dev = Device::default();
+    let init = weights(&Tiny::new(5, &dev));
+    let a = tempfile::tempdir().unwrap();
+    let (model, ema) = run(a.path(), &TrainConfig { ema_decay: 0.0, ..config(2) }).unwrap();
+    assert_eq!(bits(&model), bits(&ema), "decay 0: the EMA is the model");
+    let b = tempfile::tempdir().unwrap();
+    let (_, ema) = run(b.path(), &TrainConfig { ema_decay: 1.0, ..config(2) }).unwrap();
+    assert_eq!(bits(&ema), bits(&init), "decay 1: the EMA stays at the initial weights");
+}
+
+#[test]
+fn global_norm_clipping_scales_all_gradients_together() {
+    use burn::optim::GradientsParams;
+    use latte_train::{clip_global_norm, global_norm};
+    let dev = Device::default().autodiff();
+    let model = Tiny::new(5, &dev);
+    let x = Tensor::<5>::ones([1, 2, C, HW, HW], &dev);
+    let t = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(vec![500i64], [1]), &dev);
+    let y = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(vec![1i64], [1]), &dev);
+    let out = model.forward(ModelInput { x_t: x, t, y: Some(y), y_image: None, image_frames: 0 });
+    let mut grads = GradientsParams::from_grads(out.powi_scalar(2).sum().backward(), &model);
+    let norm = global_norm(&model, &grads);
+    assert!(norm > 1.0, "norm {norm}");
+    // Not clipping leaves the gradients alone.
+    assert_eq!(clip_global_norm(&model, &mut grads, norm / 2.0, false), norm);
+    assert_eq!(global_norm(&model, &grads), norm);
+    let before = clip_global_norm(&model, &mut grads, norm / 2.0, true);
+    assert_eq!(before, norm);
+    let after = global_norm(&model, &grads);
+    assert!((after - norm / 2.0).abs() < 1e-4 * norm, "clipped norm {after}, want {}", norm / 2.0);
+}

@@ -10,6 +10,7 @@
 
 use burn::module::Module;
 use burn::tensor::activation::{silu, softmax};
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -61,12 +62,14 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     fn new(b: &mut Builder, key: &str, c: usize) -> Self {
-        // diffusers pads (0, 1, 0, 1) itself because `padding=0` was the original LDM choice.
-        Self { conv: Conv2d::new(b, &format!("{key}.conv"), c, c, 3, 2, [0, 1, 0, 1]) }
+        Self { conv: Conv2d::new(b, &format!("{key}.conv"), c, c, 3, 2, [0; 4]) }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x) // N, C, H/2, W/2
+        // diffusers pads (0, 1, 0, 1) itself because `padding=0` was the original LDM choice;
+        // an explicit pad keeps the backward pass to plain slicing.
+        let padded = x.pad((0, 1, 0, 1), PadMode::Constant(0.0)); // N, C, H+1, W+1
+        self.conv.forward(padded) // N, C, H/2, W/2
     }
 }
 
@@ -299,6 +302,18 @@ impl AutoencoderKL {
     pub fn init(cfg: &VaeConfig, seed: u64, device: &Device) -> Result<Self, VaeError> {
         cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
         let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device);
+        Ok(Self::build(&mut b, cfg))
+    }
+
+    /// Like [`AutoencoderKL::init`], with the log-variance output's bias shifted by
+    /// `logvar_bias`. A fresh encoder's posterior has variance ≈ 1 against means ≈ 0, so its
+    /// samples carry almost no signal and the decoder first learns to ignore them; starting
+    /// near-deterministic (e.g. -6, std 0.05) lets a short training run learn reconstructions
+    /// at once, and the KL term widens the posterior where it can.
+    pub fn init_for_training(cfg: &VaeConfig, seed: u64, logvar_bias: f32, device: &Device) -> Result<Self, VaeError> {
+        cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
+        let key = if cfg.use_quant_conv { "quant_conv.bias" } else { "encoder.conv_out.bias" };
+        let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device).with_shift(key, cfg.latent_channels, logvar_bias);
         Ok(Self::build(&mut b, cfg))
     }
 

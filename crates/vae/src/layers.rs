@@ -34,20 +34,28 @@ pub(crate) struct Builder<'a> {
     device: Device,
     source: Source<'a>,
     pub(crate) problems: Vec<String>,
+    /// Added to the freshly drawn values of one parameter from an index on: `(key, from, shift)`.
+    shift: Option<(String, usize, f32)>,
 }
 
 impl<'a> Builder<'a> {
     pub(crate) fn random(rng: ChaCha8Rng, device: &Device) -> Self {
-        Self { device: device.clone(), source: Source::Random(rng), problems: Vec::new() }
+        Self { device: device.clone(), source: Source::Random(rng), problems: Vec::new(), shift: None }
+    }
+
+    /// Shifts the initial values `from..` of the parameter `key` by `shift` (random init only).
+    pub(crate) fn with_shift(mut self, key: &str, from: usize, shift: f32) -> Self {
+        self.shift = Some((key.to_owned(), from, shift));
+        self
     }
 
     pub(crate) fn file(file: &'a mut WeightFile, device: &Device) -> Self {
-        Self { device: device.clone(), source: Source::File(file), problems: Vec::new() }
+        Self { device: device.clone(), source: Source::File(file), problems: Vec::new(), shift: None }
     }
 
     pub(crate) fn param<const D: usize>(&mut self, key: &str, shape: [usize; D], init: Init) -> Param<Tensor<D>> {
         let numel: usize = shape.iter().product();
-        let values = match &mut self.source {
+        let mut values: Vec<f32> = match &mut self.source {
             Source::Random(rng) => match init {
                 Init::Uniform { fan_in } => {
                     let bound = 1.0 / (fan_in as f32).sqrt();
@@ -64,6 +72,11 @@ impl<'a> Builder<'a> {
                 }
             },
         };
+        if let (Source::Random(_), Some((shift_key, from, shift))) = (&self.source, &self.shift) {
+            if shift_key == key {
+                values.iter_mut().skip(*from).for_each(|v| *v += shift);
+            }
+        }
         Param::from_data(TensorData::new(values, shape), &self.device)
     }
 }

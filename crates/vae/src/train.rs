@@ -46,6 +46,8 @@ pub struct TrainConfig {
     /// LDM's kl-f8 used 1e-6 on sums, i.e. the same ratio.
     pub kl_weight: f64,
     pub loss: ReconstructionLoss,
+    /// Initial bias of the log-variance output (see [`AutoencoderKL::init_for_training`]).
+    pub initial_logvar: f64,
     pub seed: u64,
 }
 
@@ -60,6 +62,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             kl_weight: 1e-6,
             loss: ReconstructionLoss::L1,
+            initial_logvar: -6.0,
             seed: 0,
         }
     }
@@ -162,7 +165,7 @@ pub fn train(
     }
 
     let ad = device.clone().autodiff();
-    let mut model = AutoencoderKL::init(vae_cfg, cfg.seed, &ad)?;
+    let mut model = AutoencoderKL::init_for_training(vae_cfg, cfg.seed, cfg.initial_logvar as f32, &ad)?;
     let mut optimizer = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_epsilon(1e-8).init();
     // One stream for data, one for posterior noise, both derived from the seed; the model's
     // initialisation uses the seed itself.

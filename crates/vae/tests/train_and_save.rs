@@ -49,7 +49,9 @@ fn same_seed_gives_the_same_bits() {
 fn training_reduces_the_loss_and_reports_psnr() {
     let px = frames(16);
     let batch = FrameBatch { pixels: &px, count: 16, height: 16, width: 16 };
-    let out = train(&tiny(), &config(80), batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::default(), &mut |_, _| {}).unwrap();
+    let env = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let cfg = TrainConfig { lr: env("P_LR", 3e-3), crop: env("P_CROP", 8.0) as usize, initial_logvar: env("P_LV", -6.0), ..config(80) };
+    let out = train(&tiny(), &cfg, batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::default(), &mut |_, _| {}).unwrap();
     let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = out.losses[70..].iter().sum::<f32>() / 10.0;
     eprintln!("loss {first:.4} -> {last:.4}, held-out PSNR {:?}, train PSNR {:.2}, scale {:.4}", out.heldout_psnr, out.train_psnr, out.config.scaling_factor);

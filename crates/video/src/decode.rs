@@ -118,7 +118,7 @@ impl VideoReader {
     }
 
     /// Converts a decoded frame to packed RGB24 (swscale, bilinear chroma, as PyAV's `to_rgb`).
-    fn to_rgb(&mut self, f: &ffmpeg::frame::Video) -> Result<Frame, VideoError> {
+    fn rgb_of(&mut self, f: &ffmpeg::frame::Video) -> Result<Frame, VideoError> {
         let (fmt, w, h) = (f.format(), f.width(), f.height());
         if !matches!(&self.scaler, Some((pf, pw, ph, _)) if *pf == fmt && *pw == w && *ph == h) {
             let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
@@ -203,7 +203,7 @@ impl VideoReader {
         }
         let mut n = 0;
         self.pump(|me, fr| {
-            let rgb = me.to_rgb(fr)?;
+            let rgb = me.rgb_of(fr)?;
             f(n, rgb)?;
             n += 1;
             Ok(true)
@@ -315,12 +315,12 @@ impl VideoReader {
                 let f = if indices[next] == idx {
                     match &rgb {
                         Some(f) => f.clone(),
-                        None => me.to_rgb(fr)?,
+                        None => me.rgb_of(fr)?,
                     }
                 } else {
                     // An index the stream skipped (variable frame rate): the nearest earlier
                     // frame stands in, as a constant-rate resampler would.
-                    out.last().cloned().unwrap_or(me.to_rgb(fr)?)
+                    out.last().cloned().unwrap_or(me.rgb_of(fr)?)
                 };
                 if indices[next] == idx {
                     rgb = Some(f.clone());

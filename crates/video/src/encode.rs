@@ -103,7 +103,7 @@ impl VideoWriter {
                 unsafe {
                     (*enc.as_mut_ptr()).codec_tag = u32::from_le_bytes(*b"XVID");
                     (*enc.as_mut_ptr()).flags |= ffmpeg::ffi::AV_CODEC_FLAG_QSCALE as i32;
-                    (*enc.as_mut_ptr()).global_quality = 4 * ffmpeg::ffi::FF_QP2LAMBDA as i32;
+                    (*enc.as_mut_ptr()).global_quality = 4 * ffmpeg::ffi::FF_QP2LAMBDA;
                 }
             }
         }

@@ -1,0 +1,974 @@
+//! `sample`: draws videos from a trained Latte as the reference's `sample/sample_ddp.py` does
+//! (spec latte-reference §5.1), decodes them with the VAE and writes them out.
+//!
+//! Inputs: `train` (`config.json` + `model.safetensors` / `model_raw.safetensors`) and `vae`
+//! (a `vae_train` output, or the `weights` parameter naming a diffusers folder). Output:
+//! `samples.zarr/` (latte-store ragged layout, array `samples` uint8 `[total_frames, H, W, 3]`,
+//! one entry per sample with id `NNNN` and its class label), `videos/NNNN.mp4` (H.264),
+//! `grid.mp4` and `grid.gif` (the first `grid_n` samples tiled).
+//!
+//! Sampling: DDPM (`p_sample_loop`) or DDIM over uniformly respaced steps; with a
+//! class-conditional model and `cfg_scale ≠ 1` the batch is doubled with the null class and
+//! guided by `Latte::forward_with_cfg` (§1.12), and the conditional half is kept. Only the
+//! first half of the doubled x ever reaches the network, so stepping the B kept rows alone
+//! gives the reference's kept half exactly.
+//!
+//! **Invariant:** every random draw of sample i (its class, its initial noise, each step's
+//! noise, in that order) comes from the ChaCha8 stream `(seed, i)`, so a sample does not depend
+//! on the batch it was drawn in, on `n`, or on the other samples.
+//!
+//! Shape legend: B batch, F frames, C latent channels, h, w latent side, H, W pixel side.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use latte_diffusion::{gaussian_noise, GaussianDiffusion};
+use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_model::{Latte, LatteConfig};
+use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
+use latte_vae::{AutoencoderKL, VaeFolder};
+use latte_video::{write_gif, write_video, EncodeOptions, Frame};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub struct Sample;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "n", ty: ParamType::Int, default: Some("16"), help: "number of videos (2048 for FVD in the paper)" },
+    ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("2"), help: "videos denoised at once (bounds memory; does not change the results)" },
+    ParamSpec { name: "method", ty: ParamType::Str, default: Some("\"ddpm\""), help: "\"ddpm\" (ancestral, the reference) or \"ddim\"" },
+    ParamSpec { name: "steps", ty: ParamType::Int, default: Some("250"), help: "uniformly respaced sampling steps (1-1000)" },
+    ParamSpec { name: "eta", ty: ParamType::Float, default: Some("0.0"), help: "DDIM noise scale (0 = deterministic)" },
+    ParamSpec { name: "cfg_scale", ty: ParamType::Float, default: Some("1.0"), help: "classifier-free guidance scale; 1.0 = none (7.0 for UCF101 in the paper)" },
+    ParamSpec { name: "use_ema", ty: ParamType::Bool, default: Some("true"), help: "sample with the EMA weights (model.safetensors); false = the raw weights" },
+    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "sample i draws its class and noise from the ChaCha8 stream (seed, i)" },
+    ParamSpec { name: "fps", ty: ParamType::Int, default: Some("8"), help: "frame rate of the written mp4 and GIF files" },
+    ParamSpec { name: "grid_n", ty: ParamType::Int, default: Some("16"), help: "samples tiled into grid.mp4 / grid.gif (the first ones)" },
+    ParamSpec { name: "decode_batch", ty: ParamType::Int, default: Some("16"), help: "frames decoded by the VAE at once (bounds memory)" },
+    ParamSpec { name: "device", ty: ParamType::Str, default: Some("\"default\""), help: "burn device: \"default\", \"flex\"/\"cpu\"" },
+    ParamSpec {
+        name: "weights",
+        ty: ParamType::Path,
+        default: Some("\"\""),
+        help: "a diffusers AutoencoderKL folder (e.g. Stable Diffusion's sd-vae-ft-ema); empty = the `vae` input",
+    },
+    ParamSpec {
+        name: "checkpoint",
+        ty: ParamType::Path,
+        default: Some("\"\""),
+        help: "a Latte weights file instead of the `train` input: an official checkpoint (.pt, EMA weights) or a .safetensors under the reference's key names",
+    },
+    ParamSpec { name: "model", ty: ParamType::Str, default: Some("\"Latte-XL/2\""), help: "with `checkpoint`: the model preset `Latte-{S,B,L,XL}/{2,4,8}`" },
+    ParamSpec { name: "num_classes", ty: ParamType::Int, default: Some("0"), help: "with `checkpoint`: 0 = unconditional, 101 for UCF101" },
+    ParamSpec { name: "num_frames", ty: ParamType::Int, default: Some("16"), help: "with `checkpoint`: frames per video" },
+    ParamSpec { name: "latent_size", ty: ParamType::Int, default: Some("32"), help: "with `checkpoint`: latent side (32 for 256×256 with SD's VAE)" },
+    ParamSpec { name: "scale_factor", ty: ParamType::Float, default: Some("0.18215"), help: "with `checkpoint`: the latent scale factor the model was trained at" },
+];
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec { name: "train", required: false, help: "the `train` stage (config.json, model.safetensors); not needed when `checkpoint` is set" },
+    InputSpec { name: "vae", required: false, help: "a `vae_train` stage (vae/); not needed when `weights` is set" },
+];
+
+/// The reverse process to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    Ddpm,
+    Ddim { eta: f64 },
+}
+
+impl Method {
+    pub fn parse(name: &str, eta: f64) -> anyhow::Result<Self> {
+        if !(eta.is_finite() && eta >= 0.0) {
+            bail!("parameter `eta` is {eta}; use a number >= 0 (0 = deterministic DDIM)");
+        }
+        match name {
+            "ddpm" => Ok(Method::Ddpm),
+            "ddim" => Ok(Method::Ddim { eta }),
+            other => bail!("parameter `method` is \"{other}\"; use \"ddpm\" or \"ddim\""),
+        }
+    }
+}
+
+/// Everything that decides what is sampled and how it is written.
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    pub n: usize,
+    pub batch_size: usize,
+    pub method: Method,
+    /// Uniformly respaced steps out of the 1000 of training.
+    pub steps: usize,
+    pub cfg_scale: f64,
+    pub use_ema: bool,
+    pub seed: u64,
+    pub fps: u32,
+    pub grid_n: usize,
+    pub decode_batch: usize,
+    pub device: String,
+}
+
+impl SampleOptions {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (key, v) in [("n", self.n), ("batch_size", self.batch_size), ("decode_batch", self.decode_batch), ("fps", self.fps as usize)] {
+            if v == 0 {
+                bail!("parameter `{key}` must be at least 1");
+            }
+        }
+        if !(1..=1000).contains(&self.steps) {
+            bail!("parameter `steps` is {}; use 1 to 1000 (the reference samples with 250)", self.steps);
+        }
+        if let Method::Ddim { eta } = self.method {
+            if !(eta.is_finite() && eta >= 0.0) {
+                bail!("parameter `eta` is {eta}; use a number >= 0 (0 = deterministic DDIM)");
+            }
+        }
+        if !(self.cfg_scale.is_finite() && self.cfg_scale >= 0.0) {
+            bail!("parameter `cfg_scale` is {}; use a number >= 0 (1.0 = no guidance)", self.cfg_scale);
+        }
+        if self.fps > 1000 {
+            bail!("parameter `fps` is {}; use 1 to 1000", self.fps);
+        }
+        Ok(())
+    }
+
+    fn from_params(p: &Params) -> anyhow::Result<Self> {
+        let e = |e: StageError| anyhow!("{e}");
+        let fps = p.usize("fps").map_err(e)?;
+        Ok(SampleOptions {
+            n: p.usize("n").map_err(e)?,
+            batch_size: p.usize("batch_size").map_err(e)?,
+            method: Method::parse(p.str("method").map_err(e)?, p.float("eta").map_err(e)?)?,
+            steps: p.usize("steps").map_err(e)?,
+            cfg_scale: p.float("cfg_scale").map_err(e)?,
+            use_ema: p.bool("use_ema").map_err(e)?,
+            seed: p.u64("seed").map_err(e)?,
+            fps: u32::try_from(fps).map_err(|_| anyhow!("parameter `fps` is {fps}; use 1 to 1000"))?,
+            grid_n: p.usize("grid_n").map_err(e)?,
+            decode_batch: p.usize("decode_batch").map_err(e)?,
+            device: p.str("device").map_err(e)?.to_owned(),
+        })
+    }
+}
+
+impl Stage for Sample {
+    fn kind(&self) -> &'static str {
+        "sample"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), String> {
+        let opts = SampleOptions::from_params(params).map_err(|e| e.to_string())?;
+        opts.validate().map_err(|e| e.to_string())?;
+        file_config(params).map(|_| ()).map_err(|e| format!("{e:#}"))
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        let opts = SampleOptions::from_params(ctx.params)?;
+        let source = model_source(ctx)?;
+        let vae = vae_dir(ctx)?;
+        let report = sample_to_dir(&source, &vae, ctx.out, &opts, ctx.progress)?;
+        ctx.progress.log(&format!("sample: {} videos of {} frames at {}×{}", report.n, report.frames, report.height, report.width));
+        Ok(())
+    }
+}
+
+/// The model configuration the `checkpoint` parameter's file is read with.
+fn file_config(p: &Params) -> anyhow::Result<(LatteConfig, f64)> {
+    let e = |e: StageError| anyhow!("{e}");
+    let mut cfg = LatteConfig::preset(p.str("model").map_err(e)?).context("parameter `model`")?;
+    cfg.num_classes = Some(p.usize("num_classes").map_err(e)?).filter(|&k| k > 0);
+    cfg.num_frames = p.usize("num_frames").map_err(e)?;
+    cfg.input_size = p.usize("latent_size").map_err(e)?;
+    cfg.validate().context("parameters `model`, `num_classes`, `num_frames`, `latent_size`")?;
+    let scale = p.float("scale_factor").map_err(e)?;
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("parameter `scale_factor` is {scale}; use a positive number (0.18215 for SD's VAE)");
+    }
+    Ok((cfg, scale))
+}
+
+fn model_source(ctx: &StageContext<'_>) -> anyhow::Result<ModelSource> {
+    if let Some(path) = ctx.params.opt_str("checkpoint").map_err(|e| anyhow!("{e}"))? {
+        let (config, scale_factor) = file_config(ctx.params)?;
+        return Ok(ModelSource::File { path: PathBuf::from(path), config, scale_factor });
+    }
+    match ctx.inputs.get("train") {
+        Some(dir) => Ok(ModelSource::TrainDir(dir.clone())),
+        None => bail!("stage `{}` needs a model: bind the `train` input to a train stage or set `checkpoint` to a Latte weights file", ctx.name),
+    }
+}
+
+fn vae_dir(ctx: &StageContext<'_>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = ctx.params.opt_str("weights").map_err(|e| anyhow!("{e}"))? {
+        return Ok(PathBuf::from(path));
+    }
+    match ctx.inputs.get("vae") {
+        Some(dir) => Ok(vae_folder(dir)),
+        None => bail!("stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder", ctx.name),
+    }
+}
+
+/// A `vae_train` output holds the diffusers folder as `vae/`; anything else may be the folder.
+pub fn vae_folder(dir: &Path) -> PathBuf {
+    if dir.join("vae").is_dir() {
+        dir.join("vae")
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// What [`sample_to_dir`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleReport {
+    pub n: usize,
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// The class of each sample (class-conditional models only).
+    pub labels: Option<Vec<usize>>,
+}
+
+/// Where the model's weights and configuration come from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// The output folder of a `train` stage (`config.json`, `model.safetensors`,
+    /// `model_raw.safetensors`).
+    TrainDir(PathBuf),
+    /// A weights file with the configuration it was trained with: an official Latte checkpoint
+    /// (`.pt`/`.pth`, EMA weights when present, as the reference's `find_model`) or a
+    /// `.safetensors` under the reference's key names.
+    File { path: PathBuf, config: LatteConfig, scale_factor: f64 },
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::TrainDir(p) | ModelSource::File { path: p, .. } => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A trained Latte and the latent scale factor it was trained at.
+pub struct Checkpoint {
+    pub model: Latte,
+    pub scale_factor: f64,
+}
+
+impl Checkpoint {
+    pub fn load(source: &ModelSource, use_ema: bool, device: &Device) -> anyhow::Result<Self> {
+        match source {
+            ModelSource::TrainDir(dir) => Self::from_train_dir(dir, use_ema, device),
+            ModelSource::File { path, config, scale_factor } => {
+                if !use_ema {
+                    bail!("`use_ema = false` needs the `train` input (model_raw.safetensors); a checkpoint file gives its EMA weights");
+                }
+                let mut model = Latte::new(config, device, 0)?;
+                let pt = matches!(path.extension().and_then(|e| e.to_str()), Some("pt" | "pth"));
+                if pt {
+                    model.load_latte_checkpoint(path).map(|_| ())
+                } else {
+                    model.load_safetensors(path).map(|_| ())
+                }
+                .with_context(|| format!("loading the Latte weights {} (check `model`, `num_classes`, `num_frames`, `latent_size`)", path.display()))?;
+                Ok(Checkpoint { model, scale_factor: *scale_factor })
+            }
+        }
+    }
+
+    /// Reads `config.json` (`model`: the LatteConfig, `latents.scale_factor`) and the EMA
+    /// (`model.safetensors`) or raw (`model_raw.safetensors`) weights of a train output.
+    pub fn from_train_dir(train_dir: &Path, use_ema: bool, device: &Device) -> anyhow::Result<Self> {
+        let config_path = train_dir.join("config.json");
+        let text = std::fs::read(&config_path)
+            .with_context(|| format!("reading {} (is this the output folder of a `train` stage?)", config_path.display()))?;
+        let config: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let model_cfg = config
+            .get("model")
+            .ok_or_else(|| anyhow!("{}: no key `model` (the LatteConfig the train stage writes)", config_path.display()))?;
+        let model_cfg: LatteConfig =
+            serde_json::from_value(model_cfg.clone()).with_context(|| format!("{}: key `model` is not a Latte configuration", config_path.display()))?;
+        let scale_factor = match config.pointer("/latents/scale_factor") {
+            None => latte_vae::SD_SCALING_FACTOR,
+            Some(v) => v.as_f64().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+                anyhow!("{}: key `latents.scale_factor` is {v}; expected a positive number", config_path.display())
+            })?,
+        };
+        let mut model = Latte::new(&model_cfg, device, 0).with_context(|| format!("{}: key `model`", config_path.display()))?;
+        let weights = train_dir.join(if use_ema { "model.safetensors" } else { "model_raw.safetensors" });
+        model.load_safetensors(&weights).with_context(|| format!("loading the weights {}", weights.display()))?;
+        Ok(Checkpoint { model, scale_factor })
+    }
+}
+
+/// The RNG of sample `index`: its class, initial noise and per-step noise, in that order.
+pub fn sample_rng(seed: u64, index: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index as u64);
+    rng
+}
+
+/// Runs the reverse process over the respaced step indices `ks` (descending; `0..K` reversed
+/// for a full run) from `x` (B, F, C, h, w). `model(x, t)` gets the original timesteps and
+/// returns (B, F, 2C, h, w); `noise(dims)` gives each step's z (called only when the step uses
+/// noise); `on_step` is told how many steps are done.
+pub fn sample_loop(
+    diffusion: &GaussianDiffusion,
+    method: Method,
+    mut model: impl FnMut(Tensor<5>, Tensor<1, Int>) -> anyhow::Result<Tensor<5>>,
+    x: Tensor<5>,
+    ks: &[usize],
+    mut noise: impl FnMut([usize; 5]) -> Tensor<5>,
+    mut on_step: impl FnMut(usize),
+) -> anyhow::Result<Tensor<5>> {
+    let dims = x.dims();
+    let dev = x.device();
+    let mut x = x;
+    for (done, &k) in ks.iter().enumerate() {
+        let kb = vec![k; dims[0]];
+        let out = model(x.clone(), diffusion.original_timesteps(&kb, &dev))?;
+        x = match method {
+            Method::Ddpm => diffusion.ddpm_step(out, x, &kb, noise(dims))?,
+            Method::Ddim { eta } => {
+                // Deterministic DDIM draws nothing, so its streams stay as η = 0 left them.
+                let z = if eta == 0.0 { x.zeros_like() } else { noise(dims) };
+                diffusion.ddim_step(out, x, &kb, eta, z)?
+            }
+        };
+        on_step(done + 1);
+    }
+    Ok(x)
+}
+
+/// The network call for one batch: the plain forward, or guidance with a doubled batch whose
+/// second half carries the null class (index `num_classes`), keeping the conditional half.
+fn model_fn<'a>(
+    model: &'a Latte,
+    labels: Option<&'a [usize]>,
+    cfg_scale: f64,
+) -> impl FnMut(Tensor<5>, Tensor<1, Int>) -> anyhow::Result<Tensor<5>> + 'a {
+    move |x, t| {
+        let b = x.dims()[0];
+        let dev = x.device();
+        let ints = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &dev);
+        match (labels, model.config().num_classes) {
+            (Some(labels), Some(null)) if cfg_scale != 1.0 => {
+                let x2 = Tensor::cat(vec![x.clone(), x], 0); // 2B F C h w
+                let t2 = Tensor::cat(vec![t.clone(), t], 0); // 2B
+                let y: Vec<i64> = labels.iter().map(|&l| l as i64).chain(std::iter::repeat_n(null as i64, b)).collect();
+                model.check_cfg_input(x2.dims(), 2 * b, 2 * b).context("parameter `cfg_scale` ≠ 1 asks for guidance")?;
+                let out = model.forward_with_cfg(x2, t2, ints(y), cfg_scale as f32); // 2B F 2C h w
+                Ok(out.narrow(0, 0, b)) // B F 2C h w
+            }
+            (labels, _) => {
+                let y = labels.map(|l| ints(l.iter().map(|&l| l as i64).collect()));
+                model.check_input(x.dims(), b, y.as_ref().map(|_| b), 0)?;
+                Ok(model.forward(x, t, y, 0)) // B F 2C h w
+            }
+        }
+    }
+}
+
+/// Draws samples `rows` (their classes when the model is conditional) and returns their latents
+/// (B, F, C, h, w) and classes.
+pub fn sample_latents(
+    model: &Latte,
+    diffusion: &GaussianDiffusion,
+    opts: &SampleOptions,
+    rows: Range<usize>,
+    dev: &Device,
+    mut on_step: impl FnMut(usize),
+) -> anyhow::Result<(Tensor<5>, Option<Vec<usize>>)> {
+    let cfg = model.config();
+    let mut rngs: Vec<ChaCha8Rng> = rows.clone().map(|i| sample_rng(opts.seed, i)).collect();
+    let labels: Option<Vec<usize>> = cfg.num_classes.map(|k| rngs.iter_mut().map(|r| r.random_range(0..k)).collect());
+    if opts.cfg_scale != 1.0 && labels.is_none() {
+        bail!("parameter `cfg_scale` is {} but the model is unconditional; guidance needs a class-conditional model (use 1.0)", opts.cfg_scale);
+    }
+    let one = [1, cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size];
+    let draw = |rngs: &mut [ChaCha8Rng]| {
+        let rows: Vec<Tensor<5>> = rngs.iter_mut().map(|r| gaussian_noise(one, r, dev)).collect(); // 1 F C h w each
+        Tensor::cat(rows, 0) // B F C h w
+    };
+    let x = draw(&mut rngs);
+    let ks: Vec<usize> = (0..diffusion.num_timesteps()).rev().collect();
+    let forward = model_fn(model, labels.as_deref(), opts.cfg_scale);
+    let x = sample_loop(diffusion, opts.method, forward, x, &ks, |_| draw(&mut rngs), &mut on_step)?;
+    Ok((x, labels))
+}
+
+/// The reference's conversion of a decoded value in [-1, 1] to uint8:
+/// `((x·0.5 + 0.5)·255 + 0.5).clamp(0, 255)` in float32, then truncation.
+pub fn to_u8(x: f32) -> u8 {
+    ((x * 0.5 + 0.5) * 255.0 + 0.5).clamp(0.0, 255.0) as u8
+}
+
+/// Decodes latents (B, F, C, h, w) frame by frame, `decode_batch` frames at a time, into one
+/// list of RGB frames per sample.
+pub fn decode_videos(vae: &AutoencoderKL, latents: Tensor<5>, scale_factor: f64, decode_batch: usize) -> anyhow::Result<Vec<Vec<Frame>>> {
+    let [b, f, c, h, w] = latents.dims();
+    let flat = latents.reshape([b * f, c, h, w]).div_scalar(scale_factor as f32); // BF C h w
+    let mut frames = Vec::with_capacity(b * f);
+    let mut start = 0;
+    while start < b * f {
+        let len = decode_batch.min(b * f - start);
+        let img = vae.decode(flat.clone().narrow(0, start, len)); // n 3 H W
+        let [n, ch, hh, ww] = img.dims();
+        if ch != 3 {
+            bail!("the VAE decodes to {ch} channels; sampling writes RGB videos and needs 3");
+        }
+        let v = img.into_data().try_into_vec::<f32>().map_err(|e| anyhow!("reading decoded frames: {e:?}"))?;
+        for i in 0..n {
+            let plane = |k: usize| &v[(i * 3 + k) * hh * ww..(i * 3 + k + 1) * hh * ww];
+            let (r, g, bl) = (plane(0), plane(1), plane(2));
+            let mut data = Vec::with_capacity(hh * ww * 3);
+            for p in 0..hh * ww {
+                data.extend([to_u8(r[p]), to_u8(g[p]), to_u8(bl[p])]);
+            }
+            frames.push(Frame::new(ww, hh, data));
+        }
+        start += len;
+    }
+    let mut it = frames.into_iter();
+    Ok((0..b).map(|_| it.by_ref().take(f).collect()).collect())
+}
+
+/// Tiles videos (all the same size and length) into one: `ceil(√n)` columns, 2-pixel black
+/// borders as torchvision's `make_grid`, sides rounded up to even for H.264's 4:2:0.
+pub fn tile_grid(videos: &[Vec<Frame>]) -> Vec<Frame> {
+    let Some(first) = videos.first().and_then(|v| v.first()) else { return Vec::new() };
+    let (fw, fh, pad) = (first.width, first.height, 2);
+    let cols = (1..).find(|c| c * c >= videos.len()).unwrap_or(1);
+    let rows = videos.len().div_ceil(cols);
+    let gw = (cols * (fw + pad) + pad).next_multiple_of(2);
+    let gh = (rows * (fh + pad) + pad).next_multiple_of(2);
+    let len = videos.iter().map(Vec::len).min().unwrap_or(0);
+    (0..len)
+        .map(|t| {
+            let mut data = vec![0u8; gw * gh * 3];
+            for (i, video) in videos.iter().enumerate() {
+                let (x0, y0) = (pad + (i % cols) * (fw + pad), pad + (i / cols) * (fh + pad));
+                let src = &video[t];
+                for y in 0..fh {
+                    let dst = ((y0 + y) * gw + x0) * 3;
+                    data[dst..dst + fw * 3].copy_from_slice(&src.data[y * fw * 3..(y + 1) * fw * 3]);
+                }
+            }
+            Frame::new(gw, gh, data)
+        })
+        .collect()
+}
+
+/// Samples `opts.n` videos from the model of `source`, decodes them with the diffusers VAE
+/// folder `vae_dir` and writes the stage's outputs into `out` (which must be empty).
+pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &SampleOptions, progress: &dyn Progress) -> anyhow::Result<SampleReport> {
+    opts.validate()?;
+    let device = latte_nn::device::device_from_name(&opts.device).context("parameter `device`")?;
+    let ckpt = Checkpoint::load(source, opts.use_ema, &device)?;
+    let folder = VaeFolder::open(vae_dir).with_context(|| format!("opening the VAE folder {}", vae_dir.display()))?;
+    let vae = folder.load(&device).with_context(|| format!("loading the VAE in {}", vae_dir.display()))?;
+    let cfg = ckpt.model.config().clone();
+    if folder.config.latent_channels != cfg.in_channels {
+        bail!(
+            "the VAE in {} has {} latent channels but the model in {} takes {}; give the VAE the model was trained on",
+            vae_dir.display(),
+            folder.config.latent_channels,
+            source,
+            cfg.in_channels
+        );
+    }
+    let side = cfg.input_size * folder.config.downsample_factor();
+    let diffusion = GaussianDiffusion::create(&opts.steps.to_string())?;
+
+    let batches = opts.n.div_ceil(opts.batch_size);
+    progress.set_length((batches * diffusion.num_timesteps()) as u64);
+    progress.log(&format!(
+        "sample: {} videos of {} frames ({side}×{side}), {:?} over {} steps, cfg_scale {}, {} weights, batches of {}",
+        opts.n,
+        cfg.num_frames,
+        opts.method,
+        diffusion.num_timesteps(),
+        opts.cfg_scale,
+        if opts.use_ema { "EMA" } else { "raw" },
+        opts.batch_size
+    ));
+
+    let videos_dir = out.join("videos");
+    std::fs::create_dir_all(&videos_dir).with_context(|| format!("creating {}", videos_dir.display()))?;
+    let store_dir = out.join("samples.zarr");
+    let mut store = RaggedWriter::create(&store_dir)?;
+    store.add_array::<u8>(&ArraySpec::new("samples", &[], &[side as u64, side as u64, 3]))?;
+    let mut grid: Vec<Vec<Frame>> = Vec::new();
+    let mut all_labels = cfg.num_classes.map(|_| Vec::with_capacity(opts.n));
+
+    for batch in 0..batches {
+        let rows = batch * opts.batch_size..((batch + 1) * opts.batch_size).min(opts.n);
+        let (latents, labels) = sample_latents(&ckpt.model, &diffusion, opts, rows.clone(), &device, |_| progress.inc(1))?;
+        let videos = decode_videos(&vae, latents, ckpt.scale_factor, opts.decode_batch)?;
+        for (j, video) in videos.into_iter().enumerate() {
+            let i = rows.start + j;
+            let (fw, fh) = (video[0].width, video[0].height);
+            if (fw, fh) != (side, side) {
+                bail!("the VAE decoded {fw}×{fh} frames; expected {side}×{side} from its config.json");
+            }
+            let label = labels.as_ref().map(|l| l[j]);
+            for frame in &video {
+                store.append("samples", &frame.data)?;
+            }
+            store.end_video(&format!("{i:04}"), label.map(|l| l as u32))?;
+            let path = videos_dir.join(format!("{i:04}.mp4"));
+            write_video(&path, &video, EncodeOptions::h264(opts.fps)).with_context(|| format!("writing {}", path.display()))?;
+            if let (Some(all), Some(l)) = (all_labels.as_mut(), label) {
+                all.push(l);
+            }
+            if i < opts.grid_n {
+                grid.push(video);
+            }
+        }
+    }
+
+    let mut extra = serde_json::Map::new();
+    for (k, v) in [
+        ("method", serde_json::json!(match opts.method { Method::Ddpm => "ddpm", Method::Ddim { .. } => "ddim" })),
+        ("eta", serde_json::json!(match opts.method { Method::Ddpm => 0.0, Method::Ddim { eta } => eta })),
+        ("steps", serde_json::json!(diffusion.num_timesteps())),
+        ("cfg_scale", serde_json::json!(opts.cfg_scale)),
+        ("use_ema", serde_json::json!(opts.use_ema)),
+        ("seed", serde_json::json!(opts.seed)),
+        ("fps", serde_json::json!(opts.fps)),
+        ("num_frames", serde_json::json!(cfg.num_frames)),
+        ("scale_factor", serde_json::json!(ckpt.scale_factor)),
+        ("size", serde_json::json!(side)),
+    ] {
+        extra.insert(k.into(), v);
+    }
+    store.finish(GroupInfo {
+        dataset: "samples".into(),
+        num_classes: cfg.num_classes.map(|k| k as u32),
+        window: WindowKind::Stride,
+        flip: false,
+        extra,
+    })?;
+    if !grid.is_empty() {
+        let tiled = tile_grid(&grid);
+        let mp4 = out.join("grid.mp4");
+        write_video(&mp4, &tiled, EncodeOptions::h264(opts.fps)).with_context(|| format!("writing {}", mp4.display()))?;
+        let gif = out.join("grid.gif");
+        write_gif(&gif, &tiled, opts.fps).with_context(|| format!("writing {}", gif.display()))?;
+    }
+    Ok(SampleReport { n: opts.n, frames: cfg.num_frames, height: side, width: side, labels: all_labels })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stage on a tiny random Latte and a tiny random VAE (seconds): determinism, batch
+    //! independence, the files per the contract, and the loop glue against the reference's
+    //! one-step tensors (`shared/fixtures/diffusion-iddpm`).
+
+    use std::collections::BTreeMap;
+
+    use latte_engine::{NoProgress, Registry};
+    use latte_store::RaggedReader;
+    use latte_vae::VaeConfig;
+    use latte_video::VideoReader;
+
+    use super::*;
+
+    const FRAMES: usize = 3;
+    const LATENT: usize = 8;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("latte-sample-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A safetensors file: (header, data start, bytes).
+    fn safetensors_header(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, usize) {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        (header.as_object().unwrap().clone(), 8 + n)
+    }
+
+    fn tensor_range(info: &serde_json::Value, start: usize) -> std::ops::Range<usize> {
+        let off = info["data_offsets"].as_array().unwrap();
+        start + off[0].as_u64().unwrap() as usize..start + off[1].as_u64().unwrap() as usize
+    }
+
+    /// Replaces every f32 tensor of a safetensors file with seeded uniform values in ±0.2, so
+    /// that the (zero-initialised) final layer gives a non-trivial output.
+    fn randomise_safetensors(path: &Path, seed: u64) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let (header, start) = safetensors_header(&bytes);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for (name, info) in &header {
+            if name == "__metadata__" {
+                continue;
+            }
+            assert_eq!(info["dtype"], "F32", "{name}");
+            for chunk in bytes[tensor_range(info, start)].chunks_exact_mut(4) {
+                chunk.copy_from_slice(&rng.random_range(-0.2f32..0.2).to_le_bytes());
+            }
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn tiny_config(num_classes: Option<usize>) -> LatteConfig {
+        let mut cfg = LatteConfig::preset("Latte-S/2").unwrap();
+        (cfg.input_size, cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.num_frames) = (LATENT, 32, 2, 2, FRAMES);
+        cfg.num_classes = num_classes;
+        cfg
+    }
+
+    /// A `train` output holding a random tiny Latte (EMA and raw weights differ).
+    fn train_dir(root: &Path, num_classes: Option<usize>) -> PathBuf {
+        let dir = root.join(if num_classes.is_some() { "train-cond" } else { "train-uncond" });
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = tiny_config(num_classes);
+        let model = Latte::new(&cfg, &Device::default(), 0).unwrap();
+        for (i, f) in ["model.safetensors", "model_raw.safetensors"].iter().enumerate() {
+            model.save_safetensors(&dir.join(f)).unwrap();
+            randomise_safetensors(&dir.join(f), 10 + i as u64);
+        }
+        let config = serde_json::json!({"model": cfg, "latents": {"scale_factor": 0.18215}});
+        std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        dir
+    }
+
+    /// A `vae_train`-shaped output (`vae/`) with a random two-level VAE (8×8 latents → 16×16).
+    fn vae_dir(root: &Path) -> PathBuf {
+        let dir = root.join("vae_train");
+        let cfg = VaeConfig::new(vec![8, 16], 1, 4, 4);
+        let vae = AutoencoderKL::init(&cfg, 0, &Device::default()).unwrap();
+        latte_vae::save_pretrained(&vae, &cfg, &dir.join("vae")).unwrap();
+        dir
+    }
+
+    fn opts(n: usize, batch_size: usize) -> SampleOptions {
+        SampleOptions {
+            n,
+            batch_size,
+            method: Method::Ddpm,
+            steps: 6,
+            cfg_scale: 1.0,
+            use_ema: true,
+            seed: 7,
+            fps: 8,
+            grid_n: 4,
+            decode_batch: 4,
+            device: "default".into(),
+        }
+    }
+
+    fn run(train: &Path, vae: &Path, out: &Path, o: &SampleOptions) -> anyhow::Result<SampleReport> {
+        let _ = std::fs::remove_dir_all(out);
+        std::fs::create_dir_all(out).unwrap();
+        sample_to_dir(&ModelSource::TrainDir(train.to_owned()), &vae_folder(vae), out, o, &NoProgress)
+    }
+
+    fn stored_samples(out: &Path) -> (Vec<u8>, latte_store::RaggedMeta) {
+        let store = RaggedReader::open(&out.join("samples.zarr")).unwrap();
+        let a = store.array::<u8>("samples").unwrap();
+        (a.read_range(&[], 0, a.total_frames()).unwrap(), store.meta().clone())
+    }
+
+    #[test]
+    fn same_seed_same_bytes_whatever_the_batch_size() {
+        let root = tmp("determinism");
+        let (train, vae) = (train_dir(&root, Some(3)), vae_dir(&root));
+        let guided = SampleOptions { cfg_scale: 4.0, ..opts(3, 2) };
+        let report = run(&train, &vae, &root.join("a"), &guided).unwrap();
+        run(&train, &vae, &root.join("b"), &guided).unwrap();
+        run(&train, &vae, &root.join("c"), &SampleOptions { batch_size: 3, ..guided.clone() }).unwrap();
+        run(&train, &vae, &root.join("d"), &SampleOptions { seed: 8, ..guided.clone() }).unwrap();
+
+        for f in ["videos/0000.mp4", "videos/0001.mp4", "videos/0002.mp4", "grid.mp4", "grid.gif"] {
+            let (a, b) = (std::fs::read(root.join("a").join(f)).unwrap(), std::fs::read(root.join("b").join(f)).unwrap());
+            assert!(a == b, "{f}: two runs with the same seed wrote different bytes");
+        }
+        let (a, meta) = stored_samples(&root.join("a"));
+        let (c, meta_c) = stored_samples(&root.join("c"));
+        let (d, _) = stored_samples(&root.join("d"));
+        assert_eq!(a.len(), 3 * FRAMES * 16 * 16 * 3);
+        assert_eq!(meta.counts, vec![FRAMES as u64; 3]);
+        assert_eq!(meta.ids, vec!["0000", "0001", "0002"]);
+        let labels: Vec<Option<u32>> = report.labels.unwrap().iter().map(|&l| Some(l as u32)).collect();
+        assert_eq!(meta.labels, labels);
+        assert_eq!((meta_c.labels.clone(), meta.num_classes), (labels, Some(3)));
+        // Batches of 2 + 1 and one batch of 3 give the same videos.
+        let diff = a.iter().zip(&c).filter(|(x, y)| x != y).count();
+        assert_eq!(diff, 0, "{diff} of {} bytes depend on the batch size", a.len());
+        assert!(a != d, "another seed gave the same videos");
+        // The samples are not flat: the random model and VAE give varied pixels.
+        let distinct = a.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct > 50, "only {distinct} distinct byte values");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn videos_decode_back_with_their_frame_count_and_size() {
+        let root = tmp("files");
+        let (train, vae) = (train_dir(&root, None), vae_dir(&root));
+        let out = root.join("out");
+        let o = SampleOptions { method: Method::Ddim { eta: 0.0 }, use_ema: false, grid_n: 3, ..opts(3, 2) };
+        run(&train, &vae, &out, &o).unwrap();
+        for i in 0..3 {
+            let frames = VideoReader::open(&out.join(format!("videos/{i:04}.mp4"))).unwrap().read_all().unwrap();
+            assert_eq!(frames.len(), FRAMES, "video {i}");
+            assert_eq!((frames[0].width, frames[0].height), (16, 16));
+        }
+        // Three tiles: 2 columns × 2 rows of 16 px with 2 px borders = 38 × 38.
+        let grid = VideoReader::open(&out.join("grid.mp4")).unwrap().read_all().unwrap();
+        assert_eq!((grid.len(), grid[0].width, grid[0].height), (FRAMES, 38, 38));
+        assert_eq!(&std::fs::read(out.join("grid.gif")).unwrap()[..6], b"GIF89a");
+        let (pixels, meta) = stored_samples(&out);
+        assert_eq!(meta.labels, vec![None; 3]);
+        assert_eq!(meta.num_classes, None);
+        // H.264 4:2:0 is lossy, and the random model's frames are noise, so chroma suffers;
+        // luma (kept at full resolution) of the decoded first frame stays near the stored one.
+        let first = VideoReader::open(&out.join("videos/0000.mp4")).unwrap().read_all().unwrap();
+        let luma = |p: &[u8]| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
+        let n = 16 * 16;
+        let mean_err: f64 = first[0].data.chunks(3).zip(pixels[..n * 3].chunks(3)).map(|(a, b)| (luma(a) - luma(b)).abs()).sum::<f64>() / n as f64;
+        println!("luma mean abs error of the mp4's first frame: {mean_err:.2}");
+        assert!(mean_err < 8.0, "mp4 frame differs from the stored one by {mean_err} (luma) on average");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn guidance_keeps_the_guided_conditional_half() {
+        let root = tmp("cfg");
+        let train = train_dir(&root, Some(3));
+        let dev = Device::default();
+        let ckpt = Checkpoint::from_train_dir(&train, true, &dev).unwrap();
+        let m = &ckpt.model;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x: Tensor<5> = gaussian_noise([2, FRAMES, 4, LATENT, LATENT], &mut rng, &dev);
+        let t = Tensor::<1, Int>::from_data(TensorData::new(vec![10i64, 500], [2]), &dev);
+        let labels = [2usize, 0];
+        let got = model_fn(m, Some(&labels), 4.0)(x.clone(), t.clone()).unwrap();
+        let y = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [2]), &dev);
+        let cond = m.forward(x.clone(), t.clone(), Some(y(vec![2, 0])), 0);
+        let uncond = m.forward(x, t, Some(y(vec![3, 3])), 0);
+        let eps = |o: &Tensor<5>| o.clone().narrow(2, 0, 4);
+        let want_eps = eps(&uncond) + (eps(&cond) - eps(&uncond)) * 4.0;
+        let want = Tensor::cat(vec![want_eps, cond.clone().narrow(2, 4, 4)], 2);
+        let (g, w) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(scale > 1e-2, "the stand-in model outputs almost nothing ({scale})");
+        assert!(err <= 1e-5 * scale.max(1.0), "guided output off by {err} (scale {scale})");
+        // cfg_scale 1 is the plain conditional forward.
+        let plain = model_fn(m, Some(&labels), 1.0)(gaussian_noise([2, FRAMES, 4, LATENT, LATENT], &mut ChaCha8Rng::seed_from_u64(1), &dev), Tensor::from_data(TensorData::new(vec![10i64, 500], [2]), &dev)).unwrap();
+        assert_eq!(plain.into_data().try_to_vec::<f32>().unwrap(), cond.into_data().try_to_vec::<f32>().unwrap());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The network call with guidance on the reference's own tensors
+    /// (`shared/fixtures/latte-v1-class-cfg`: `out_cfg` = `forward_with_cfg([x; x], [t; t],
+    /// [y; null])`, `out` = the plain conditional forward), 1e-5 max abs as the model's parity.
+    #[test]
+    fn network_call_matches_the_reference_guided_forward() {
+        use latte_nn::host::{max_abs_diff, read_safetensors};
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/latte-v1-class-cfg"));
+        let dev = Device::default();
+        let spec = latte_model::reference::RefSpec::from_file(&dir.join("config.json")).unwrap();
+        let mut model = Latte::new(&spec.config, &dev, 0).unwrap();
+        model.load_safetensors(&dir.join("weights.safetensors")).unwrap();
+        let inputs = read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+        let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
+        let x: Tensor<5> = inputs["x"].to_float("x", &dev).unwrap();
+        let t: Tensor<1, Int> = inputs["t"].to_int("t", &dev).unwrap();
+        let labels: Vec<usize> = inputs["y"].as_i64().unwrap().iter().map(|&y| y as usize).collect();
+        let b = labels.len();
+        let scale = spec.call.cfg_scale.unwrap() as f64;
+        for (cfg_scale, key) in [(scale, "out_cfg"), (1.0, "out")] {
+            let got = model_fn(&model, Some(&labels), cfg_scale)(x.clone(), t.clone()).unwrap();
+            let got = got.into_data().try_to_vec::<f32>().unwrap();
+            let want = expected[key].as_f32().unwrap();
+            // The kept (conditional) half: the first B rows of the guided batch.
+            let d = max_abs_diff(&got, &want[..got.len()]);
+            println!("{key} (cfg_scale {cfg_scale}): max |diff| = {d:e}");
+            assert_eq!(got.len() * if key == "out_cfg" { 2 } else { 1 }, want.len(), "{key}: {b} kept rows");
+            assert!(d <= 1e-5, "{key}: max |diff| {d:e} > 1e-5");
+        }
+    }
+
+    struct Fixture {
+        bytes: Vec<u8>,
+        header: serde_json::Map<String, serde_json::Value>,
+        start: usize,
+    }
+
+    impl Fixture {
+        fn load() -> Self {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/diffusion-iddpm/diffusion.safetensors");
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e} (clone `shared/` beside the repository)"));
+            let (header, start) = safetensors_header(&bytes);
+            Fixture { bytes, header, start }
+        }
+
+        fn raw(&self, name: &str, dtype: &str) -> (Vec<usize>, &[u8]) {
+            let info = &self.header[name];
+            assert_eq!(info["dtype"], dtype, "{name}");
+            let shape = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (shape, &self.bytes[tensor_range(info, self.start)])
+        }
+
+        /// Row `b` of a (B, F, C, H, W) f32 tensor, as (1, F, C, H, W).
+        fn row(&self, name: &str, b: usize) -> Tensor<5> {
+            let (shape, data) = self.raw(name, "F32");
+            let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let per = v.len() / shape[0];
+            let dims = [1, shape[1], shape[2], shape[3], shape[4]];
+            Tensor::from_data(TensorData::new(v[b * per..(b + 1) * per].to_vec(), dims), &Device::default())
+        }
+
+        fn ints(&self, name: &str) -> Vec<usize> {
+            self.raw(name, "I64").1.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect()
+        }
+    }
+
+    fn max_rel(got: Tensor<5>, want: Tensor<5>) -> f64 {
+        let (g, w) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+        let scale = w.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        g.iter().zip(&w).map(|(a, b)| (*a as f64 - *b as f64).abs() / (b.abs() as f64).max(1e-3 * scale)).fold(0.0, f64::max)
+    }
+
+    /// One step of the loop per fixture sample, at its respaced index k, with the fixture's
+    /// model output and noise: the network sees the original timestep, DDPM uses the noise
+    /// (except at k = 0) and deterministic DDIM draws none.
+    #[test]
+    fn one_loop_step_reproduces_the_reference_tensors() {
+        let fx = Fixture::load();
+        let d = GaussianDiffusion::create("250").unwrap();
+        let ks = fx.ints("k");
+        assert_eq!(ks, vec![0, 0, 160]);
+        for (b, &k) in ks.iter().enumerate() {
+            for method in [Method::Ddpm, Method::Ddim { eta: 0.0 }] {
+                let mut draws = 0;
+                let model = |_: Tensor<5>, t: Tensor<1, Int>| {
+                    assert_eq!(t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![d.schedule.timestep_map[k] as i64]);
+                    Ok(fx.row("model_out", b))
+                };
+                let noise = |_| {
+                    draws += 1;
+                    fx.row("z", b)
+                };
+                let next = sample_loop(&d, method, model, fx.row("x_t", b), &[k], noise, |_| {}).unwrap();
+                let (name, tol, want_draws) = match method {
+                    Method::Ddpm => ("ddpm_next", 1e-6, 1),
+                    // 1–2 ulp: the ε′ round trip amplifies rounding (as latte-diffusion's test).
+                    Method::Ddim { .. } => ("ddim_next", 2e-5, 0),
+                };
+                let err = max_rel(next, fx.row(name, b));
+                assert!(err <= tol, "{name} sample {b} (k = {k}): max relative error {err:e} > {tol:e}");
+                assert_eq!(draws, want_draws, "{name} sample {b}: noise draws");
+            }
+        }
+    }
+
+    /// The whole loop with a stand-in model equals latte-diffusion's `ddpm_sample_loop` bit for
+    /// bit when both draw the same noise.
+    #[test]
+    fn full_loop_matches_the_library_loop() {
+        let fx = Fixture::load();
+        let d = GaussianDiffusion::create("25").unwrap();
+        let dev = Device::default();
+        let out = Tensor::cat((0..3).map(|b| fx.row("model_out", b)).collect(), 0);
+        let x = Tensor::cat((0..3).map(|b| fx.row("x_t", b)).collect(), 0);
+        let model = |_: Tensor<5>, _: Tensor<1, Int>| out.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let want = d.ddpm_sample_loop(model, x.clone(), &mut rng, |_| {}).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let ks: Vec<usize> = (0..25).rev().collect();
+        let mut steps = 0;
+        let got = sample_loop(&d, Method::Ddpm, |x, t| Ok(model(x, t)), x, &ks, |dims| gaussian_noise(dims, &mut rng, &dev), |s| steps = s).unwrap();
+        assert_eq!(steps, 25);
+        assert_eq!(got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn uint8_conversion_is_the_references() {
+        // ((x·0.5 + 0.5)·255 + 0.5) clamped, then truncated.
+        for (x, want) in [(-1.0f32, 0u8), (1.0, 255), (0.0, 128), (-2.0, 0), (3.0, 255), (0.5, 191), (-0.9961, 0), (-0.996, 1)] {
+            assert_eq!(to_u8(x), want, "x = {x}");
+        }
+    }
+
+    /// Stands in for an upstream kind so that a pipeline text can bind the input slots.
+    struct Upstream(&'static str);
+    impl Stage for Upstream {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        fn version(&self) -> &'static str {
+            "0"
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            &[]
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            &[]
+        }
+        fn run(&self, _: &StageContext<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn params(root: &Path, extra: &str) -> Result<Params, String> {
+        let mut r = Registry::new();
+        r.register(Upstream("train"));
+        r.register(Upstream("vae_train"));
+        r.register(Sample);
+        let text = format!(
+            "[stages.train]\nkind = \"train\"\n[stages.vae]\nkind = \"vae_train\"\n\
+             [stages.sample]\nkind = \"sample\"\ninputs = {{ train = \"train\", vae = \"vae\" }}\n{extra}\n"
+        );
+        let p = latte_engine::pipeline::parse(&text, &root.join("pipeline.toml"), &r, &Default::default()).map_err(|e| format!("{e}"))?;
+        let params = p.stage("sample").unwrap().params.clone();
+        Sample.validate(&params)?;
+        Ok(params)
+    }
+
+    #[test]
+    fn the_stage_runs_from_a_pipeline_and_rejects_bad_input() {
+        let root = tmp("stage");
+        let (train, vae) = (train_dir(&root, None), vae_dir(&root));
+        let p = params(&root, "n = 2\nbatch_size = 2\nsteps = 3\ngrid_n = 1").unwrap();
+        let out = root.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let inputs = BTreeMap::from([("train".to_string(), train.clone()), ("vae".to_string(), vae.clone())]);
+        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, threads: 1, progress: &NoProgress };
+        Sample.run(&ctx).unwrap();
+        for f in ["videos/0000.mp4", "videos/0001.mp4", "grid.mp4", "grid.gif", "samples.zarr/zarr.json"] {
+            assert!(out.join(f).is_file(), "{f} is missing");
+        }
+
+        for (extra, key) in [("method = \"euler\"", "method"), ("steps = 0", "steps"), ("steps = 1001", "steps"), ("eta = -1.0", "eta"), ("n = 0", "n"), ("fps = 0", "fps")] {
+            let e = params(&root, extra).unwrap_err();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        // Guidance on an unconditional model, a missing checkpoint: errors that say what to do.
+        let e = run(&train, &vae, &root.join("x"), &SampleOptions { cfg_scale: 7.0, ..opts(1, 1) }).unwrap_err();
+        assert!(format!("{e:#}").contains("cfg_scale"), "{e:#}");
+        let e = run(&root.join("nowhere"), &vae, &root.join("x"), &opts(1, 1)).unwrap_err();
+        assert!(format!("{e:#}").contains("config.json"), "{e:#}");
+        let e = run(&train, &root.join("nowhere"), &root.join("x"), &opts(1, 1)).unwrap_err();
+        assert!(format!("{e:#}").contains("nowhere"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,129 @@
+//! `cargo xtask sample --checkpoint TRAIN_DIR --vae VAE_DIR --n N --out DIR`: the `sample`
+//! stage's procedure outside a pipeline (same code, same outputs, same seeds).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use latte_engine::Progress;
+use latte_stages::sample::{sample_to_dir, vae_folder, Method, SampleOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The output folder of a `train` stage (config.json, model.safetensors, model_raw.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A `vae_train` output (holding `vae/`) or a diffusers AutoencoderKL folder.
+    #[arg(long)]
+    vae: PathBuf,
+    /// Number of videos.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// The folder to create (must not exist or be empty); written whole, then renamed.
+    #[arg(long)]
+    out: PathBuf,
+    /// Videos denoised at once (bounds memory; does not change the results).
+    #[arg(long, default_value_t = 2)]
+    batch_size: usize,
+    /// `ddpm` (the reference) or `ddim`.
+    #[arg(long, default_value = "ddpm")]
+    method: String,
+    /// Uniformly respaced sampling steps (1-1000).
+    #[arg(long, default_value_t = 250)]
+    steps: usize,
+    /// DDIM noise scale (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Classifier-free guidance scale; 1.0 = none (7.0 for UCF101 in the paper).
+    #[arg(long, default_value_t = 1.0)]
+    cfg_scale: f64,
+    /// Sample with the raw weights (model_raw.safetensors) instead of the EMA ones.
+    #[arg(long)]
+    raw: bool,
+    /// Sample i draws its class and noise from the ChaCha8 stream (seed, i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Frame rate of the mp4 and GIF files.
+    #[arg(long, default_value_t = 8)]
+    fps: u32,
+    /// Samples tiled into grid.mp4 / grid.gif.
+    #[arg(long, default_value_t = 16)]
+    grid_n: usize,
+    /// Frames decoded by the VAE at once.
+    #[arg(long, default_value_t = 16)]
+    decode_batch: usize,
+    /// burn device: `default`, `flex`/`cpu`.
+    #[arg(long, default_value = "default")]
+    device: String,
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn set_length(&self, len: u64) {
+        self.0.set_length(len);
+    }
+    fn inc(&self, delta: u64) {
+        self.0.inc(delta);
+    }
+    fn set_message(&self, msg: &str) {
+        self.0.set_message(msg.to_owned());
+    }
+    fn log(&self, line: &str) {
+        self.0.println(line);
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = SampleOptions {
+        n: args.n,
+        batch_size: args.batch_size,
+        method: Method::parse(&args.method, args.eta).context("--method / --eta")?,
+        steps: args.steps,
+        cfg_scale: args.cfg_scale,
+        use_ema: !args.raw,
+        seed: args.seed,
+        fps: args.fps,
+        grid_n: args.grid_n,
+        decode_batch: args.decode_batch,
+        device: args.device.clone(),
+    };
+    // Flags carry the parameters' names with dashes; the messages name the parameter.
+    opts.validate().context("checking the flags")?;
+    let out = &args.out;
+    if out.exists() && std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
+        bail!("{} exists and is not empty; give a new folder to --out", out.display());
+    }
+    let name = out.file_name().with_context(|| format!("--out {} has no folder name", out.display()))?;
+    let tmp = out.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps, ETA {eta} {msg}").expect("static template"));
+    let started = Instant::now();
+    let result = sample_to_dir(&args.checkpoint, &vae_folder(&args.vae), &tmp, &opts, &Bar(bar.clone()));
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        std::fs::remove_dir(out).with_context(|| format!("replacing the empty folder {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    println!(
+        "{} videos of {} frames at {}×{} in {:.1} s: {}/videos/, grid.mp4, grid.gif, samples.zarr",
+        report.n,
+        report.frames,
+        report.width,
+        report.height,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
