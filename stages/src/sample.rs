@@ -1,8 +1,10 @@
 //! `sample`: draws videos from a trained Latte as the reference's `sample/sample_ddp.py` does
 //! (spec latte-reference §5.1), decodes them with the VAE and writes them out.
 //!
-//! Inputs: `train` (`config.json` + `model.safetensors` / `model_raw.safetensors`) and `vae`
-//! (a `vae_train` output, or the `weights` parameter naming a diffusers folder). Output:
+//! Inputs: `train` (`config.json` + `model.safetensors` / `model_raw.safetensors`), or the
+//! `checkpoint` parameter naming a weights file (an official `.pt`) with `model`,
+//! `num_classes`, `num_frames`, `latent_size`, `scale_factor`; and `vae` (a `vae_train`
+//! output), or the `weights` parameter naming a diffusers folder. Output:
 //! `samples.zarr/` (latte-store ragged layout, array `samples` uint8 `[total_frames, H, W, 3]`,
 //! one entry per sample with id `NNNN` and its class label), `videos/NNNN.mp4` (H.264),
 //! `grid.mp4` and `grid.gif` (the first `grid_n` samples tiled).
@@ -11,7 +13,12 @@
 //! class-conditional model and `cfg_scale ≠ 1` the batch is doubled with the null class and
 //! guided by `Latte::forward_with_cfg` (§1.12), and the conditional half is kept. Only the
 //! first half of the doubled x ever reaches the network, so stepping the B kept rows alone
-//! gives the reference's kept half exactly.
+//! gives the reference's kept half exactly. [ours] The reference guides only when
+//! `cfg_scale > 1` and otherwise calls the network with `y = None`, which fails for a
+//! class-conditional model; here `cfg_scale = 1` is the plain class-conditional forward and
+//! `0 ≤ cfg_scale < 1` interpolates toward the unconditional output. A `cfg_scale ≠ 1` on an
+//! unconditional model is an error rather than silently ignored. Everything runs in float32
+//! (the reference's `use_fp16` is not reproduced).
 //!
 //! **Invariant:** every random draw of sample i (its class, its initial noise, each step's
 //! noise, in that order) comes from the ChaCha8 stream `(seed, i)`, so a sample does not depend
@@ -807,6 +814,41 @@ mod tests {
         }
     }
 
+    /// A weights file with its configuration (how official checkpoints are sampled) gives the
+    /// same videos as a train output holding the same weights; a wrong configuration is an
+    /// error that names the file and the parameters to check.
+    #[test]
+    fn a_checkpoint_file_samples_like_a_train_output() {
+        let root = tmp("file");
+        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/latte-v1-class-cfg"));
+        let spec = latte_model::reference::RefSpec::from_file(&fixture.join("config.json")).unwrap();
+        let weights = fixture.join("weights.safetensors");
+        let vae = vae_dir(&root);
+        let train = root.join("train");
+        std::fs::create_dir_all(&train).unwrap();
+        std::fs::copy(&weights, train.join("model.safetensors")).unwrap();
+        let config = serde_json::json!({"model": spec.config, "latents": {"scale_factor": 0.5}});
+        std::fs::write(train.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        let o = SampleOptions { cfg_scale: 4.0, ..opts(2, 2) };
+        let file = ModelSource::File { path: weights.clone(), config: spec.config.clone(), scale_factor: 0.5 };
+        let (a, b) = (root.join("a"), root.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        let report = sample_to_dir(&file, &vae_folder(&vae), &a, &o, &NoProgress).unwrap();
+        assert!(report.labels.unwrap().iter().all(|&l| l < 5));
+        run(&train, &vae, &b, &o).unwrap();
+        assert_eq!(stored_samples(&a).0, stored_samples(&b).0);
+        assert_eq!(std::fs::read(a.join("grid.mp4")).unwrap(), std::fs::read(b.join("grid.mp4")).unwrap());
+
+        let mut wrong = spec.config.clone();
+        wrong.depth = 2;
+        let bad = ModelSource::File { path: weights.clone(), config: wrong, scale_factor: 0.5 };
+        let c = root.join("c");
+        std::fs::create_dir_all(&c).unwrap();
+        let e = format!("{:#}", sample_to_dir(&bad, &vae_folder(&vae), &c, &o, &NoProgress).unwrap_err());
+        assert!(e.contains("weights.safetensors") && e.contains("num_classes"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     struct Fixture {
         bytes: Vec<u8>,
         header: serde_json::Map<String, serde_json::Value>,
@@ -969,6 +1011,16 @@ mod tests {
         assert!(format!("{e:#}").contains("config.json"), "{e:#}");
         let e = run(&train, &root.join("nowhere"), &root.join("x"), &opts(1, 1)).unwrap_err();
         assert!(format!("{e:#}").contains("nowhere"), "{e:#}");
+        // Neither a `train` input nor `checkpoint`: the stage says how to give it a model.
+        let no_model = BTreeMap::from([("vae".to_string(), vae.clone())]);
+        let out2 = root.join("out2");
+        std::fs::create_dir_all(&out2).unwrap();
+        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, threads: 1, progress: &NoProgress };
+        let e = Sample.run(&ctx).unwrap_err().to_string();
+        assert!(e.contains("`train`") && e.contains("`checkpoint`"), "{e}");
+        std::fs::write(root.join("w.pt"), b"").unwrap();
+        let e = params(&root, "checkpoint = \"w.pt\"\nmodel = \"Latte-M/2\"").unwrap_err();
+        assert!(e.contains("model"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

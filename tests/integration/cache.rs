@@ -165,3 +165,27 @@ fn a_corrupt_lock_is_ignored_and_rewritten() {
     assert!(f.run().ran.is_empty());
     assert_eq!(LockFile::read(&f.path("pipeline.lock")).0.stages.len(), 5);
 }
+
+/// Weights fetched after the first run: a pipeline naming an absent `OptionalPath` loads and
+/// runs, and the stage reruns once the file appears (its content is part of the key).
+#[test]
+fn an_optional_path_may_be_absent_and_its_arrival_reruns_the_stage() {
+    let f = Fixture::new(
+        r#"
+[stages.m]
+kind = "record"
+weights = "w/net.safetensors"
+journal = "$JOURNAL"
+"#,
+    );
+    f.run();
+    assert_eq!(f.take_journal(), ["m"]);
+    assert_eq!(read(&f.output("m").join("weights.txt")), "absent");
+    assert!(f.run().ran.is_empty());
+
+    std::fs::create_dir_all(f.path("w")).unwrap();
+    std::fs::write(f.path("w/net.safetensors"), b"weights").unwrap();
+    f.run();
+    assert_eq!(f.take_journal(), ["m"]);
+    assert_eq!(read(&f.output("m").join("weights.txt")), "present");
+}

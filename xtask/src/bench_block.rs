@@ -1,7 +1,10 @@
 //! `cargo xtask bench block`: one Latte-S block pair (spatial + temporal, D 384, 6 heads,
 //! B 2 × F 8 × N 64 tokens), forward and a full training step (forward, backward, AdamW),
 //! through the real `latte-model` code on burn's flex backend; beside PyTorch's
-//! `shared/spec/ml-stack-bench/torch_bench.py` in the same run when `import torch` works.
+//! `shared/spec/ml-stack-bench/torch_bench.py` in the same run when `import torch` works with
+//! the python named by `$LATTE_PYTHON` (default `python3`). The PyTorch side times the block
+//! pair alone; the burn side also runs the patch embedding, timestep MLP and final layer
+//! (small next to the blocks), so the ratio slightly favours PyTorch.
 
 use anyhow::{Context, Result};
 use latte_model::burn::module::Module;
@@ -24,6 +27,60 @@ pub struct Args {
     /// Skip the PyTorch comparison.
     #[arg(long)]
     no_torch: bool,
+    /// Only time the fused ops against their composed forms (forward + backward under
+    /// autodiff, on the block's activation shapes).
+    #[arg(long)]
+    ops: bool,
+}
+
+/// Median ms of forward + backward of `sum(op(x)·r)` for x of `shape` on flex with autodiff.
+fn time_op<const D: usize>(shape: [usize; D], iters: usize, op: &dyn Fn(Tensor<D>) -> Tensor<D>) -> f64 {
+    let device = Device::flex().autodiff();
+    let pf = ParamFactory::new(2, &device);
+    let x0: Tensor<D> = pf.float("x", shape, Init::Normal { std: 1.0 }, false).val();
+    let r: Tensor<D> = pf.float("r", shape, Init::Normal { std: 1.0 }, false).val();
+    let mut ms = vec![];
+    for it in 0..2 + iters {
+        let x = x0.clone().require_grad();
+        let t0 = Instant::now();
+        let grads = (op(x.clone()) * r.clone()).sum().backward();
+        let _ = x.grad(&grads).map(|g| g.sum().into_scalar::<f32>());
+        if it >= 2 {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    median(ms)
+}
+
+/// The fused ops of `latte_nn::fused` against their composed forms.
+fn bench_ops(iters: usize, threads: usize) {
+    use latte_model::burn::tensor::activation::{gelu_approximate, softmax};
+    use latte_model::latte_nn::{fused, ops};
+    let (b, f, n, d, h) = (2usize, 8usize, 64usize, 384usize, 6usize);
+    let x = [b, f, n, d];
+    let p = |t: &Tensor<4>| Tensor::<4>::ones([b, 1, 1, d], &t.device()) * 0.1;
+    let rows: Vec<(&str, f64, f64)> = vec![
+        (
+            "layernorm+modulate (2,8,64,384)",
+            time_op(x, iters, &|t| fused::ln_modulate(&t, &p(&t), &p(&t), 1e-6).expect("flex")),
+            time_op(x, iters, &|t| ops::modulate(ops::layer_norm_composed(t.clone(), 1e-6), p(&t), p(&t))),
+        ),
+        (
+            "gelu-tanh (2,8,64,1536)",
+            time_op([b, f, n, 4 * d], iters, &|t| fused::gelu_tanh(&t).expect("flex")),
+            time_op([b, f, n, 4 * d], iters, &gelu_approximate),
+        ),
+        (
+            "softmax (16,6,64,64)",
+            time_op([b * f, h, n, n], iters, &|t| fused::softmax_last(&t).expect("flex")),
+            time_op([b * f, h, n, n], iters, &|t| softmax(t, 3)),
+        ),
+    ];
+    // the harness alone (multiply by r, sum, backward, read the gradient)
+    println!("RESULT op harness-only (2,8,64,384) threads={threads} ms={:.2}", time_op(x, iters, &|t| t));
+    for (name, fu, co) in rows {
+        println!("RESULT op {name} threads={threads} fwd+bwd fused_ms={fu:.2} composed_ms={co:.2} speedup={:.1}x", co / fu);
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -44,6 +101,10 @@ fn flops_fwd(b: usize, f: usize, t: usize, d: usize) -> f64 {
 pub fn run(args: Args) -> Result<()> {
     // rayon reads this when its global pool starts, i.e. at the first parallel op below
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    if args.ops {
+        bench_ops(args.iters.max(10), args.threads);
+        return Ok(());
+    }
     let (b, f, side) = (2usize, 8usize, 16usize);
     let cfg = LatteConfig { input_size: side, num_frames: f, depth: 2, ..LatteConfig::preset("Latte-S/2")? };
     let device = Device::flex().autodiff();
@@ -87,26 +148,45 @@ pub fn run(args: Args) -> Result<()> {
     if args.no_torch {
         return Ok(());
     }
-    let has_torch = Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+    let python = std::env::var("LATTE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let has_torch = Command::new(&python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
     if !has_torch {
-        println!("PyTorch: not importable here (python3 -c 'import torch' failed); no ratio");
+        println!(
+            "PyTorch: `{python} -c 'import torch'` failed; no ratio. To compare, install it outside the repo and point \
+             LATTE_PYTHON at it:\n  python3 -m venv /opt/torch-venv && /opt/torch-venv/bin/pip install torch numpy\n  \
+             LATTE_PYTHON=/opt/torch-venv/bin/python cargo xtask bench block"
+        );
         return Ok(());
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/ml-stack-bench/torch_bench.py");
-    let out = Command::new("python3")
+    let out = Command::new(&python)
         .arg(&script)
         .arg("bench")
         .env("TORCH_THREADS", args.threads.to_string())
         .output()
-        .with_context(|| format!("running {}", script.display()))?;
+        .with_context(|| format!("running {python} {}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let torch_ms = text
+    // one RESULT line per attention mode: `torch` (math, as the reference) and `torch-sdpa`
+    let results: Vec<(&str, f64, f64)> = text
         .lines()
-        .filter(|l| l.starts_with("RESULT"))
-        .find_map(|l| l.split_whitespace().find_map(|kv| kv.strip_prefix("step_median_ms=")?.parse::<f64>().ok()));
-    match torch_ms {
-        Some(tm) => println!("RESULT torch step_median_ms={tm:.1}; burn / torch = {:.2}", sm / tm),
-        None => println!("PyTorch run gave no RESULT line:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)),
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == "RESULT").then_some(())?;
+            let name = words.next()?;
+            let field = |key: &str| l.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.parse::<f64>().ok());
+            Some((name, field("fwd_median_ms=")?, field("step_median_ms=")?))
+        })
+        .collect();
+    if results.is_empty() {
+        println!("PyTorch run gave no RESULT line:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for (name, tf, ts) in results {
+        println!(
+            "RESULT {name} threads={} fwd_median_ms={tf:.1} step_median_ms={ts:.1}; burn / {name}: fwd {:.2}x, step {:.2}x",
+            args.threads,
+            fm / tf,
+            sm / ts
+        );
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ mod bench_block;
 mod bench_train;
 mod bench_frames;
 mod vae;
+mod bench_vae;
 mod sample;
 // Subcommand modules, one per command: add `mod <name>;` here.
 
@@ -68,6 +69,8 @@ enum BenchCommand {
     Metrics(bench_metrics::Args),
     /// One Latte-S block pair: forward and training step (burn flex vs PyTorch when importable).
     Block(bench_block::Args),
+    /// VAE encode throughput: the default small VAE and a full-size SD config (random weights).
+    Vae(bench_vae::Args),
     /// Full training steps of the loop with the real model (small and Latte-S/2-shaped configs).
     Train(bench_train::Args),
     /// The frames stage against the `ffmpeg` command line on short and long source videos.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Weights(cmd) => weights::run(cmd),
         Command::Bench(BenchCommand::Metrics(args)) => bench_metrics::run(args),
         Command::Bench(BenchCommand::Block(args)) => bench_block::run(args),
+        Command::Bench(BenchCommand::Vae(args)) => bench_vae::run(args),
         Command::Bench(BenchCommand::Train(args)) => bench_train::run(args),
         Command::Bench(BenchCommand::Frames(args)) => bench_frames::run(args),
         Command::Model(args) => model::run(args),

@@ -4,9 +4,10 @@
 //! - `metrics fd A.npy B.npy [--unbiased]` prints the Fréchet distance between the rows of two
 //!   N×d float32/float64 `.npy` files (A generated, B real), population covariance (1/N, as
 //!   StyleGAN-V) unless `--unbiased` (1/(N−1), as pytorch-fid).
-//! - `metrics features --net i3d|inception --weights W --input X.safetensors --out Y.safetensors`
-//!   (keep it stable): `frames_u8` T×H×W×3 → `logits` (400,), or `image_u8` H×W×3 →
-//!   `features` (2048,), float32.
+//! - `metrics features --net i3d|inception|c3d --weights W --input X.safetensors --out
+//!   Y.safetensors` (keep it stable): `frames_u8` T×H×W×3 → `logits` (400,) (i3d), `image_u8`
+//!   H×W×3 → `features` (2048,) (inception), or `frames_u8` 16×H×W×3 → `probs` (101,) (c3d,
+//!   the softmax IS consumes), float32; a leading N axis gives N rows.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,7 +30,8 @@ pub enum MetricsCommand {
     },
     /// Run a feature network on the tensor in a safetensors file (the parity contract).
     Features {
-        /// `i3d` (FVD, input `frames_u8`) or `inception` (FID, input `image_u8`).
+        /// `i3d` (FVD, input `frames_u8`), `inception` (FID, input `image_u8`) or `c3d` (IS,
+        /// input `frames_u8` of 16 frames).
         #[arg(long)]
         net: String,
         /// The weights: the original file (.ckpt / .pt) or its conversion (.safetensors).
@@ -38,7 +40,7 @@ pub enum MetricsCommand {
         /// The safetensors file holding `frames_u8` or `image_u8`.
         #[arg(long)]
         input: PathBuf,
-        /// The safetensors file to write (`logits` or `features`, float32).
+        /// The safetensors file to write (`logits`, `features` or `probs`, float32).
         #[arg(long)]
         out: PathBuf,
     },
@@ -84,7 +86,7 @@ pub fn run(command: MetricsCommand) -> anyhow::Result<()> {
             out,
         } => {
             let Some(kind) = Net::parse(&net) else {
-                bail!("--net must be `i3d` or `inception`, got `{net}`")
+                bail!("--net must be `i3d`, `inception` or `c3d`, got `{net}`")
             };
             let started = Instant::now();
             let t = features_file(kind, &weights, &input, &out).with_context(|| {

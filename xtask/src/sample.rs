@@ -1,5 +1,7 @@
 //! `cargo xtask sample --checkpoint TRAIN_DIR --vae VAE_DIR --n N --out DIR`: the `sample`
-//! stage's procedure outside a pipeline (same code, same outputs, same seeds).
+//! stage's procedure outside a pipeline (same code, same outputs, same seeds). `--checkpoint`
+//! may also be a weights file (an official Latte `.pt`, or a reference-keyed `.safetensors`)
+//! described by `--model`, `--num-classes`, `--num-frames`, `--latent-size`, `--scale-factor`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,13 +9,30 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use latte_engine::Progress;
-use latte_stages::sample::{sample_to_dir, vae_folder, Method, SampleOptions};
+use latte_model::LatteConfig;
+use latte_stages::sample::{sample_to_dir, vae_folder, Method, ModelSource, SampleOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The output folder of a `train` stage (config.json, model.safetensors, model_raw.safetensors).
+    /// The output folder of a `train` stage (config.json, model.safetensors, model_raw.safetensors),
+    /// or a Latte weights file (.pt official checkpoint, EMA preferred; .safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// With a weights file: the model preset `Latte-{S,B,L,XL}/{2,4,8}`.
+    #[arg(long, default_value = "Latte-XL/2")]
+    model: String,
+    /// With a weights file: 0 = unconditional, 101 for UCF101.
+    #[arg(long, default_value_t = 0)]
+    num_classes: usize,
+    /// With a weights file: frames per video.
+    #[arg(long, default_value_t = 16)]
+    num_frames: usize,
+    /// With a weights file: latent side (32 for 256×256 with SD's VAE).
+    #[arg(long, default_value_t = 32)]
+    latent_size: usize,
+    /// With a weights file: the latent scale factor the model was trained at.
+    #[arg(long, default_value_t = 0.18215)]
+    scale_factor: f64,
     /// A `vae_train` output (holding `vae/`) or a diffusers AutoencoderKL folder.
     #[arg(long)]
     vae: PathBuf,
@@ -91,6 +110,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // Flags carry the parameters' names with dashes; the messages name the parameter.
     opts.validate().context("checking the flags")?;
+    let source = if args.checkpoint.is_dir() {
+        ModelSource::TrainDir(args.checkpoint.clone())
+    } else if args.checkpoint.is_file() {
+        let mut config = LatteConfig::preset(&args.model).context("--model")?;
+        config.num_classes = Some(args.num_classes).filter(|&k| k > 0);
+        config.num_frames = args.num_frames;
+        config.input_size = args.latent_size;
+        config.validate().context("--model / --num-classes / --num-frames / --latent-size")?;
+        if !(args.scale_factor.is_finite() && args.scale_factor > 0.0) {
+            bail!("--scale-factor is {}; use a positive number (0.18215 for SD's VAE)", args.scale_factor);
+        }
+        ModelSource::File { path: args.checkpoint.clone(), config, scale_factor: args.scale_factor }
+    } else {
+        bail!("--checkpoint {} does not exist; give a train output folder or a Latte weights file", args.checkpoint.display());
+    };
     let out = &args.out;
     if out.exists() && std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
         bail!("{} exists and is not empty; give a new folder to --out", out.display());
@@ -103,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps, ETA {eta} {msg}").expect("static template"));
     let started = Instant::now();
-    let result = sample_to_dir(&args.checkpoint, &vae_folder(&args.vae), &tmp, &opts, &Bar(bar.clone()));
+    let result = sample_to_dir(&source, &vae_folder(&args.vae), &tmp, &opts, &Bar(bar.clone()));
     bar.finish_and_clear();
     let report = match result {
         Ok(r) => r,

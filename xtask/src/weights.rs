@@ -14,7 +14,7 @@ use latte_metrics::weights::{install, spec, WeightSpec, ALL};
 pub enum WeightsCommand {
     /// Download and convert a network's weights (`i3d` for FVD, `inception` for FID).
     Fetch {
-        /// `i3d` or `inception`.
+        /// `i3d` or `inception` (`c3d`, for IS, cannot be fetched: it explains how to supply it).
         net: String,
         /// Folder to write into (default `$LATTE_WEIGHTS_DIR`, else `.latte/weights`).
         #[arg(long)]
@@ -38,6 +38,9 @@ pub fn default_dir() -> PathBuf {
 pub fn run(command: WeightsCommand) -> anyhow::Result<()> {
     match command {
         WeightsCommand::Fetch { net, dir, archive } => {
+            if net == "c3d" {
+                bail!("`weights fetch c3d`: {}", latte_metrics::c3d::HOW_TO_GET);
+            }
             let Some(spec) = spec(&net) else {
                 let names: Vec<&str> = ALL.iter().map(|s| s.net).collect();
                 bail!(

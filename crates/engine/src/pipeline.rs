@@ -376,7 +376,7 @@ impl Validator {
                 None => self.error(&path, format!("missing required parameter `{}`", spec.name), Some(spec_help(spec))),
                 Some(lit) => match parse_literal(lit).and_then(|v| check_type(spec.ty, &v).ok()) {
                     Some(v) => {
-                        let v = if spec.ty == ParamType::Path && v.as_str() != Some("") { Value::String(dir.join(v.as_str()?).to_string_lossy().into_owned()) } else { v };
+                        let v = if matches!(spec.ty, ParamType::Path | ParamType::OptionalPath) && v.as_str() != Some("") { Value::String(dir.join(v.as_str()?).to_string_lossy().into_owned()) } else { v };
                         values.insert(spec.name.to_owned(), v);
                     }
                     None => self.error(&path, format!("kind `{}` declares an invalid default `{lit}` for `{}` (a bug in the kind)", stage.kind(), spec.name), None),
@@ -462,11 +462,11 @@ impl Validator {
     }
 
     fn resolve_path(&mut self, kpath: &str, spec: &ParamSpec, v: Value, dir: &Path) -> Option<Value> {
-        if spec.ty != ParamType::Path || v.as_str() == Some("") {
+        if !matches!(spec.ty, ParamType::Path | ParamType::OptionalPath) || v.as_str() == Some("") {
             return Some(v);
         }
         let p = dir.join(v.as_str()?);
-        if !p.exists() {
+        if spec.ty == ParamType::Path && !p.exists() {
             self.error(kpath, format!("path {} does not exist", p.display()), Some("relative paths are relative to the pipeline file's folder".into()));
             return None;
         }
@@ -558,7 +558,7 @@ fn expected(ty: ParamType) -> &'static str {
         ParamType::Float => "a number",
         ParamType::Bool => "true or false",
         ParamType::Str => "a string",
-        ParamType::Path => "a path string",
+        ParamType::Path | ParamType::OptionalPath => "a path string",
         ParamType::IntList => "a list of integers",
         ParamType::FloatList => "a list of numbers",
         ParamType::StrList => "a list of strings",
@@ -580,7 +580,7 @@ fn check_type(ty: ParamType, v: &Value) -> Result<Value, &'static str> {
         ParamType::Int => v.is_integer().then(|| v.clone()),
         ParamType::Float => float(v),
         ParamType::Bool => v.is_bool().then(|| v.clone()),
-        ParamType::Str | ParamType::Path => v.is_str().then(|| v.clone()),
+        ParamType::Str | ParamType::Path | ParamType::OptionalPath => v.is_str().then(|| v.clone()),
         ParamType::IntList => list(v, &|e| e.is_integer().then(|| e.clone())),
         ParamType::FloatList => list(v, &float),
         ParamType::StrList => list(v, &|e| e.is_str().then(|| e.clone())),

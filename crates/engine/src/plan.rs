@@ -184,9 +184,13 @@ fn entry_for(decl: &StageDecl, keys: &BTreeMap<String, String>, store: &Store, h
     let mut key_params = toml::Table::new();
     let mut path_digests = BTreeMap::new();
     for (name, value) in &decl.params.values {
-        let is_path = decl.stage.params().iter().any(|s| s.name == name && s.ty == ParamType::Path);
+        let ty = decl.stage.params().iter().find(|s| s.name == name).map(|s| s.ty);
         let keyed = match value.as_str() {
-            Some(p) if is_path && !p.is_empty() => {
+            Some(p) if ty == Some(ParamType::OptionalPath) && !std::path::Path::new(p).exists() => {
+                path_digests.insert(name.clone(), "absent".to_owned());
+                toml::Value::String("absent".to_owned())
+            }
+            Some(p) if matches!(ty, Some(ParamType::Path | ParamType::OptionalPath)) && !p.is_empty() => {
                 let d = hasher.digest(std::path::Path::new(p))?;
                 path_digests.insert(name.clone(), d.clone());
                 toml::Value::String(d)

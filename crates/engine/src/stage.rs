@@ -24,6 +24,10 @@ pub enum ParamType {
     /// A path to external data (a dataset folder, weights). Relative paths resolve against the
     /// pipeline file's folder. The engine hashes the content it points to into the cache key.
     Path,
+    /// Like `Path`, but the file may not exist yet (weights fetched later): an absent file is
+    /// keyed as absent, so fetching it later reruns the stage, and the stage reports what is
+    /// missing instead of the pipeline failing to load.
+    OptionalPath,
     IntList,
     FloatList,
     StrList,

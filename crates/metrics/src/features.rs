@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use crate::c3d::{self, C3d, C3dConfig};
 use crate::i3d::{self, I3d};
 use crate::inception::{self, InceptionV3};
 use crate::tensors::{read_safetensors, write_safetensors, HostTensor, TensorMap};
@@ -17,6 +18,9 @@ pub enum Net {
     I3d,
     /// InceptionV3: `image_u8` `H×W×3` (or `N×H×W×3`) → `features` `(2048,)` (or `N×2048`).
     Inception,
+    /// C3D (UCF101): `frames_u8` `16×H×W×3` (or `N×16×H×W×3`) → `probs` `(101,)` (or `N×101`),
+    /// the softmax class probabilities IS consumes.
+    C3d,
 }
 
 impl Net {
@@ -24,13 +28,14 @@ impl Net {
         match s {
             "i3d" => Some(Net::I3d),
             "inception" => Some(Net::Inception),
+            "c3d" => Some(Net::C3d),
             _ => None,
         }
     }
 
     pub fn input_name(self) -> &'static str {
         match self {
-            Net::I3d => "frames_u8",
+            Net::I3d | Net::C3d => "frames_u8",
             Net::Inception => "image_u8",
         }
     }
@@ -39,6 +44,7 @@ impl Net {
         match self {
             Net::I3d => "logits",
             Net::Inception => "features",
+            Net::C3d => "probs",
         }
     }
 }
@@ -108,6 +114,28 @@ pub fn features_file(
                 vec![n, inception::FEATURE_DIM]
             } else {
                 vec![inception::FEATURE_DIM]
+            };
+            HostTensor::f32(shape, out)
+        }
+        Net::C3d => {
+            let (n, dims, batched) = match t.shape.as_slice() {
+                [tt, h, w, 3] => (1, [*tt, *h, *w], false),
+                [n, tt, h, w, 3] => (*n, [*tt, *h, *w], true),
+                _ => return Err(shape_err("T×H×W×3 or N×T×H×W×3 uint8")),
+            };
+            let model = C3d::load(weights, &device)?;
+            let cfg = C3dConfig::ucf101();
+            let per = dims[0] * dims[1] * dims[2] * 3;
+            let mut out = Vec::with_capacity(n * cfg.classes);
+            for k in 0..n {
+                let clip = &data[k * per..(k + 1) * per];
+                let x = c3d::preprocess(&[clip], dims[0], dims[1], dims[2], &cfg, &device)?;
+                out.extend(to_vec(model.probabilities(x)?.into_data())?);
+            }
+            let shape = if batched {
+                vec![n, cfg.classes]
+            } else {
+                vec![cfg.classes]
             };
             HostTensor::f32(shape, out)
         }

@@ -122,7 +122,7 @@ impl Unit3d {
 }
 
 /// Appends `n` zero slices along `dim`.
-fn pad_end(x: Tensor<5>, dim: usize, n: usize) -> Tensor<5> {
+pub(crate) fn pad_end(x: Tensor<5>, dim: usize, n: usize) -> Tensor<5> {
     if n == 0 {
         return x;
     }

@@ -4,8 +4,11 @@
 //! - [`npy`]: reading `N×d` float feature matrices from `.npy` files.
 //! - [`i3d`]: the FVD feature network; [`numpy_pickle`] reads its published checkpoint.
 //! - [`inception`]: the FID feature network; [`torchscript`] reads its published file.
+//! - [`c3d`]: the IS (UCF101) class-probability network (user-supplied weights);
+//!   [`inception_score`] turns its probabilities into the score.
 //! - [`pickle`]: a non-executing pickle reader; [`tensors`]: safetensors files.
 
+pub mod c3d;
 pub mod error;
 pub mod features;
 pub mod frechet;

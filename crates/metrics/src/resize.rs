@@ -70,3 +70,26 @@ pub fn bilinear_tf_legacy(
     let tx = taps(out_w, w, |i| i as f64 * w as f64 / out_w as f64);
     resize(src, h, w, c, &ty, &tx)
 }
+
+/// Bilinear with `align_corners=True` (Chainer's `F.resize_images`, which TGAN2's C3D uses):
+/// output index `i` samples `i·(in−1)/(out−1)`, so the corner pixels map onto each other.
+pub fn bilinear_align_corners(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    let scale = |input: usize, out: usize| {
+        if out > 1 {
+            (input - 1) as f64 / (out - 1) as f64
+        } else {
+            0.0
+        }
+    };
+    let (sy, sx) = (scale(h, out_h), scale(w, out_w));
+    let ty = taps(out_h, h, |i| i as f64 * sy);
+    let tx = taps(out_w, w, |i| i as f64 * sx);
+    resize(src, h, w, c, &ty, &tx)
+}

@@ -40,20 +40,21 @@ pub fn ungroup(x: Tensor<3>, g: Grouping, b: usize, t: usize, n: usize) -> Tenso
     }
 }
 
-/// Prefix tokens (B, P, X) repeated for every sequence of a sample → (S, P, X).
-fn repeat_prefix(prefix: Tensor<3>, g: Grouping, t: usize, n: usize) -> Tensor<3> {
-    let [b, p, d] = prefix.dims();
-    let times = match g {
-        Grouping::Spatial => t,
-        Grouping::Temporal => n,
-    };
-    prefix.unsqueeze_dim::<4>(1).repeat_dim(1, times).reshape([b * times, p, d])
+/// Prefix tokens (B, 1 or T, P, X), shared or per frame, for every sequence → (S, P, X):
+/// spatial sequences take their frame's tokens, temporal ones frame 0's (see `Cond::Tokens`).
+fn repeat_prefix(prefix: Tensor<4>, g: Grouping, t: usize, n: usize) -> Tensor<3> {
+    let [b, tp, p, d] = prefix.dims();
+    match g {
+        Grouping::Spatial if tp == t => prefix.reshape([b * t, p, d]),
+        Grouping::Spatial => prefix.narrow(1, 0, 1).repeat_dim(1, t).reshape([b * t, p, d]),
+        Grouping::Temporal => prefix.narrow(1, 0, 1).repeat_dim(1, n).reshape([b * n, p, d]),
+    }
 }
 
 /// Attention of `heads` heads given fused projections `qkv` (B, T, N, 3·H·E) laid out
-/// `[q | k | v]`, each head-major, and optional prefix projections (B, P, 3·H·E).
+/// `[q | k | v]`, each head-major, and optional prefix projections (B, 1 or T, P, 3·H·E).
 /// Returns (B, T, N, H·E), heads concatenated in order.
-pub fn attend(qkv: Tensor<4>, prefix_qkv: Option<Tensor<3>>, heads: usize, g: Grouping, rope: bool) -> Tensor<4> {
+pub fn attend(qkv: Tensor<4>, prefix_qkv: Option<Tensor<4>>, heads: usize, g: Grouping, rope: bool) -> Tensor<4> {
     let [b, t, n, three_d] = qkv.dims();
     let d = three_d / 3;
     let e = d / heads;
@@ -62,7 +63,7 @@ pub fn attend(qkv: Tensor<4>, prefix_qkv: Option<Tensor<3>>, heads: usize, g: Gr
     let l = seqs.dims()[1];
     let (seqs, p) = match prefix_qkv {
         Some(pre) => {
-            let p = pre.dims()[1];
+            let p = pre.dims()[2];
             (Tensor::cat(vec![repeat_prefix(pre, g, t, n), seqs], 1), p) // S P+L 3D
         }
         None => (seqs, 0),
@@ -99,8 +100,8 @@ impl Attention {
         }
     }
 
-    /// h (B, T, N, D), normalised prefix (B, P, D) → (B, T, N, D).
-    pub fn forward(&self, h: Tensor<4>, prefix: Option<Tensor<3>>, g: Grouping, rope: bool) -> Tensor<4> {
+    /// h (B, T, N, D), normalised prefix (B, 1 or T, P, D) → (B, T, N, D).
+    pub fn forward(&self, h: Tensor<4>, prefix: Option<Tensor<4>>, g: Grouping, rope: bool) -> Tensor<4> {
         let qkv = self.qkv.forward(h);
         let pre = prefix.map(|p| self.qkv.forward(p));
         self.proj.forward(attend(qkv, pre, self.num_heads, g, rope))
@@ -109,28 +110,27 @@ impl Attention {
     /// Variant 4: heads `0..H/2` attend spatially, heads `H/2..H` temporally (on the first
     /// `video_frames` frames; each later, independent image frame is a temporal sequence of its
     /// own), outputs concatenated in head order before the shared `proj`.
-    pub fn forward_split(&self, h: Tensor<4>, prefix: Option<Tensor<3>>, video_frames: usize, rope: bool) -> Tensor<4> {
+    pub fn forward_split(&self, h: Tensor<4>, prefix: Option<Tensor<4>>, video_frames: usize, rope: bool) -> Tensor<4> {
         let [b, t, n, d] = h.dims();
         let hh = self.num_heads / 2;
         let dh = d / 2;
         let qkv = self.qkv.forward(h); // B T N 3D
-        let pre = prefix.map(|p| self.qkv.forward(p)); // B P 3D
+        let pre = prefix.map(|p| self.qkv.forward(p)); // B 1|T P 3D
         let half3 = |x: Tensor<4>, o: usize| {
             Tensor::cat((0..3).map(|i| x.clone().narrow(3, i * d + o, dh)).collect(), 3)
         };
-        let half3p = |x: Tensor<3>, o: usize| {
-            Tensor::cat((0..3).map(|i| x.clone().narrow(2, i * d + o, dh)).collect(), 2)
-        };
-        let spatial = attend(half3(qkv.clone(), 0), pre.clone().map(|p| half3p(p, 0)), hh, Grouping::Spatial, false);
+        let spatial = attend(half3(qkv.clone(), 0), pre.clone().map(|p| half3(p, 0)), hh, Grouping::Spatial, false);
         let tq = half3(qkv, dh); // B T N 3D/2
-        let tp = pre.map(|p| half3p(p, dh));
+        let tp = pre.map(|p| half3(p, dh)); // B 1|T P 3D/2
         let video = attend(tq.clone().narrow(1, 0, video_frames), tp.clone(), hh, Grouping::Temporal, rope);
         let temporal = if t > video_frames {
             let k = t - video_frames;
             let images = tq.narrow(1, video_frames, k).reshape([b * k, 1, n, 3 * dh]);
+            // each image's own prefix when per frame, else the shared one
             let ip = tp.map(|p| {
-                let [_, pp, x] = p.dims();
-                p.unsqueeze_dim::<4>(1).repeat_dim(1, k).reshape([b * k, pp, x])
+                let [_, tpp, pp, x] = p.dims();
+                let p = if tpp == t { p.narrow(1, video_frames, k) } else { p.repeat_dim(1, k) };
+                p.reshape([b * k, 1, pp, x])
             });
             let img = attend(images, ip, hh, Grouping::Temporal, rope).reshape([b, k, n, dh]);
             Tensor::cat(vec![video, img], 1)

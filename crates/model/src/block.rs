@@ -6,10 +6,10 @@ use crate::attention::{Attention, Grouping};
 use crate::embed::{linear, xavier};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
 use latte_nn::init::{Init, ParamFactory};
-use latte_nn::ops::{layer_norm, modulate};
+use latte_nn::ops::{gelu_tanh, ln_modulate};
 
 pub const LN_EPS: f64 = 1e-6;
 
@@ -27,6 +27,8 @@ pub enum BlockKind {
 }
 
 /// How the conditioning reaches a block.
+// one per forward call, never stored in bulk: boxing would buy nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Cond {
     /// adaLN: `video` (B, D) conditions the video frames (and every frame without per-image
@@ -34,8 +36,10 @@ pub enum Cond {
     /// (joint training, §1.11), conditions those frames in the spatial sub-layers and the
     /// final layer. Temporal sub-layers see video frames only, so they use `video`.
     Ada { video: Tensor<2>, images: Option<Tensor<3>> },
-    /// All-tokens: embeddings prepended to every sequence (B, P, D).
-    Tokens(Tensor<3>),
+    /// All-tokens: embeddings prepended to every sequence, (B, 1, P, D) shared by all frames, or
+    /// (B, T, P, D) when image frames have labels of their own (video frames all carry the
+    /// clip's tokens, so temporal sequences take frame 0's).
+    Tokens(Tensor<4>),
 }
 
 /// Per-call facts a block needs besides its input.
@@ -58,7 +62,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
     }
 }
 
@@ -106,7 +110,7 @@ impl Block {
     fn norm(ln: &Option<LayerNorm>, x: Tensor<4>) -> Tensor<4> {
         match ln {
             Some(ln) => ln.forward(x),
-            None => layer_norm(x, LN_EPS),
+            None => latte_nn::ops::layer_norm(x, LN_EPS),
         }
     }
 
@@ -119,8 +123,8 @@ impl Block {
         }
     }
 
-    /// Normalised prefix tokens (B, P, D) for all-tokens mode.
-    fn prefix(ln: &Option<LayerNorm>, cond: &Cond) -> Option<Tensor<3>> {
+    /// Normalised prefix tokens (B, 1 or T, P, D) for all-tokens mode.
+    fn prefix(ln: &Option<LayerNorm>, cond: &Cond) -> Option<Tensor<4>> {
         match (cond, ln) {
             (Cond::Tokens(e), Some(ln)) => Some(ln.forward(e.clone())),
             _ => None,
@@ -136,11 +140,12 @@ impl Block {
         o: usize,
         ln: &Option<LayerNorm>,
         ctx: &BlockCtx,
-        run: impl FnOnce(Tensor<4>, Option<Tensor<3>>) -> Tensor<4>,
+        run: impl FnOnce(Tensor<4>, Option<Tensor<4>>) -> Tensor<4>,
     ) -> Tensor<4> {
         match m {
+            // adaLN blocks have no affine LayerNorm (`ln` is None)
             Some(m) => {
-                let h = modulate(Self::norm(ln, x.clone()), m[o].clone(), m[o + 1].clone());
+                let h = ln_modulate(x.clone(), m[o].clone(), m[o + 1].clone(), LN_EPS);
                 x + m[o + 2].clone() * run(h, None)
             }
             None => {
@@ -153,7 +158,7 @@ impl Block {
     fn mlp_sublayer(&self, x: Tensor<4>, m: &Option<Vec<Tensor<4>>>, o: usize) -> Tensor<4> {
         match m {
             Some(m) => {
-                let h = modulate(Self::norm(&self.norm2, x.clone()), m[o].clone(), m[o + 1].clone());
+                let h = ln_modulate(x.clone(), m[o].clone(), m[o + 1].clone(), LN_EPS);
                 x + m[o + 2].clone() * self.mlp.forward(h)
             }
             None => x.clone() + self.mlp.forward(Self::norm(&self.norm2, x)),
@@ -257,7 +262,7 @@ impl FinalLayer {
             (Some(ada), Cond::Ada { video, images }) => {
                 let d = x.dims()[3];
                 let m = Modulation::new(ada, video, images.as_ref(), d, video_frames).all;
-                modulate(layer_norm(x, LN_EPS), m[0].clone(), m[1].clone())
+                ln_modulate(x, m[0].clone(), m[1].clone(), LN_EPS)
             }
             _ => Block::norm(&self.norm_final, x),
         };

@@ -180,16 +180,17 @@ impl LatteConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.hidden_size == 0 || self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.hidden_size == 0 || self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return bad(format!("hidden_size {} must be a positive multiple of num_heads {}", self.hidden_size, self.num_heads));
         }
-        if self.patch_size == 0 || self.input_size == 0 || self.input_size % self.patch_size != 0 {
+        if self.patch_size == 0 || self.input_size == 0 || !self.input_size.is_multiple_of(self.patch_size) {
             return bad(format!("input_size {} must be a positive multiple of patch_size {}", self.input_size, self.patch_size));
         }
         if self.in_channels == 0 || self.num_frames == 0 || self.depth == 0 {
             return bad("in_channels, num_frames and depth must be positive".into());
         }
-        if !(self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
+        // NaN is refused too
+        if self.mlp_ratio.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || self.mlp_hidden() == 0 {
             return bad(format!("mlp_ratio {} must be positive", self.mlp_ratio));
         }
         if !(0.0..1.0).contains(&self.class_dropout_prob) {
@@ -198,27 +199,27 @@ impl LatteConfig {
         if self.num_classes == Some(0) {
             return bad("num_classes must be positive (or absent for an unconditional model)".into());
         }
-        let pos_dim_ok = self.hidden_size % 4 == 0;
+        let pos_dim_ok = self.hidden_size.is_multiple_of(4);
         if !pos_dim_ok {
             return bad(format!("hidden_size {} must be divisible by 4 (2-D sin-cos position table)", self.hidden_size));
         }
         match self.variant {
-            1 | 2 if self.depth % 2 != 0 => {
+            1 | 2 if !self.depth.is_multiple_of(2) => {
                 return bad(format!("variant {} needs an even depth (spatial/temporal pairs), got {}", self.variant, self.depth))
             }
             1..=3 => {}
-            4 if self.num_heads % 2 != 0 => {
+            4 if !self.num_heads.is_multiple_of(2) => {
                 return bad(format!("variant 4 splits the heads in two halves: num_heads {} must be even", self.num_heads))
             }
             4 => {}
             v => return bad(format!("variant must be 1, 2, 3 or 4, got {v}")),
         }
         if let PatchEmbedKind::Tubelet { stride } = self.patch_embed {
-            if stride == 0 || self.num_frames % stride != 0 {
+            if stride == 0 || !self.num_frames.is_multiple_of(stride) {
                 return bad(format!("tubelet stride {stride} must divide num_frames {}", self.num_frames));
             }
         }
-        if self.temporal_pos == TemporalPos::Rope && self.head_dim() % 2 != 0 {
+        if self.temporal_pos == TemporalPos::Rope && !self.head_dim().is_multiple_of(2) {
             return bad(format!("RoPE needs an even head dimension, got {}", self.head_dim()));
         }
         Ok(())

@@ -35,7 +35,7 @@ pub struct Latte {
 /// Which kind block `i` of a variant is.
 pub fn block_kind(cfg: &LatteConfig, i: usize) -> BlockKind {
     match cfg.variant {
-        1 if i % 2 == 0 => BlockKind::Spatial,
+        1 if i.is_multiple_of(2) => BlockKind::Spatial,
         1 => BlockKind::Temporal,
         2 if i < cfg.depth / 2 => BlockKind::Spatial,
         2 => BlockKind::Temporal,
@@ -133,10 +133,6 @@ impl Latte {
             Some(_) if cfg.num_classes.is_none() => {
                 bad("the model is unconditional: per-image labels y_image must not be given".into())
             }
-            Some(_) if cfg.conditioning == Conditioning::Tokens => bad(
-                "per-image labels y_image need adaLN conditioning; all-tokens conditioning has one class token per clip"
-                    .into(),
-            ),
             Some(dims) if dims != [b, use_image_num] => bad(format!(
                 "y_image has shape {dims:?}; expected (B, use_image_num) = [{b}, {use_image_num}]"
             )),
@@ -192,7 +188,8 @@ impl Latte {
     /// plus `y_image` (B, K) labels of the K image frames (after the caller's label dropout,
     /// one coin per sample for all K images in the reference). Image frame k of sample b is then
     /// conditioned on `temb + y_embed(y_image[b, k])` in spatial sub-layers and the final layer;
-    /// temporal sub-layers see video frames only. adaLN conditioning only.
+    /// temporal sub-layers see video frames only. With all-tokens conditioning an image frame's
+    /// spatial attention sees `[timestep, y_image[b, k]]` as its prefix tokens.
     ///
     /// # Panics
     /// On shapes that do not match the configuration; [`try_forward_joint`](Self::try_forward_joint)
@@ -221,12 +218,11 @@ impl Latte {
             (Some(e), Some(y)) => Some(e.forward(y)), // B D
             _ => None,
         };
-        // B K D: image frames' own conditions, timestep plus their label
-        let images = match (&self.y_embedder, y_image) {
+        // B K D: the image frames' own label embeddings
+        let img_emb = match (&self.y_embedder, y_image) {
             (Some(e), Some(yi)) => {
                 let [bi, k] = yi.dims();
-                let ie = e.forward(yi.reshape([bi * k])).reshape([bi, k, d]);
-                Some(temb.clone().unsqueeze_dim::<3>(1) + ie)
+                Some(e.forward(yi.reshape([bi * k])).reshape([bi, k, d]))
             }
             _ => None,
         };
@@ -236,12 +232,23 @@ impl Latte {
                     Some(ye) => temb.clone() + ye.clone(),
                     None => temb.clone(),
                 },
-                images,
+                images: img_emb.map(|ie| temb.clone().unsqueeze_dim::<3>(1) + ie), // B K D
             },
             Conditioning::Tokens => {
                 let mut toks = vec![temb.clone().unsqueeze_dim::<3>(1)];
                 toks.extend(yemb.clone().map(|ye| ye.unsqueeze_dim::<3>(1)));
-                Cond::Tokens(Tensor::cat(toks, 1)) // B P D
+                let clip = Tensor::cat(toks, 1).unsqueeze_dim::<4>(1); // B 1 P D
+                match img_emb {
+                    None => Cond::Tokens(clip),
+                    Some(ie) => {
+                        // per frame: the clip's tokens on video frames, [timestep, own label] on images
+                        let [_, k, _] = ie.dims();
+                        let [_, _, pp, _] = clip.dims();
+                        let t_img = temb.clone().reshape([b, 1, 1, d]).expand([b, k, 1, d]);
+                        let images = Tensor::cat(vec![t_img, ie.unsqueeze_dim::<4>(2)], 2); // B K P D
+                        Cond::Tokens(Tensor::cat(vec![clip.expand([b, fv, pp, d]), images], 1)) // B T P D
+                    }
+                }
             }
         };
 
@@ -313,7 +320,7 @@ impl Latte {
                 "classifier-free guidance needs a class-conditional model with a null class (class_dropout_prob > 0)".into(),
             ));
         }
-        if x_dims[0] % 2 != 0 {
+        if !x_dims[0].is_multiple_of(2) {
             return Err(ModelError::Input(format!("guidance needs a doubled batch, got {} samples", x_dims[0])));
         }
         self.check_input(x_dims, t_len, Some(y_len), 0)

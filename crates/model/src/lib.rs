@@ -16,7 +16,10 @@
 //!   block 0 (the reference), V2 before block `depth/2`, V3 inside block 0 between its spatial
 //!   and temporal attention, V4 before block 0.
 //! - Image frames (joint training) skip temporal blocks and V3's temporal attention (the
-//!   reference for V1); in V4 each image is a temporal sequence of its own.
+//!   reference for V1); in V4 each image is a temporal sequence of its own. With per-image
+//!   labels ([`Latte::forward_joint`]'s `y_image`, §1.11) an image frame is conditioned on
+//!   `temb + y_embed(its label)` wherever it is processed (spatial sub-layers, V4's split
+//!   attention, the final layer); with all-tokens conditioning its prefix is `[temb, its label]`.
 //! - Tubelet: `x_embedder.proj` is a Conv3d weight `(D, C, s, p, p)`, `temp_embed` has F/s rows,
 //!   `temporal_upsample` is a ConvTranspose3d weight `(C', C', s, 1, 1)` initialised to repeat
 //!   frames; extra image frames are refused with tubelets.

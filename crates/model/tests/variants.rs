@@ -297,8 +297,13 @@ fn hand_written_ops_have_correct_gradients() {
         gradcheck("attend", [1, 3, 4, 3 * 8], move |x| attend(x, None, 2, g, rope));
     }
     gradcheck("attend+prefix", [1, 3, 4, 3 * 8], |x| {
-        let p = x.clone().narrow(1, 0, 1).narrow(2, 0, 2).reshape([1, 2, 24]) * 0.7;
+        let p = x.clone().narrow(1, 0, 1).narrow(2, 0, 2).reshape([1, 1, 2, 24]) * 0.7;
         attend(x, Some(p), 2, Grouping::Temporal, false)
+    });
+    // per-frame prefix (B, T, P, X), as image frames with labels of their own use it
+    gradcheck("attend+per-frame prefix", [1, 3, 4, 3 * 8], |x| {
+        let p = x.clone().narrow(2, 0, 2) * 0.7;
+        attend(x, Some(p), 2, Grouping::Spatial, false)
     });
     let mut cfg = tiny(1);
     cfg.patch_embed = PatchEmbedKind::Tubelet { stride: 2 };

@@ -8,11 +8,14 @@
 //!   outputs, fixtures), independent of any module.
 //! - [`weights`]: loading and saving a burn module under PyTorch key names (safetensors and
 //!   pickle-free `.pt` reading).
-//! - [`ops`]: the composed ops of a DiT block (LayerNorm without affine, adaLN modulation,
-//!   attention), written so that autodiff sees only primitive ops.
+//! - [`ops`]: the ops of a DiT block (LayerNorm without affine + adaLN modulation, tanh GELU,
+//!   attention): fused on flex, composed from primitive ops elsewhere.
+//! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
+//!   extension with an `Autodiff` implementation).
 
 pub mod device;
 pub mod error;
+pub mod fused;
 pub mod host;
 pub mod init;
 pub mod ops;

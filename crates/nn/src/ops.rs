@@ -1,12 +1,13 @@
 //! The ops of a DiT / Latte block.
 //!
-//! Each op has a composed form, built from primitive tensor ops so that burn's autodiff
-//! differentiates it on every backend, and uses burn's fused kernel instead when the tensor is
-//! on a device without autodiff (sampling, evaluation), where no backward is needed. burn's
-//! autodiff would decompose the fused kernels anyway (`attention_fallback`, a default
-//! `layer_norm`), so training loses nothing by the composed form.
+//! On flex (f32), LayerNorm + modulation, tanh GELU and the attention softmax run as the fused
+//! kernels of [`crate::fused`], with and without autodiff. Elsewhere each op has a composed
+//! form, built from primitive tensor ops so that burn's autodiff differentiates it on every
+//! backend, and uses burn's fused kernel instead when the tensor is on a device without
+//! autodiff (sampling, evaluation), where no backward is needed.
 
-use burn::tensor::activation::softmax;
+use crate::fused;
+use burn::tensor::activation::{gelu_approximate, softmax};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
@@ -38,6 +39,20 @@ pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>
     x * (scale + 1.0) + shift
 }
 
+/// adaLN's `LN(x)·(1 + scale) + shift` (LayerNorm without affine over the last axis);
+/// `shift`, `scale` broadcast against `x`.
+pub fn ln_modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>, eps: f64) -> Tensor<D> {
+    match fused::ln_modulate(&x, &shift, &scale, eps) {
+        Some(y) => y,
+        None => modulate(layer_norm(x, eps), shift, scale),
+    }
+}
+
+/// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    fused::gelu_tanh(&x).unwrap_or_else(|| gelu_approximate(x))
+}
+
 /// Scaled dot-product attention `softmax(q kᵀ · E^-½) v` on `(S, H, L, E)` tensors
 /// (S sequences, H heads, L tokens, E head dim); `Lk` may differ from `Lq`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
@@ -50,5 +65,6 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 pub fn attention_composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let e = q.dims()[3];
     let scores = q.matmul(k.swap_dims(2, 3)) * (e as f64).powf(-0.5); // S H Lq Lk
-    softmax(scores, 3).matmul(v) // S H Lq E
+    let probs = fused::softmax_last(&scores).unwrap_or_else(|| softmax(scores, 3));
+    probs.matmul(v) // S H Lq E
 }

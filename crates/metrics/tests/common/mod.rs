@@ -158,3 +158,50 @@ pub fn numpy_pickle(node: &Node) -> Vec<u8> {
     out.push(b'.');
     out
 }
+
+// A TorchScript zip writer (pickle protocol 2 by hand), for the `.pt` readers.
+
+pub fn unicode(out: &mut Vec<u8>, s: &str) {
+    out.push(b'X');
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// `_rebuild_tensor_v2(persistent_id(('storage', FloatStorage, key, 'cpu', numel)), offset, size, stride, False, OrderedDict())`.
+pub fn tensor(out: &mut Vec<u8>, key: &str, numel: u8, offset: u8, size: &[u8], stride: &[u8]) {
+    out.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    out.push(b'(');
+    unicode(out, "storage");
+    out.extend_from_slice(b"ctorch\nFloatStorage\n");
+    unicode(out, key);
+    unicode(out, "cpu");
+    out.extend_from_slice(&[b'K', numel, b't', b'Q', b'K', offset, b'(']);
+    for &s in size {
+        out.extend_from_slice(&[b'K', s]);
+    }
+    out.extend_from_slice(b"t(");
+    for &s in stride {
+        out.extend_from_slice(&[b'K', s]);
+    }
+    out.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)Rt");
+    out.push(b'R');
+}
+
+pub fn write_torchscript_zip(path: &std::path::Path, storages: &[(&str, Vec<f32>)], pkl: &[u8]) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("m/data.pkl", opts).unwrap();
+    zip.write_all(pkl).unwrap();
+    for (key, values) in storages {
+        zip.start_file(format!("m/data/{key}"), opts).unwrap();
+        for v in values {
+            zip.write_all(&v.to_le_bytes()).unwrap();
+        }
+    }
+    zip.start_file("m/version", opts).unwrap();
+    zip.write_all(b"3\n").unwrap();
+    zip.finish().unwrap();
+}
