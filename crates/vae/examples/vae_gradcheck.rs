@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use latte_vae::burn::module::{Module, ModuleVisitor, Param};
 use latte_vae::burn::tensor::{Device, Tensor, TensorData};
-use latte_vae::burn::tensor::backend::Gradients;
+use latte_vae::burn::tensor::Gradients;
 use latte_vae::{load_weights, save_pretrained, state_dict, AutoencoderKL, VaeConfig};
 
 struct Grads<'a> {
