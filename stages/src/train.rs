@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
+use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
 use latte_store::{f16, RaggedArray, RaggedReader, WindowKind};
 use latte_train::{train, LatentClips, ModelInput, RunPaths, StepLog, TrainConfig};
@@ -292,7 +293,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         shown = l.step;
         ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4}), {:.2} it/s", l.loss, l.mse, l.vb, 1.0 / l.secs));
     };
-    let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
+    let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
     let result = train(model, forward, clips, &cfg, &paths, &model_meta, on_step);
     if !resume_dir.is_empty() && paths.log.is_file() {
         std::fs::copy(&paths.log, ckpt_dir.join("loss.jsonl")).with_context(|| format!("saving the log beside {}", ckpt_dir.display()))?;
@@ -381,7 +382,7 @@ pub fn bench_train(case: &BenchCase, warmup: usize, iters: usize, dir: &Path) ->
     // Reset the peak-RSS counter so the figure is this case's (Linux; ignored elsewhere).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mut secs = Vec::new();
-    let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
+    let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
     let _ = std::fs::remove_dir_all(dir);
     train(model, forward, clips, &cfg, &RunPaths::in_dir(dir), &serde_json::Value::Null, |l| secs.push(l.secs))?;
     let mut timed = secs.split_off(warmup.min(secs.len()));
@@ -394,6 +395,17 @@ pub fn bench_train(case: &BenchCase, warmup: usize, iters: usize, dir: &Path) ->
         gflop_per_step: 3.0 * latte_model::flops::forward_gflops(m) * case.batch_size as f64,
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
     })
+}
+
+/// The model call of a training step. `y_image` arrives as (B·K) labels, clip-major; the model
+/// takes them as (B, K) so each extra image frame is conditioned on its own class (§1.11).
+fn forward_model(m: &Latte, inp: ModelInput) -> Tensor<5> {
+    let k = inp.image_frames;
+    let y_image = inp.y_image.filter(|_| k > 0).map(|yi| {
+        let b = yi.dims()[0] / k;
+        yi.reshape([b, k])
+    });
+    m.forward_joint(inp.x_t, inp.t, inp.y, y_image, k)
 }
 
 #[cfg(test)]
@@ -491,6 +503,41 @@ mod tests {
         let mut model = Latte::new(&cfg, &Device::default(), 0).unwrap();
         model.load_safetensors(&out.join("model.safetensors")).unwrap();
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The store's `[2, N, C, h, w]` arrays come back frame-major for the orientation asked:
+    /// each frame's whole (C, h, w) block, frames in the order of the global indices.
+    #[test]
+    fn posterior_reads_whole_frames_of_one_orientation() {
+        let dir = std::env::temp_dir().join(format!("latte-train-posterior-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let code = |o: usize, g: usize, k: usize| (o * 10_000 + g * 100 + k) as f32; // k: c·h·w + y·w + x
+        let mut w = RaggedWriter::create(&dir.join("latents.zarr")).unwrap();
+        for name in ["mean", "logvar"] {
+            w.add_array::<f32>(&ArraySpec::new(name, &[2], &[4, 2, 3])).unwrap();
+        }
+        let counts = [5usize, 4];
+        let mut g0 = 0;
+        for (v, &n) in counts.iter().enumerate() {
+            let block: Vec<f32> = (0..2).flat_map(|o| (g0..g0 + n).flat_map(move |g| (0..24).map(move |k| code(o, g, k)))).collect();
+            w.append("mean", &block).unwrap();
+            w.append("logvar", &block.iter().map(|x| -x).collect::<Vec<_>>()).unwrap();
+            w.end_video(&format!("v{v}"), None).unwrap();
+            g0 += n;
+        }
+        w.finish(GroupInfo { dataset: "test".into(), num_classes: None, window: WindowKind::Stride, flip: true, extra: Default::default() }).unwrap();
+        let store = RaggedReader::open(&dir.join("latents.zarr")).unwrap();
+        let posterior = Posterior::open(&store, &dir).unwrap();
+        assert_eq!(posterior.frame_shape(), vec![4, 2, 3]);
+        for orient in [0usize, 1] {
+            let frames = [6u64, 2, 3, 8];
+            let (m, l) = posterior.read(orient as u64, &frames).unwrap();
+            let want: Vec<f32> = frames.iter().flat_map(|&g| (0..24).map(move |k| code(orient, g as usize, k))).collect();
+            assert_eq!(m, want, "orientation {orient}");
+            assert_eq!(l, want.iter().map(|x| -x).collect::<Vec<_>>(), "orientation {orient}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -30,10 +30,16 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "steps", ty: ParamType::Int, default: Some("200"), help: "optimizer steps" },
     ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("8"), help: "crops per step" },
     ParamSpec { name: "crop", ty: ParamType::Int, default: Some("32"), help: "side of the random square crops trained on; 0 = whole frames" },
-    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("0.002"), help: "peak AdamW learning rate (warmup, then cosine to a tenth)" },
+    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("0.001"), help: "peak AdamW learning rate (warmup, then cosine to a tenth)" },
     ParamSpec { name: "kl_weight", ty: ParamType::Float, default: Some("1e-6"), help: "weight of KL(q‖N(0,I)) per pixel element against the reconstruction loss" },
-    ParamSpec { name: "loss", ty: ParamType::Str, default: Some("\"l1\""), help: "reconstruction loss: \"l1\" or \"mse\"" },
+    ParamSpec { name: "loss", ty: ParamType::Str, default: Some("\"mse\""), help: "reconstruction loss: \"l1\" or \"mse\" (mse optimises the reported PSNR directly)" },
     ParamSpec { name: "initial_logvar", ty: ParamType::Float, default: Some("-6.0"), help: "initial bias of the posterior log-variance: a near-deterministic start trains faster" },
+    ParamSpec {
+        name: "zero_residual_init",
+        ty: ParamType::Bool,
+        default: Some("true"),
+        help: "start the last layer of every residual branch at zero, so each block starts as the identity (trains faster)",
+    },
     ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the initialisation, the batches and the posterior noise" },
     ParamSpec { name: "heldout_fraction", ty: ParamType::Float, default: Some("0.1"), help: "fraction of videos kept out of training for the PSNR report" },
     ParamSpec { name: "max_frames", ty: ParamType::Int, default: Some("4096"), help: "frames loaded for training (evenly subsampled); bounds memory" },
@@ -64,6 +70,7 @@ fn train_config(p: &Params) -> Result<TrainConfig, StageError> {
         kl_weight: p.float("kl_weight")?,
         loss: p.str("loss")?.parse::<ReconstructionLoss>().map_err(|e| format!("parameter `loss`: {e}"))?,
         initial_logvar: p.float("initial_logvar")?,
+        zero_residual_init: p.bool("zero_residual_init")?,
         seed: p.u64("seed")?,
     })
 }
@@ -74,7 +81,8 @@ impl Stage for VaeTrain {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        // 2: zero-initialised residual branches and MSE by default.
+        "2"
     }
 
     fn params(&self) -> &'static [ParamSpec] {

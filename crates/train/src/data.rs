@@ -300,3 +300,75 @@ impl Drop for Loader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The batch layout: (B, F + K, C, h, w) with every frame's (C, h, w) block taken whole from
+    //! the frame the window picked, in the orientation drawn, scaled. A frame/channel axis
+    //! mix-up anywhere between the `[2, N, C, h, w]` store and the batch breaks these values.
+
+    use super::*;
+
+    const C: usize = 3;
+    const H: usize = 2;
+    const W: usize = 4;
+
+    /// The value stored at (orientation, global frame, channel, y, x): every index recoverable.
+    fn code(o: usize, g: usize, c: usize, y: usize, x: usize) -> f32 {
+        (o * 100_000 + g * 1000 + c * 100 + y * 10 + x) as f32
+    }
+
+    #[test]
+    fn batches_are_frame_major_whole_frames_in_one_orientation() {
+        let counts = vec![5, 7, 6];
+        let total: usize = counts.iter().sum();
+        let mut mean = Vec::new();
+        for o in 0..2 {
+            for g in 0..total {
+                for c in 0..C {
+                    for y in 0..H {
+                        for x in 0..W {
+                            mean.push(code(o, g, c, y, x));
+                        }
+                    }
+                }
+            }
+        }
+        // exp(½·(−30)) ≈ 3e-7: the posterior sample is the mean to well under 0.5.
+        let logvar = vec![-30.0f32; mean.len()];
+        let window = Box::new(|total: usize, _: &mut ChaCha8Rng| Ok(vec![total - 4, total - 3, total - 1]));
+        let clips = LatentClips::in_memory(mean, logvar, counts.clone(), [C, H, W], window).unwrap();
+        let cfg = TrainConfig { batch_size: 4, num_frames: 3, scale_factor: 0.5, data_seed: 3, ..TrainConfig::default() };
+        let mut sampler = BatchSampler::new(Arc::new(clips), &cfg, 1000).unwrap();
+        let offsets = [0, 5, 12];
+        let mut orientations = [0usize; 2];
+        for index in 0..6 {
+            let batch = sampler.draw(index).unwrap();
+            assert_eq!(batch.shape, [4, 3, C, H, W]);
+            for b in 0..4 {
+                let at = |f: usize, c: usize, y: usize, x: usize| {
+                    batch.x0[(((b * 3 + f) * C + c) * H + y) * W + x] / 0.5
+                };
+                // Frame 0, channel 0, pixel 0 names the clip, orientation and first frame.
+                let v0 = at(0, 0, 0, 0).round() as usize;
+                let (o, g0) = (v0 / 100_000, (v0 % 100_000) / 1000);
+                orientations[o] += 1;
+                let clip = (0..3).rev().find(|&k| g0 >= offsets[k]).unwrap();
+                let want_frames: Vec<usize> =
+                    [counts[clip] - 4, counts[clip] - 3, counts[clip] - 1].iter().map(|i| offsets[clip] + i).collect();
+                for (f, &g) in want_frames.iter().enumerate() {
+                    for c in 0..C {
+                        for y in 0..H {
+                            for x in 0..W {
+                                let got = at(f, c, y, x);
+                                let want = code(o, g, c, y, x);
+                                assert!((got - want).abs() < 0.5, "batch {index} clip {b} [f{f} c{c} y{y} x{x}]: {got} != {want}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(orientations[0] > 0 && orientations[1] > 0, "both flip orientations drawn: {orientations:?}");
+    }
+}

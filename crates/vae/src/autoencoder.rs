@@ -310,10 +310,19 @@ impl AutoencoderKL {
     /// samples carry almost no signal and the decoder first learns to ignore them; starting
     /// near-deterministic (e.g. -6, std 0.05) lets a short training run learn reconstructions
     /// at once, and the KL term widens the posterior where it can.
-    pub fn init_for_training(cfg: &VaeConfig, seed: u64, logvar_bias: f32, device: &Device) -> Result<Self, VaeError> {
+    ///
+    /// With `zero_residual_branches`, the last layer of every residual branch (each ResNet's
+    /// `conv2`, the attention's `to_out.0`) starts at zero, so every block starts as the
+    /// identity and the fresh network is a shallow chain of convolutions that trains fast
+    /// (the "zero-init residual" of Goyal et al. 2017 / Fixup); the values drawn for those
+    /// layers are still consumed from the generator, so other layers are unchanged.
+    pub fn init_for_training(cfg: &VaeConfig, seed: u64, logvar_bias: f32, zero_residual_branches: bool, device: &Device) -> Result<Self, VaeError> {
         cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
         let key = if cfg.use_quant_conv { "quant_conv.bias" } else { "encoder.conv_out.bias" };
         let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device).with_shift(key, cfg.latent_channels, logvar_bias);
+        if zero_residual_branches {
+            b = b.with_zero_residual_branches();
+        }
         Ok(Self::build(&mut b, cfg))
     }
 

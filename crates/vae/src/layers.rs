@@ -36,11 +36,14 @@ pub(crate) struct Builder<'a> {
     pub(crate) problems: Vec<String>,
     /// Added to the freshly drawn values of one parameter from an index on: `(key, from, shift)`.
     shift: Option<(String, usize, f32)>,
+    /// Zero the last layer of every residual branch (random init only), see
+    /// [`crate::AutoencoderKL::init_for_training`].
+    zero_residual_branches: bool,
 }
 
 impl<'a> Builder<'a> {
     pub(crate) fn random(rng: ChaCha8Rng, device: &Device) -> Self {
-        Self { device: device.clone(), source: Source::Random(rng), problems: Vec::new(), shift: None }
+        Self { device: device.clone(), source: Source::Random(rng), problems: Vec::new(), shift: None, zero_residual_branches: false }
     }
 
     /// Shifts the initial values `from..` of the parameter `key` by `shift` (random init only).
@@ -49,8 +52,15 @@ impl<'a> Builder<'a> {
         self
     }
 
+    /// Initialises the last layer of every residual branch (ResNet `conv2`, attention
+    /// `to_out.0`) to zero (random init only).
+    pub(crate) fn with_zero_residual_branches(mut self) -> Self {
+        self.zero_residual_branches = true;
+        self
+    }
+
     pub(crate) fn file(file: &'a mut WeightFile, device: &Device) -> Self {
-        Self { device: device.clone(), source: Source::File(file), problems: Vec::new(), shift: None }
+        Self { device: device.clone(), source: Source::File(file), problems: Vec::new(), shift: None, zero_residual_branches: false }
     }
 
     pub(crate) fn param<const D: usize>(&mut self, key: &str, shape: [usize; D], init: Init) -> Param<Tensor<D>> {
@@ -72,6 +82,9 @@ impl<'a> Builder<'a> {
                 }
             },
         };
+        if matches!(self.source, Source::Random(_)) && self.zero_residual_branches && is_residual_branch_end(key) {
+            values.fill(0.0);
+        }
         if let (Source::Random(_), Some((shift_key, from, shift))) = (&self.source, &self.shift) {
             if shift_key == key {
                 values.iter_mut().skip(*from).for_each(|v| *v += shift);
@@ -79,6 +92,11 @@ impl<'a> Builder<'a> {
         }
         Param::from_data(TensorData::new(values, shape), &self.device)
     }
+}
+
+/// Whether `key` is a parameter of the layer that ends a residual branch.
+fn is_residual_branch_end(key: &str) -> bool {
+    key.contains(".conv2.") || key.contains(".to_out.0.")
 }
 
 /// `torch.nn.Conv2d` with bias.

@@ -123,3 +123,25 @@ fn stable_diffusion_config_has_diffusers_parameter_count() {
     let vae = AutoencoderKL::init(&VaeConfig::stable_diffusion(), 0, &Device::default()).unwrap();
     assert_eq!(vae.num_params(), 83_653_863);
 }
+
+#[test]
+fn zero_residual_init_zeroes_only_the_ends_of_residual_branches() {
+    let cfg = VaeConfig::new(vec![8, 16], 1, 4, 4);
+    let dev = Device::default();
+    let plain = state_dict(&AutoencoderKL::init_for_training(&cfg, 5, -6.0, false, &dev).unwrap());
+    let zeroed = state_dict(&AutoencoderKL::init_for_training(&cfg, 5, -6.0, true, &dev).unwrap());
+    assert_eq!(plain.keys().collect::<Vec<_>>(), zeroed.keys().collect::<Vec<_>>());
+    let mut zeroed_keys = 0;
+    for (key, (_, values)) in &zeroed {
+        if key.contains(".conv2.") || key.contains(".to_out.0.") {
+            assert!(values.iter().all(|&v| v == 0.0), "{key} is not zero");
+            assert!(plain[key].1.iter().any(|&v| v != 0.0), "{key} is zero without the option");
+            zeroed_keys += 1;
+        } else {
+            // The other layers draw the same values: the zeroed ones still consume the generator.
+            assert_eq!(values, &plain[key].1, "{key} changed");
+        }
+    }
+    // 2 encoder + 4 decoder level resnets + 4 mid resnets, weight and bias each; 2 attentions.
+    assert_eq!(zeroed_keys, 2 * (2 + 4 + 4) + 2 * 2);
+}
