@@ -57,8 +57,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            steps: 200,
-            batch_size: 8,
+            steps: 700,
+            batch_size: 4,
             crop: 32,
             lr: 1e-3,
             warmup_steps: 20,
