@@ -30,6 +30,7 @@ fn run_grid(f: &Fixture, name: &str) -> (grid::Summary, usize) {
     let report = runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent }).unwrap();
     let summary = grid::summary(&g, &points, &plans);
     summary.write(&g).unwrap();
+    summary.write_plot(&g).unwrap();
     (summary, report.ran.len())
 }
 
@@ -49,6 +50,13 @@ fn four_points_share_the_upstream_stage_which_runs_once() {
     assert_eq!(summary.rows[2], ["2", "3", "3", "0"]);
     assert_eq!(read(&f.path("sweep.summary.csv")).lines().nth(1), Some("0,1,3,0"));
     assert!(read(&f.path("sweep.summary.md")).starts_with("| point | train.value | score.depth | score.value |\n|---|---|---|---|\n"));
+    // One bar chart per numeric metric column, one bar per point labelled by its axis value.
+    let svg = read(&f.path("sweep.summary.svg"));
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("font-weight=\"bold\"").count(), 2, "{svg}");
+    assert!(svg.contains(">score.depth</text>") && svg.contains(">score.value</text>"));
+    assert_eq!(svg.matches("<rect").count(), 8);
+    assert!(svg.contains("<title>3: 3</title>"), "{svg}");
     for i in 0..4 {
         assert!(f.path(&format!("sweep.grid/point-{i:03}.lock")).is_file());
     }

@@ -38,6 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bars.clear();
     let summary = grid::summary(&grid, &points, &plans);
     let (csv, md) = summary.write(&grid)?;
+    if let Some(svg) = summary.write_plot(&grid)? {
+        println!("plots of the metrics across points: {}", svg.display());
+    }
     print!("{}", summary.to_markdown());
     println!("{} stage(s) ran; summary written to {} and {}", report.ran.len(), csv.display(), md.display());
     Ok(())
