@@ -1,6 +1,7 @@
 //! `cargo xtask bench vae`: encode throughput (frames/s) of the default small VAE and of a
 //! full-size Stable Diffusion kl-f8 config with random weights (the same code path; only the
-//! weights differ from the real SD VAE).
+//! weights differ from the real SD VAE), and reading latents from the Zarr store against
+//! reading the same bytes from one raw file per video (the baseline), in the same run.
 
 use std::time::Instant;
 
@@ -22,6 +23,10 @@ pub struct Args {
     /// Frames per encode call for the SD config; 0 skips it.
     #[arg(long, default_value_t = 1)]
     sd_frames: usize,
+    /// Videos in the latent read benchmark (16 frames of [2, 4, 32, 32] f32 each, as the
+    /// paper's latents); 0 skips it.
+    #[arg(long, default_value_t = 256)]
+    read_videos: usize,
     /// Timed repetitions after one warm-up call (the median is reported).
     #[arg(long, default_value_t = 3)]
     iters: usize,
@@ -74,5 +79,72 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.sd_frames > 0 {
         bench("SD kl-f8 (random weights)", &VaeConfig::stable_diffusion(), args.sd_frames, args.sd_size, iters)?;
     }
+    if args.read_videos > 0 {
+        read_bench(args.read_videos)?;
+    }
+    Ok(())
+}
+
+/// Writes `videos` videos of latents (`mean`, [2, 16, 4, 32, 32] f32 each) to a ragged Zarr
+/// store and, as the baseline, to one raw little-endian file per video; then reads every video
+/// once in a seeded random order from each and prints MB/s and the ratio. Warm page cache for
+/// both (the files were just written), so this measures decoding and store overhead.
+fn read_bench(videos: usize) -> anyhow::Result<()> {
+    use latte_store::{ArraySpec, GroupInfo, RaggedReader, RaggedWriter, WindowKind};
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    const FRAMES: usize = 16;
+    let frame_shape = [4u64, 32, 32];
+    let per_video = 2 * FRAMES * 4 * 32 * 32;
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("latents.zarr");
+    let raw = dir.path().join("raw");
+    std::fs::create_dir(&raw)?;
+    let mut writer = RaggedWriter::create(&store)?;
+    writer.add_array::<f32>(&ArraySpec::new("mean", &[2], &frame_shape))?;
+    for v in 0..videos {
+        // Latent-like values: a smooth field plus per-video variation (compresses a little).
+        let data: Vec<f32> = (0..per_video).map(|i| ((i % 1024) as f32 * 0.01 + v as f32).sin() * 0.8 + ((i * 7919 + v) % 101) as f32 * 0.002).collect();
+        writer.append::<f32>("mean", &data)?;
+        writer.end_video(&format!("v{v:05}"), None)?;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(raw.join(format!("v{v:05}.bin")), bytes)?;
+    }
+    writer.finish(GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowKind::Linspace, flip: true, extra: Default::default() })?;
+
+    let mut order: Vec<usize> = (0..videos).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let mb = (videos * per_video * 4) as f64 / 1e6;
+
+    let t = Instant::now();
+    let mut check = 0.0f64;
+    for &v in &order {
+        let bytes = std::fs::read(raw.join(format!("v{v:05}.bin")))?;
+        let vals: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        check += vals[0] as f64;
+    }
+    let raw_s = t.elapsed().as_secs_f64();
+
+    let reader = RaggedReader::open(&store)?;
+    let array = reader.array::<f32>("mean")?;
+    let t = Instant::now();
+    let mut check_zarr = 0.0f64;
+    for &v in &order {
+        // Both orientations of the video, as the train stage may draw either.
+        let a = array.read_video(&[0], v)?;
+        let b = array.read_video(&[1], v)?;
+        anyhow::ensure!(a.len() + b.len() == per_video, "video {v}: read {} values, expected {per_video}", a.len() + b.len());
+        check_zarr += a[0] as f64;
+    }
+    let zarr_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!((check - check_zarr).abs() < 1e-6, "the Zarr store and the raw files disagree");
+    println!(
+        "latent reads, {videos} videos × {:.2} MB: raw files {:.0} MB/s, Zarr store {:.0} MB/s, Zarr ÷ raw throughput = {:.2}",
+        (per_video * 4) as f64 / 1e6,
+        mb / raw_s,
+        mb / zarr_s,
+        raw_s / zarr_s
+    );
     Ok(())
 }
