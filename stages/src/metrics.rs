@@ -207,6 +207,12 @@ fn missing(spec: &WeightSpec, param: &str) -> Value {
     })
 }
 
+/// The weights file named by `key`, when it is set and exists (an absent file is reported as
+/// missing weights, not an error: it may be fetched later).
+fn existing_weights(p: &Params, key: &str) -> anyhow::Result<Option<PathBuf>> {
+    Ok(p.opt_str(key).map_err(|e| anyhow!("{e}"))?.map(PathBuf::from).filter(|p| p.exists()))
+}
+
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
@@ -225,11 +231,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let device = Device::default();
     let mut report = serde_json::Map::new();
 
-    let i3d_path = p
-        .opt_str("i3d_weights")
-        .map_err(|e| anyhow!("{e}"))?
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
+    let i3d_path = existing_weights(p, "i3d_weights")?;
     let fvd = if !p.bool("fvd").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = i3d_path {
@@ -239,11 +241,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     report.insert("fvd".into(), fvd);
 
-    let inc_path = p
-        .opt_str("inception_weights")
-        .map_err(|e| anyhow!("{e}"))?
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
+    let inc_path = existing_weights(p, "inception_weights")?;
     let fid = if !p.bool("fid").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = inc_path {
