@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
     let target: Tensor<5> = pf.float("target", [b, f, 8, side, side], Init::Normal { std: 1.0 }, false).val();
     let t = Tensor::<1, Int>::from_data(TensorData::new(vec![10i64, 500], [b]), &device);
     let n_tokens = cfg.tokens_per_frame();
-    let (mut fwd_ms, mut step_ms) = (vec![], vec![]);
+    let (mut fwd_ms, mut step_ms, mut parts) = (vec![], vec![], vec![]);
     for it in 0..3 + args.iters {
         let t0 = Instant::now();
         let valid = model.valid();
@@ -127,18 +127,32 @@ pub fn run(args: Args) -> Result<()> {
         let out = model.forward(x.clone(), t.clone(), None, 0);
         let loss = (out - target.clone()).powi_scalar(2).mean();
         let lv = loss.clone().into_scalar::<f32>();
+        let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let t2 = Instant::now();
         model = opt.step(1e-4, model, grads);
         let _ = model.blocks[1].mlp.fc2.weight.val().sum().into_scalar::<f32>();
         let step = t0.elapsed().as_secs_f64() * 1e3;
-        println!("iter {it}: loss {lv:.5} fwd {fwd:.1} ms step {step:.1} ms");
+        let part = [(t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3, t2.elapsed().as_secs_f64() * 1e3];
+        println!(
+            "iter {it}: loss {lv:.5} fwd {fwd:.1} ms step {step:.1} ms (forward {:.1}, backward {:.1}, AdamW {:.1})",
+            part[0], part[1], part[2]
+        );
         if it >= 3 {
             fwd_ms.push(fwd);
             step_ms.push(step);
+            parts.push(part);
         }
     }
     let fl = flops_fwd(b, f, n_tokens, cfg.hidden_size);
     let (fm, sm) = (median(fwd_ms), median(step_ms));
+    let part = |i: usize| median(parts.iter().map(|p: &[f64; 3]| p[i]).collect());
+    println!(
+        "RESULT burn-flex step parts (medians): forward+loss {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
+        part(0),
+        part(1),
+        part(2)
+    );
     println!(
         "RESULT burn-flex threads={} fwd_median_ms={fm:.1} step_median_ms={sm:.1} step_GFLOP/s={:.1} params={}",
         args.threads,

@@ -24,6 +24,7 @@ mod bench_frames;
 mod vae;
 mod bench_vae;
 mod sample;
+mod malloc;
 // Subcommand modules, one per command: add `mod <name>;` here.
 
 #[derive(Parser)]
@@ -78,6 +79,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    malloc::keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),

@@ -13,6 +13,7 @@ use crate::rope::apply_rope;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
+use latte_nn::attention::{self_attention, Sequences};
 use latte_nn::init::ParamFactory;
 use latte_nn::ops;
 
@@ -58,6 +59,15 @@ pub fn attend(qkv: Tensor<4>, prefix_qkv: Option<Tensor<4>>, heads: usize, g: Gr
     let [b, t, n, three_d] = qkv.dims();
     let d = three_d / 3;
     let e = d / heads;
+    if prefix_qkv.is_none() && !rope {
+        let seqs = match g {
+            Grouping::Spatial => Sequences::Spatial,
+            Grouping::Temporal => Sequences::Temporal,
+        };
+        if let Some(out) = self_attention(&qkv, heads, seqs) {
+            return out;
+        }
+    }
     let device = qkv.device();
     let seqs = group(qkv, g); // S L 3D
     let l = seqs.dims()[1];
@@ -92,19 +102,19 @@ pub struct Attention {
 
 impl Attention {
     pub(crate) fn new(f: &ParamFactory, path: &str, d: usize, num_heads: usize) -> Self {
-        use crate::embed::{linear, xavier};
+        use crate::embed::{linear_layer, xavier};
         Attention {
-            qkv: linear(f, &format!("{path}.qkv"), d, 3 * d, xavier(d, 3 * d)),
-            proj: linear(f, &format!("{path}.proj"), d, d, xavier(d, d)),
+            qkv: linear_layer(f, &format!("{path}.qkv"), d, 3 * d, xavier(d, 3 * d)),
+            proj: linear_layer(f, &format!("{path}.proj"), d, d, xavier(d, d)),
             num_heads,
         }
     }
 
     /// h (B, T, N, D), normalised prefix (B, 1 or T, P, D) → (B, T, N, D).
     pub fn forward(&self, h: Tensor<4>, prefix: Option<Tensor<4>>, g: Grouping, rope: bool) -> Tensor<4> {
-        let qkv = self.qkv.forward(h);
-        let pre = prefix.map(|p| self.qkv.forward(p));
-        self.proj.forward(attend(qkv, pre, self.num_heads, g, rope))
+        let qkv = ops::linear(&self.qkv, h);
+        let pre = prefix.map(|p| ops::linear(&self.qkv, p));
+        ops::linear(&self.proj, attend(qkv, pre, self.num_heads, g, rope))
     }
 
     /// Variant 4: heads `0..H/2` attend spatially, heads `H/2..H` temporally (on the first
@@ -114,8 +124,8 @@ impl Attention {
         let [b, t, n, d] = h.dims();
         let hh = self.num_heads / 2;
         let dh = d / 2;
-        let qkv = self.qkv.forward(h); // B T N 3D
-        let pre = prefix.map(|p| self.qkv.forward(p)); // B 1|T P 3D
+        let qkv = ops::linear(&self.qkv, h); // B T N 3D
+        let pre = prefix.map(|p| ops::linear(&self.qkv, p)); // B 1|T P 3D
         let half3 = |x: Tensor<4>, o: usize| {
             Tensor::cat((0..3).map(|i| x.clone().narrow(3, i * d + o, dh)).collect(), 3)
         };
@@ -137,6 +147,6 @@ impl Attention {
         } else {
             video
         };
-        self.proj.forward(Tensor::cat(vec![spatial, temporal], 3))
+        ops::linear(&self.proj, Tensor::cat(vec![spatial, temporal], 3))
     }
 }

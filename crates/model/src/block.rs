@@ -3,13 +3,13 @@
 //! Legend: B batch, T frames, N tokens per frame, D hidden, P prefix (conditioning) tokens.
 
 use crate::attention::{Attention, Grouping};
-use crate::embed::{linear, xavier};
+use crate::embed::{linear_layer, xavier};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
 use latte_nn::init::{Init, ParamFactory};
-use latte_nn::ops::{gelu_tanh, ln_modulate};
+use latte_nn::ops::{gelu_tanh, linear, ln_modulate};
 
 pub const LN_EPS: f64 = 1e-6;
 
@@ -62,7 +62,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+        linear(&self.fc2, gelu_tanh(linear(&self.fc1, x)))
     }
 }
 
@@ -98,11 +98,11 @@ impl Block {
             attn_temporal: factorised.then(|| Attention::new(f, &format!("{path}.attn_temporal"), d, heads)),
             norm2: tokens.then(|| affine_ln(d, f)),
             mlp: Mlp {
-                fc1: linear(f, &format!("{path}.mlp.fc1"), d, mlp_hidden, xavier(d, mlp_hidden)),
-                fc2: linear(f, &format!("{path}.mlp.fc2"), mlp_hidden, d, xavier(mlp_hidden, d)),
+                fc1: linear_layer(f, &format!("{path}.mlp.fc1"), d, mlp_hidden, xavier(d, mlp_hidden)),
+                fc2: linear_layer(f, &format!("{path}.mlp.fc2"), mlp_hidden, d, xavier(mlp_hidden, d)),
             },
             // adaLN-Zero: weight and bias zero, so the block starts as the identity
-            ada_ln_modulation: (!tokens).then(|| linear(f, &format!("{path}.adaLN_modulation.1"), d, n_mod * d, Init::Zeros)),
+            ada_ln_modulation: (!tokens).then(|| linear_layer(f, &format!("{path}.adaLN_modulation.1"), d, n_mod * d, Init::Zeros)),
             kind,
         }
     }
@@ -214,14 +214,14 @@ pub struct Modulation {
 impl Modulation {
     /// `SiLU → Linear` of the video condition (B, D) and of the image conditions (B, K, D).
     fn new(ada: &Linear, video: &Tensor<2>, images: Option<&Tensor<3>>, d: usize, video_frames: usize) -> Self {
-        let m = ada.forward(silu(video.clone())); // B n·D
+        let m = linear(ada, silu(video.clone())); // B n·D
         let [b, nd] = m.dims();
         let mv = m.reshape([b, 1, 1, nd]);
         let all = match images {
             None => mv.clone(),
             Some(img) => {
                 let k = img.dims()[1];
-                let mi = ada.forward(silu(img.clone())).reshape([b, k, 1, nd]); // B K 1 n·D
+                let mi = linear(ada, silu(img.clone())).reshape([b, k, 1, nd]); // B K 1 n·D
                 Tensor::cat(vec![mv.clone().expand([b, video_frames, 1, nd]), mi], 1) // B T 1 n·D
             }
         };
@@ -251,8 +251,8 @@ impl FinalLayer {
     pub(crate) fn new(f: &ParamFactory, d: usize, out: usize, tokens: bool) -> Self {
         FinalLayer {
             norm_final: tokens.then(|| affine_ln(d, f)),
-            linear: linear(f, "final_layer.linear", d, out, Init::Zeros),
-            ada_ln_modulation: (!tokens).then(|| linear(f, "final_layer.adaLN_modulation.1", d, 2 * d, Init::Zeros)),
+            linear: linear_layer(f, "final_layer.linear", d, out, Init::Zeros),
+            ada_ln_modulation: (!tokens).then(|| linear_layer(f, "final_layer.adaLN_modulation.1", d, 2 * d, Init::Zeros)),
         }
     }
 
@@ -266,6 +266,6 @@ impl FinalLayer {
             }
             _ => Block::norm(&self.norm_final, x),
         };
-        self.linear.forward(h)
+        linear(&self.linear, h)
     }
 }

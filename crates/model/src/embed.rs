@@ -10,6 +10,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor, TensorData};
 use latte_nn::init::{Init, ParamFactory};
+use latte_nn::ops::linear;
 
 /// MAE's 1-D table: `[sin(pos·ω) | cos(pos·ω)]`, `ω_k = 10000^(-k/(dim/2))`, in float64.
 pub fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
@@ -62,7 +63,7 @@ pub fn timestep_frequencies(t: &[i64]) -> Vec<f32> {
 }
 
 /// A Linear layer whose weight is drawn from a seeded stream (burn layout `[in, out]`).
-pub(crate) fn linear(f: &ParamFactory, path: &str, d_in: usize, d_out: usize, weight: Init) -> Linear {
+pub(crate) fn linear_layer(f: &ParamFactory, path: &str, d_in: usize, d_out: usize, weight: Init) -> Linear {
     Linear {
         weight: f.float(&format!("{path}.weight"), [d_in, d_out], weight, true),
         bias: Some(f.float(&format!("{path}.bias"), [d_out], Init::Zeros, true)),
@@ -84,8 +85,8 @@ pub struct TimestepEmbedder {
 impl TimestepEmbedder {
     pub(crate) fn new(f: &ParamFactory, d: usize) -> Self {
         TimestepEmbedder {
-            mlp0: linear(f, "t_embedder.mlp.0", FREQ_DIM, d, Init::Normal { std: 0.02 }),
-            mlp2: linear(f, "t_embedder.mlp.2", d, d, Init::Normal { std: 0.02 }),
+            mlp0: linear_layer(f, "t_embedder.mlp.0", FREQ_DIM, d, Init::Normal { std: 0.02 }),
+            mlp2: linear_layer(f, "t_embedder.mlp.2", d, d, Init::Normal { std: 0.02 }),
         }
     }
 
@@ -95,7 +96,7 @@ impl TimestepEmbedder {
         let values: Vec<i64> = t.into_data().try_into_vec_as::<i64>().expect("converted to i64");
         let b = values.len();
         let freq = Tensor::<2>::from_data(TensorData::new(timestep_frequencies(&values), [b, FREQ_DIM]), &device);
-        self.mlp2.forward(silu(self.mlp0.forward(freq)))
+        linear(&self.mlp2, silu(linear(&self.mlp0, freq)))
     }
 }
 

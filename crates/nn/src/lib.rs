@@ -10,9 +10,12 @@
 //!   pickle-free `.pt` reading).
 //! - [`ops`]: the ops of a DiT block (LayerNorm without affine + adaLN modulation, tanh GELU,
 //!   attention): fused on flex, composed from primitive ops elsewhere.
+//! - [`attention`]: fused multi-head self-attention over spatial or temporal sequences read
+//!   straight from the `qkv` projection, with a recomputing backward pass.
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
 
+pub mod attention;
 pub mod device;
 pub mod error;
 pub mod fused;

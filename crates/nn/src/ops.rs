@@ -7,6 +7,7 @@
 //! autodiff (sampling, evaluation), where no backward is needed.
 
 use crate::fused;
+use burn::nn::Linear;
 use burn::tensor::activation::{gelu_approximate, softmax};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -14,6 +15,23 @@ use burn::tensor::Tensor;
 
 fn inference<const D: usize>(x: &Tensor<D>) -> bool {
     !x.device().is_autodiff()
+}
+
+/// `x·W + b` over the last axis, with every leading axis folded into the rows first.
+///
+/// burn's `Linear::forward` keeps `[.., rows, d]` inputs whose rows are a multiple of 32 as a
+/// batched matmul against a broadcast weight; under autodiff the weight gradient is then one
+/// small-K GEMM per batch into a `[batches, d_in, d_out]` buffer, summed afterwards. Folded,
+/// it is a single GEMM over all rows (measured: the Latte-S block-pair step 447 → see
+/// ARCHITECTURE.md).
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = module::linear(x.reshape([rows, d_in]), layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
 }
 
 /// LayerNorm over the last axis without affine parameters (`elementwise_affine=False`): biased
