@@ -8,7 +8,8 @@
 
 use anyhow::{Context, Result};
 use latte_model::burn::module::Module;
-use latte_model::burn::optim::{AdamWConfig, GradientsParams};
+use latte_model::burn::optim::GradientsParams;
+use latte_model::latte_nn::adamw::AdamW;
 use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_model::latte_nn::init::{Init, ParamFactory};
 use latte_model::{Latte, LatteConfig};
@@ -109,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = LatteConfig { input_size: side, num_frames: f, depth: 2, ..LatteConfig::preset("Latte-S/2")? };
     let device = Device::flex().autodiff();
     let mut model = Latte::new(&cfg, &device, 0)?;
-    let mut opt = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut opt = AdamW { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: 0.0 }.init();
     let pf = ParamFactory::new(1, &device);
     let x: Tensor<5> = pf.float("x", [b, f, 4, side, side], Init::Normal { std: 1.0 }, false).val();
     let target: Tensor<5> = pf.float("target", [b, f, 8, side, side], Init::Normal { std: 1.0 }, false).val();

@@ -10,11 +10,13 @@
 //!   pickle-free `.pt` reading).
 //! - [`ops`]: the ops of a DiT block (LayerNorm without affine + adaLN modulation, tanh GELU,
 //!   attention): fused on flex, composed from primitive ops elsewhere.
+//! - [`adamw`]: AdamW with a one-pass update kernel, bit-identical to burn's.
 //! - [`attention`]: fused multi-head self-attention over spatial or temporal sequences read
 //!   straight from the `qkv` projection, with a recomputing backward pass.
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
 
+pub mod adamw;
 pub mod attention;
 pub mod device;
 pub mod error;

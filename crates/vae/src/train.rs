@@ -5,7 +5,8 @@
 //! height/width, S crop side.
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
+use latte_nn::adamw::AdamW;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -170,7 +171,7 @@ pub fn train(
 
     let ad = device.clone().autodiff();
     let mut model = AutoencoderKL::init_for_training(vae_cfg, cfg.seed, cfg.initial_logvar as f32, cfg.zero_residual_init, &ad)?;
-    let mut optimizer = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_epsilon(1e-8).init();
+    let mut optimizer = AdamW { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: cfg.weight_decay as f32 }.init();
     // One stream for data, one for posterior noise, both derived from the seed; the model's
     // initialisation uses the seed itself.
     let mut data_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1));
