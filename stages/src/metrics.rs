@@ -693,6 +693,7 @@ mod tests {
             params: p,
             inputs: &inputs,
             out,
+            work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
         };
@@ -845,6 +846,7 @@ mod tests {
             params: &p,
             inputs: &inputs,
             out: &out,
+            work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
         };
@@ -928,6 +930,7 @@ mod tests {
             params: &p,
             inputs: &inputs,
             out: &out,
+            work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
         };

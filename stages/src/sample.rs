@@ -994,7 +994,7 @@ mod tests {
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();
         let inputs = BTreeMap::from([("train".to_string(), train.clone()), ("vae".to_string(), vae.clone())]);
-        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, threads: 1, progress: &NoProgress };
+        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, work: &out.with_extension("work"), threads: 1, progress: &NoProgress };
         Sample.run(&ctx).unwrap();
         for f in ["videos/0000.mp4", "videos/0001.mp4", "grid.mp4", "grid.gif", "samples.zarr/zarr.json"] {
             assert!(out.join(f).is_file(), "{f} is missing");
@@ -1015,7 +1015,7 @@ mod tests {
         let no_model = BTreeMap::from([("vae".to_string(), vae.clone())]);
         let out2 = root.join("out2");
         std::fs::create_dir_all(&out2).unwrap();
-        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, threads: 1, progress: &NoProgress };
+        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, work: &out2.with_extension("work"), threads: 1, progress: &NoProgress };
         let e = Sample.run(&ctx).unwrap_err().to_string();
         assert!(e.contains("`train`") && e.contains("`checkpoint`"), "{e}");
         std::fs::write(root.join("w.pt"), b"").unwrap();

@@ -4,6 +4,12 @@
 //! loads), `model_raw.safetensors` (the raw weights), `config.json` (`model`: the LatteConfig,
 //! `train`: the TrainConfig, `latents`: scale factor, latent shape, classes, dataset),
 //! `checkpoints/` (the newest checkpoints, resumable), `loss.jsonl`, `loss.png`.
+//!
+//! While it trains, checkpoints (every `checkpoint_every` steps, atomic) and the loss log live
+//! in the engine's scratch directory of this cache key (`StageContext::work`), or in
+//! `resume_dir` when set: a run that is interrupted (error, Ctrl-C, kill, power loss) is
+//! resumed bit-identically from its newest complete checkpoint by the next run of the same
+//! configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use latte_model::burn::module::Module;
 use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
 use latte_store::{f16, RaggedArray, RaggedReader, WindowKind};
-use latte_train::{train, LatentClips, ModelInput, RunPaths, StepLog, TrainConfig};
+use latte_train::{train, LatentClips, ModelInput, RunPaths, StepLog, TrainConfig, TrainError};
 use latte_video::{WindowRule, WindowSpec};
 
 pub struct Train;
@@ -55,7 +61,7 @@ const PARAMS: &[ParamSpec] = &[
         name: "resume_dir",
         ty: ParamType::Str,
         default: Some("\"\""),
-        help: "a folder outside the store where checkpoints persist, so an interrupted run resumes from it; empty = inside the output only",
+        help: "a folder outside the store for checkpoints and the loss log, resumed from when it holds a checkpoint (also by a run with other parameters, e.g. more steps); empty = the engine's scratch directory of this configuration, so rerunning after an interruption resumes",
     },
 ];
 
@@ -276,35 +282,42 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         cfg.grad_accum
     ));
 
+    // Checkpoints and the loss log live where a killed run leaves them: the engine's scratch
+    // directory for this cache key (a rerun of the same configuration resumes; any other
+    // configuration has another key, hence another directory), or `resume_dir` when set.
     let resume_dir = p.str("resume_dir").map_err(err)?;
-    let ckpt_dir = if resume_dir.is_empty() { ctx.out.join("checkpoints") } else { PathBuf::from(resume_dir) };
-    let paths = RunPaths { checkpoints: ckpt_dir.clone(), log: ctx.out.join("loss.jsonl"), plot: ctx.out.join("loss.png") };
-    if !resume_dir.is_empty() {
-        // The log of an interrupted run lives beside its checkpoints; bring it along.
-        let old_log = ckpt_dir.join("loss.jsonl");
-        if old_log.is_file() {
-            std::fs::copy(&old_log, &paths.log).with_context(|| format!("copying {}", old_log.display()))?;
-        }
+    let state = if resume_dir.is_empty() {
+        RunState { checkpoints: ctx.work.join("checkpoints"), log: ctx.work.join("loss.jsonl") }
+    } else {
+        RunState { checkpoints: PathBuf::from(resume_dir), log: Path::new(resume_dir).join("loss.jsonl") }
+    };
+    let paths = RunPaths { checkpoints: state.checkpoints.clone(), log: state.log.clone(), plot: ctx.out.join("loss.png") };
+    if let Some((step, dir)) = latte_train::checkpoint::list_checkpoints(&state.checkpoints)?.pop() {
+        ctx.progress.log(&format!("train: resuming from step {step} ({})", dir.display()));
     }
     ctx.progress.set_length(cfg.steps);
     let mut shown = 0u64;
     let on_step = |l: &StepLog| {
-        ctx.progress.inc(l.step - shown);
+        ctx.progress.inc(l.step.saturating_sub(shown));
         shown = l.step;
         ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4}), {:.2} it/s", l.loss, l.mse, l.vb, 1.0 / l.secs));
     };
     let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
-    let result = train(model, forward, clips, &cfg, &paths, &model_meta, on_step);
-    if !resume_dir.is_empty() && paths.log.is_file() {
-        std::fs::copy(&paths.log, ckpt_dir.join("loss.jsonl")).with_context(|| format!("saving the log beside {}", ckpt_dir.display()))?;
-    }
-    let trained = result?;
+    let trained = train(model, forward, clips, &cfg, &paths, &model_meta, on_step).map_err(|e| match e {
+        e @ TrainError::Checkpoint { .. } if resume_dir.is_empty() => anyhow::Error::new(e).context(format!(
+            "stage `{}` cannot resume the interrupted run kept in {}; rerun with `cargo xtask run --stage {} --force` \
+             to train this configuration from scratch",
+            ctx.name,
+            ctx.work.display(),
+            ctx.name
+        )),
+        e => e.into(),
+    })?;
 
     trained.ema.save_safetensors(&ctx.out.join("model.safetensors")).context("writing model.safetensors")?;
     trained.model.valid().save_safetensors(&ctx.out.join("model_raw.safetensors")).context("writing model_raw.safetensors")?;
-    if !resume_dir.is_empty() {
-        copy_dir(&ckpt_dir, &ctx.out.join("checkpoints"))?;
-    }
+    std::fs::copy(&state.log, ctx.out.join("loss.jsonl")).with_context(|| format!("copying {}", state.log.display()))?;
+    state.export_checkpoints(&ctx.out.join("checkpoints"))?;
     let config = serde_json::json!({
         "model": model_cfg,
         "train": cfg,
@@ -322,15 +335,37 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Where a run keeps what it resumes from.
+struct RunState {
+    /// `step-NNNNNNNN/` checkpoint folders.
+    checkpoints: PathBuf,
+    /// `loss.jsonl`, beside them so a resumed run's log is complete.
+    log: PathBuf,
+}
+
+impl RunState {
+    /// Puts the kept checkpoints into the output's `checkpoints/`. Files are hard-linked when
+    /// the file system allows (checkpoints of a large model are gigabytes, and a checkpoint file
+    /// is never modified in place, only replaced), copied otherwise.
+    fn export_checkpoints(&self, to: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for (_, dir) in latte_train::checkpoint::list_checkpoints(&self.checkpoints)? {
+            let target = to.join(dir.file_name().ok_or_else(|| anyhow!("{}: no folder name", dir.display()))?);
+            link_or_copy_dir(&dir, &target)?;
+        }
+        Ok(())
+    }
+}
+
+fn link_or_copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
+        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {}", entry.path().display()))?;
+            link_or_copy_dir(&entry.path(), &target)?;
+        } else if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
         }
     }
     Ok(())
@@ -436,7 +471,8 @@ mod tests {
         fn inputs(&self) -> &'static [InputSpec] {
             &[]
         }
-        fn run(&self, _: &StageContext<'_>) -> Result<(), StageError> {
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+            write_latents(ctx.out);
             Ok(())
         }
     }
@@ -484,7 +520,8 @@ mod tests {
             std::fs::create_dir_all(out).unwrap();
             let p = params(&root, steps, &resume);
             Train.validate(&p).unwrap();
-            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, threads: 1, progress: &NoProgress };
+            let work = root.join("work");
+            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, threads: 1, progress: &NoProgress };
             Train.run(&ctx)
         };
         run_once(2, &root.join("out1")).unwrap();
@@ -503,6 +540,204 @@ mod tests {
         let mut model = Latte::new(&cfg, &Device::default(), 0).unwrap();
         model.load_safetensors(&out.join("model.safetensors")).unwrap();
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A scratch directory holding an unreadable checkpoint is an error naming it and the way
+    /// out, not a silent restart.
+    #[test]
+    fn an_unusable_checkpoint_in_the_scratch_says_how_to_start_over() {
+        let root = tempfile_dir("unusable");
+        let (input, out, work) = (root.join("in"), root.join("out"), root.join("work"));
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        write_latents(&input);
+        let step = work.join("checkpoints/step-00000002");
+        std::fs::create_dir_all(&step).unwrap();
+        std::fs::write(step.join("state.json"), "{ not json").unwrap();
+        let inputs = BTreeMap::from([("latents".to_string(), input.clone())]);
+        let p = params(&root, 4, Path::new(""));
+        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, threads: 1, progress: &NoProgress };
+        let e = format!("{:#}", anyhow!(Train.run(&ctx).unwrap_err()));
+        for want in ["--force", &work.display().to_string(), "state.json"] {
+            assert!(e.contains(want), "`{want}` missing from: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A tiny training pipeline (5 steps, checkpoints every 2) run by the engine.
+    fn pipeline_text(lr: &str) -> String {
+        format!(
+            "[stages.latents]\nkind = \"latents\"\n[stages.train]\nkind = \"train\"\ninputs = {{ latents = \"latents\" }}\n\
+             depth = 2\nhidden_size = 32\nnum_heads = 2\nnum_frames = 3\nframe_interval = 2\nsteps = 5\n\
+             batch_size = 2\ncheckpoint_every = 2\nema_decay = 0.9\nlr = {lr}\n"
+        )
+    }
+
+    fn run_pipeline(dir: &Path, registry: &Registry) -> latte_engine::Result<latte_engine::Report> {
+        let pipeline = latte_engine::pipeline::load(&dir.join("pipeline.toml"), registry, &Default::default())?;
+        let mut plan = latte_engine::Plan::new(&pipeline, &Default::default())?;
+        latte_engine::runner::run(std::slice::from_mut(&mut plan), &latte_engine::RunOptions { jobs: 1, observer: &latte_engine::Silent })
+    }
+
+    fn real_registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(Upstream);
+        r.register(Train);
+        r
+    }
+
+    /// The `train` kind (same key) that freezes once `at` steps are done, after saying so in
+    /// `marker`, so the test can SIGKILL the process between two checkpoints.
+    struct FreezeAt {
+        at: u64,
+        marker: PathBuf,
+    }
+
+    struct Watch<'a> {
+        inner: &'a dyn latte_engine::Progress,
+        done: std::sync::atomic::AtomicU64,
+        at: u64,
+        marker: &'a Path,
+    }
+
+    impl latte_engine::Progress for Watch<'_> {
+        fn set_length(&self, len: u64) {
+            self.inner.set_length(len);
+        }
+        fn inc(&self, delta: u64) {
+            let done = self.done.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
+            if done >= self.at {
+                std::fs::write(self.marker, done.to_string()).unwrap();
+                // Wait for the SIGKILL; give up (exit, no cleanup) if the test is gone.
+                std::thread::sleep(std::time::Duration::from_secs(300));
+                std::process::exit(3);
+            }
+        }
+        fn set_message(&self, msg: &str) {
+            self.inner.set_message(msg);
+        }
+        fn log(&self, line: &str) {
+            self.inner.log(line);
+        }
+    }
+
+    impl Stage for FreezeAt {
+        fn kind(&self) -> &'static str {
+            Train.kind()
+        }
+        fn version(&self) -> &'static str {
+            Train.version()
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            Train.params()
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            Train.inputs()
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+            let watch = Watch { inner: ctx.progress, done: Default::default(), at: self.at, marker: &self.marker };
+            let ctx = StageContext { name: ctx.name, params: ctx.params, inputs: ctx.inputs, out: ctx.out, work: ctx.work, threads: ctx.threads, progress: &watch };
+            Train.run(&ctx)
+        }
+    }
+
+    const CHILD_ENV: &str = "LATTE_TRAIN_FREEZE_DIR";
+
+    /// Issue #6: a run killed with SIGKILL after the checkpoint of step 2 (while at step 3)
+    /// loses nothing: the rerun of the same pipeline resumes from step 2 out of the engine's
+    /// scratch directory and ends with the same bytes as a run never interrupted; a run with
+    /// another configuration does not touch those checkpoints.
+    #[test]
+    fn a_killed_run_resumes_from_its_last_checkpoint_bit_identically() {
+        if let Ok(dir) = std::env::var(CHILD_ENV) {
+            // The child: train until step 3 is logged, then freeze.
+            let dir = PathBuf::from(dir);
+            let mut r = Registry::new();
+            r.register(Upstream);
+            r.register(FreezeAt { at: 3, marker: dir.join("frozen") });
+            run_pipeline(&dir, &r).unwrap();
+            panic!("the child was not frozen");
+        }
+        let killed = tempfile_dir("killed");
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "train::tests::a_killed_run_resumes_from_its_last_checkpoint_bit_identically", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &killed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !killed.join("frozen").exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the child exited ({status}) before reaching step 3");
+            }
+            assert!(std::time::Instant::now() < deadline, "the child never reached step 3");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL on Unix: no cleanup runs
+        child.wait().unwrap();
+
+        // What the kill left: no output, the scratch with checkpoint 2 and three logged steps.
+        let store = killed.join(".latte");
+        let work: Vec<PathBuf> = std::fs::read_dir(store.join("work")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+        assert_eq!(work.len(), 1, "{work:?}");
+        let ckpts = latte_train::checkpoint::list_checkpoints(&work[0].join("checkpoints")).unwrap();
+        assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(latte_train::read_log(&work[0].join("loss.jsonl")).unwrap().len(), 3);
+        let train_key = work[0].file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(!store.join("out").join(&train_key).exists());
+
+        // Another learning rate is another key: it trains from scratch and leaves the killed
+        // configuration's scratch alone.
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("2e-3")).unwrap();
+        let report = run_pipeline(&killed, &real_registry()).unwrap();
+        let other_key = &report.ran.iter().find(|r| r.0 == "train").unwrap().1;
+        assert_ne!(other_key, &train_key);
+        assert_eq!(train_config_json(&store, other_key)["resumed_from"], serde_json::Value::Null);
+        assert!(work[0].join("checkpoints/step-00000002/state.json").is_file());
+        assert!(!store.join("work").join(other_key).exists(), "a completed stage's scratch is deleted");
+
+        // The rerun of the killed configuration resumes from step 2.
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
+        let report = run_pipeline(&killed, &real_registry()).unwrap();
+        assert_eq!(report.ran.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(), vec![("train", train_key.as_str())]);
+        let out = store.join("out").join(&train_key);
+        assert_eq!(train_config_json(&store, &train_key)["resumed_from"], serde_json::json!(2));
+        assert!(!work[0].exists(), "the scratch is deleted once the output is installed");
+
+        // A run never interrupted, in another store.
+        let straight = tempfile_dir("straight");
+        std::fs::write(straight.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
+        run_pipeline(&straight, &real_registry()).unwrap();
+        let reference = straight.join(".latte/out").join(&train_key);
+        assert_eq!(train_config_json(&straight.join(".latte"), &train_key)["resumed_from"], serde_json::Value::Null);
+        for f in ["model.safetensors", "model_raw.safetensors"] {
+            let (a, b) = (std::fs::read(out.join(f)).unwrap(), std::fs::read(reference.join(f)).unwrap());
+            assert!(a.len() > 10_000 && a == b, "{f}: the resumed run's file differs from the uninterrupted run's");
+        }
+        // The contract's `checkpoints/`: the newest two (keep_checkpoints = 2), complete.
+        let kept = latte_train::checkpoint::list_checkpoints(&out.join("checkpoints")).unwrap();
+        assert_eq!(kept.iter().map(|c| c.0).collect::<Vec<_>>(), vec![4, 5]);
+        assert!(kept.iter().all(|(_, d)| ["model.bpk", "ema.bpk", "optim.bpk"].iter().all(|f| d.join(f).is_file())));
+        let losses = |dir: &Path| -> Vec<(u64, u64)> {
+            latte_train::read_log(&dir.join("loss.jsonl")).unwrap().iter().map(|l| (l.step, l.loss.to_bits())).collect()
+        };
+        assert_eq!(losses(&out), losses(&reference), "the resumed run's loss.jsonl is not the uninterrupted one");
+        assert_eq!(losses(&out).len(), 5);
+        let _ = std::fs::remove_dir_all(&killed);
+        let _ = std::fs::remove_dir_all(&straight);
+    }
+
+    fn tempfile_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("latte-train-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn train_config_json(store: &Path, key: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(store.join("out").join(key).join("config.json")).unwrap()).unwrap()
     }
 
     /// The store's `[2, N, C, h, w]` arrays come back frame-major for the orientation asked:

@@ -8,6 +8,8 @@ mod cache;
 mod selection;
 // A run killed with SIGKILL mid-write leaves nothing marked cached.
 mod interrupt;
+// A stage's scratch directory outlives a failure so its rerun resumes; `clean` and `--force`.
+mod work;
 // Grids share stages between points and summarise their metrics; `clean` keeps what locks use.
 mod grid;
 // The README's `status --json` schema and commands match the code and `.ci/run`.

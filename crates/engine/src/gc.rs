@@ -1,5 +1,6 @@
-//! Garbage collection of the store: outputs that no lock file references, and temporary
-//! directories left by interrupted or failed runs.
+//! Garbage collection of the store: outputs that no lock file references, temporary
+//! directories left by interrupted or failed runs, and scratch directories (`work/<key>`) that
+//! no rerun will resume from.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ pub struct GcReport {
     pub locks: Vec<PathBuf>,
     /// Output keys deleted (or that would be, on a dry run).
     pub removed: Vec<String>,
-    /// Temporary directories deleted.
+    /// Temporary directories deleted: `tmp/` leftovers, and `work/<key>` scratch directories
+    /// whose key is complete or pending in no lock file.
     pub tmp_removed: Vec<PathBuf>,
     pub kept: usize,
     pub bytes: u64,
@@ -27,10 +29,12 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
     let _guard = store.lock_exclusive()?;
     let mut report = GcReport { locks: store.lock_files(), ..Default::default() };
     let mut referenced = BTreeSet::new();
+    let mut pending = BTreeSet::new();
     for lock in &report.locks {
         // A corrupt lock protects nothing; its stages are simply rerun later.
         let (l, _) = LockFile::read(lock);
         referenced.extend(l.stages.into_values().map(|e| e.key));
+        pending.extend(l.pending.into_values());
     }
     for key in store.keys() {
         if referenced.contains(&key) {
@@ -49,6 +53,19 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
             remove_dir(&tmp)?;
         }
         report.tmp_removed.push(tmp);
+    }
+    // An interrupted stage's scratch is kept for its rerun while a pipeline still plans that
+    // key; a complete key's scratch is a leftover of a kill between install and cleanup.
+    for key in store.work_keys() {
+        if pending.contains(&key) && !store.is_complete(&key) {
+            continue;
+        }
+        let work = store.work(&key);
+        report.bytes += disk_usage(&work);
+        if !dry_run {
+            store.remove_work(&key)?;
+        }
+        report.tmp_removed.push(work);
     }
     Ok(report)
 }

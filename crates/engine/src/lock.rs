@@ -1,7 +1,8 @@
 //! The lock file beside a pipeline (like `dvc.lock`): for each stage that completed, its
 //! cache key and what went into it, its output digest and its timings. It is a record for
 //! people and scripts and the source of "why is this stale" answers; whether a stage is cached
-//! is decided by the store alone.
+//! is decided by the store alone. It also names the stages a run started and has not finished
+//! (`pending`), so that `clean` keeps their scratch directories and a rerun can resume.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,11 @@ pub struct LockFile {
     /// The pipeline file this lock belongs to.
     pub pipeline: PathBuf,
     pub stages: BTreeMap<String, LockEntry>,
+    /// Stage name -> cache key of a stage that started under this pipeline and has not
+    /// completed (running, failed or killed). Its scratch directory `work/<key>` is what a
+    /// rerun resumes from, so `clean` keeps it. Absent from the file when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, String>,
 }
 
 /// One stage's record.

@@ -99,6 +99,11 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
             report.cached.push(s.decl.name.clone());
             lock.stages.insert(s.decl.name.clone(), entry);
         }
+        // Stages about to run are pending until they complete: their scratch directories
+        // outlive a kill, and `clean` must keep them for the rerun to resume.
+        for s in plan.stages.iter().filter(|s| s.run) {
+            lock.pending.insert(s.decl.name.clone(), s.key.clone());
+        }
         write_lock(plan, lock)?;
     }
     let shared: &[Plan] = plans;
@@ -165,6 +170,7 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
                         let names: Vec<String> = plan.stages.iter().filter(|s| s.key == key).map(|s| s.decl.name.clone()).collect();
                         for name in &names {
                             lock.stages.insert(name.clone(), entry.clone());
+                            lock.pending.remove(name);
                         }
                         if !names.is_empty() {
                             write_lock(plan, lock)?;
@@ -207,11 +213,16 @@ fn write_lock(plan: &Plan, lock: &mut LockFile) -> Result<()> {
     // Stages no longer in the pipeline drop out of its lock.
     let names: BTreeSet<&str> = plan.stages.iter().map(|s| s.decl.name.as_str()).collect();
     lock.stages.retain(|n, _| names.contains(n.as_str()));
+    // A pending key the pipeline no longer produces (its parameters changed) or that is
+    // complete by now leaves nothing to resume.
+    lock.pending.retain(|n, k| !plan.store.is_complete(k) && plan.stages.iter().any(|s| &s.decl.name == n && &s.key == k));
     lock.write(&plan.pipeline.lock_file)?;
     plan.store.register_lock(&plan.pipeline.lock_file)
 }
 
-/// Runs one stage into a temporary directory and installs it in the store.
+/// Runs one stage into a temporary directory and installs it in the store. The stage's
+/// scratch directory `work/<key>` is locked meanwhile, kept when it fails and deleted once the
+/// output is installed.
 fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dyn Observer) -> Result<LockEntry> {
     let s = &plan.stages[index];
     let store = &plan.store;
@@ -225,37 +236,76 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
         observer.finish(&info, &Err(e.to_string()));
         return Err(e);
     }
-    let tmp = store.create_tmp(&s.key)?;
-    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("cannot create", &log_path, e))?;
-    let progress = Logged { inner: observer.start(&info), log: Mutex::new(log) };
-    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let start = Instant::now();
-    let ctx = StageContext { name: &s.decl.name, params: &s.decl.params, inputs: &inputs, out: &tmp, threads, progress: &progress };
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| s.decl.stage.run(&ctx))) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(error_chain(e.as_ref())),
-        Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
-    };
-    let seconds = start.elapsed().as_secs_f64();
-    let result = outcome.map_err(fail).and_then(|()| {
-        let mut entry = s.entry.clone();
-        entry.output_digest = Hasher::without_memo().digest(&tmp)?;
-        entry.started_unix = started_unix;
-        entry.seconds = seconds;
-        // Meta first: an output never appears without its record.
-        store.write_meta(&entry)?;
-        store.install(&tmp, &s.key, force)?;
-        Ok(entry)
-    });
-    if result.is_err() {
-        // Never keep a failed or partial output.
-        let _ = remove_dir(&tmp);
-        if let Err(e) = &result {
-            progress.log(&format!("error: {e}"));
+    let progress = Logged { inner: observer.start(&info), log: Mutex::new(None) };
+    let result = locked_work(store, &s.key, &progress, || {
+        if !force && store.is_complete(&s.key) {
+            // Another process ran this key since the plan was made (we may have waited for it).
+            return completed_entry(store, &s.entry);
         }
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::io("cannot create", &log_path, e))?;
+        if let Ok(mut l) = progress.log.lock() {
+            *l = Some(log);
+        }
+        let work = store.work(&s.key);
+        if force {
+            remove_dir(&work)?;
+        }
+        std::fs::create_dir_all(&work).map_err(|e| Error::io("cannot create", &work, e))?;
+        let tmp = store.create_tmp(&s.key)?;
+        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let start = Instant::now();
+        let ctx =
+            StageContext { name: &s.decl.name, params: &s.decl.params, inputs: &inputs, out: &tmp, work: &work, threads, progress: &progress };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| s.decl.stage.run(&ctx))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(error_chain(e.as_ref())),
+            Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let result = outcome.map_err(fail).and_then(|()| {
+            let mut entry = s.entry.clone();
+            entry.output_digest = Hasher::without_memo().digest(&tmp)?;
+            entry.started_unix = started_unix;
+            entry.seconds = seconds;
+            // Meta first: an output never appears without its record.
+            store.write_meta(&entry)?;
+            store.install(&tmp, &s.key, force)?;
+            Ok(entry)
+        });
+        match &result {
+            // Never keep a failed or partial output (the scratch directory stays for a rerun).
+            Err(_) => {
+                let _ = remove_dir(&tmp);
+            }
+            // The output is installed: the scratch has served (deleted under its lock, so no
+            // other process is using it). A failure costs only disk space, which `clean`
+            // reclaims since the key is complete.
+            Ok(_) => {
+                if let Err(e) = store.remove_work(&s.key) {
+                    progress.log(&format!("warning: {e}"));
+                }
+            }
+        }
+        result
+    });
+    if let Err(e) = &result {
+        progress.log(&format!("error: {e}"));
     }
     observer.finish(&info, &result.as_ref().map(|e| e.seconds).map_err(ToString::to_string));
     result
+}
+
+/// Runs `f` holding the lock of `work/<key>`, waiting (and saying so) while another process
+/// runs the same key.
+fn locked_work<T>(store: &Store, key: &str, progress: &dyn Progress, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _guard = match store.try_lock_work(key)? {
+        Some(guard) => guard,
+        None => {
+            progress.log(&format!("waiting for another process that runs this stage (it holds {})", store.work(key).display()));
+            store.lock_work(key)?
+        }
+    };
+    f()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -279,7 +329,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// Forwards progress to the observer's sink and keeps log lines in the stage's log file.
 struct Logged {
     inner: Box<dyn Progress>,
-    log: Mutex<std::fs::File>,
+    /// `None` until the stage owns its key (lines before that go to the observer only).
+    log: Mutex<Option<std::fs::File>>,
 }
 
 impl Progress for Logged {
@@ -294,7 +345,9 @@ impl Progress for Logged {
     }
     fn log(&self, line: &str) {
         if let Ok(mut f) = self.log.lock() {
-            let _ = writeln!(f, "{line}");
+            if let Some(f) = f.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
         }
         self.inner.log(line);
     }

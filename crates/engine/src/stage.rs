@@ -6,6 +6,16 @@
 //! `kind()`, `version()`, the resolved parameters and its inputs' output digests, and calls
 //! `run` with an empty temporary output directory that it renames into the store only when
 //! `run` returns `Ok`.
+//!
+//! A stage that works for long (training) also gets a persistent scratch directory,
+//! `StageContext::work` = `.latte/work/<key>/`, tied to its cache key: the engine creates it
+//! before `run`, leaves it in place when the stage fails, panics or the process is killed, and
+//! deletes it once the output is installed. A rerun of the same key (same kind, version,
+//! parameters and inputs) therefore finds what the interrupted run left there, e.g. its
+//! checkpoints, and may resume; a run with any other key gets another directory. `--force`
+//! empties it first (a forced rerun starts from scratch). One process at a time runs a key:
+//! the engine holds a lock on the directory while the stage runs. `clean` deletes a work
+//! directory unless a lock file names its key as pending (started, not completed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +93,11 @@ pub struct StageContext<'a> {
     pub inputs: &'a BTreeMap<String, PathBuf>,
     /// An empty directory the stage writes all its outputs into.
     pub out: &'a Path,
+    /// The stage's persistent scratch directory (exists; empty unless an earlier run of the
+    /// same key was interrupted). Write state worth resuming from here, atomically (temporary
+    /// name, then rename), since a kill can stop the stage at any point. Nothing here is part
+    /// of the output: copy what downstream stages need into `out`.
+    pub work: &'a Path,
     /// Threads this stage may use (its share of the global budget).
     pub threads: usize,
     pub progress: &'a dyn Progress,

@@ -4,6 +4,9 @@
 //! .latte/
 //!   out/<key>/         complete stage outputs, named by cache key; never modified once here
 //!   tmp/<key>.<pid>.<n>/  outputs being written; renamed to out/<key> only when complete
+//!   work/<key>/        a stage's scratch that survives failures and kills (checkpoints of an
+//!                      interrupted training run); deleted once out/<key> is installed
+//!   work/<key>.lock    advisory lock: one process at a time runs the stage with <key>
 //!   meta/<key>.json    what produced out/<key>: lock entry with output digest and timings
 //!   logs/<key>.log     the stage's log lines
 //!   locks/<hash>.path  lock files that reference this store (so `clean` can find them)
@@ -12,7 +15,9 @@
 //! ```
 //!
 //! **Invariant:** `out/<key>` exists if and only if a stage with that key ran to completion.
-//! A killed run leaves only a `tmp/` directory, which nothing reads and `clean` deletes.
+//! A killed run leaves only a `tmp/` directory, which nothing reads and `clean` deletes, and
+//! the stage's `work/<key>/`, which only a rerun of the same key reads (to resume) and `clean`
+//! deletes unless a lock file names the key as pending.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,7 +81,7 @@ impl Store {
     }
 
     fn create_dirs(&self) -> Result<()> {
-        for sub in ["out", "tmp", "meta", "logs", "locks"] {
+        for sub in ["out", "tmp", "work", "meta", "logs", "locks"] {
             let d = self.root.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
         }
@@ -112,6 +117,57 @@ impl Store {
         let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         Ok(dir)
+    }
+
+    /// The persistent scratch directory of the stage with `key` (see `StageContext::work`).
+    pub fn work(&self, key: &str) -> PathBuf {
+        self.root.join("work").join(key)
+    }
+
+    fn work_lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("work").join(format!("{key}.lock"))
+    }
+
+    /// Takes the exclusive lock on `work/<key>` without waiting; `None` when another process
+    /// holds it (it is running the same stage).
+    pub fn try_lock_work(&self, key: &str) -> Result<Option<StoreGuard>> {
+        let path = self.work_lock_path(key);
+        let file = self.open_work_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StoreGuard { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", path, e)),
+        }
+    }
+
+    /// Takes the exclusive lock on `work/<key>`, waiting for the process that holds it.
+    pub fn lock_work(&self, key: &str) -> Result<StoreGuard> {
+        let path = self.work_lock_path(key);
+        let file = self.open_work_lock(&path)?;
+        file.lock().map_err(|e| Error::io("cannot lock", &path, e))?;
+        Ok(StoreGuard { _file: file })
+    }
+
+    fn open_work_lock(&self, path: &Path) -> Result<File> {
+        self.create_dirs()?;
+        File::options().create(true).truncate(false).write(true).open(path).map_err(|e| Error::io("cannot open", path, e))
+    }
+
+    /// Deletes `work/<key>` and its lock file (the caller holds that lock, or the store's
+    /// exclusive one).
+    pub fn remove_work(&self, key: &str) -> Result<()> {
+        remove_dir(&self.work(key))?;
+        match std::fs::remove_file(self.work_lock_path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("cannot delete", self.work_lock_path(key), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keys that have a scratch directory or a lock file under `work/`.
+    pub fn work_keys(&self) -> Vec<String> {
+        let keys: std::collections::BTreeSet<String> =
+            list_names(&self.root.join("work")).into_iter().map(|n| n.strip_suffix(".lock").map(str::to_owned).unwrap_or(n)).collect();
+        keys.into_iter().collect()
     }
 
     /// Renames a complete temporary directory to `out/<key>`. If the output exists already

@@ -128,7 +128,11 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path, keys: &KeyMap) -> Re
     let mut store = SafetensorsStore::from_file(path)
         .with_to_adapter(BurnToPyTorchAdapter)
         .overwrite(true)
-        .skip_enum_variants(true);
+        .skip_enum_variants(true)
+        // burn writes its metadata map in hash order, so the same weights would give different
+        // bytes (and cache digests) per run; one entry, as PyTorch's safetensors writer does
+        .clear_metadata()
+        .metadata("format", "pt");
     for (from, to) in keys.save_patterns() {
         // patterns are built from escaped literals, so they always compile
         store = store.with_key_remapping(&from, &to);

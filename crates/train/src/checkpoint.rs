@@ -4,8 +4,9 @@
 //! keep parameter ids so the optimizer state re-attaches), `optim.bpk` (AdamW moments and step
 //! counts) and `state.json` (the step, the training config and the caller's model metadata).
 //! The data stream needs no saved state: each micro-batch's draws come from (data seed,
-//! micro-batch index) alone. A checkpoint is written into a `.tmp-` directory and renamed, so a
-//! crash leaves either the previous complete checkpoint or the new one.
+//! micro-batch index) alone. A checkpoint is written into a `.tmp-` directory, flushed to the
+//! disk and renamed, so a crash or power loss leaves either the previous complete checkpoint or
+//! the new one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,15 +77,27 @@ pub(crate) fn save<M: Module>(
     optim.save(tmp.join("optim.bpk")).map_err(fail(tmp.join("optim.bpk")))?;
     let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
     fs::write(tmp.join("state.json"), json).map_err(TrainError::io(tmp.join("state.json")))?;
+    // On disk before the rename makes the checkpoint visible: after a power loss a complete
+    // name must not hold empty files.
+    for f in ["model.bpk", "ema.bpk", "optim.bpk", "state.json"] {
+        sync(&tmp.join(f))?;
+    }
+    sync(&tmp)?;
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
     }
     fs::rename(&tmp, &dir).map_err(TrainError::io(&dir))?;
+    sync(root)?;
     let all = list_checkpoints(root)?;
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
         fs::remove_dir_all(old).map_err(TrainError::io(old))?;
     }
     Ok(dir)
+}
+
+/// Flushes a file's or a folder's content (a folder: its entries) to the disk.
+pub(crate) fn sync(path: &Path) -> Result<(), TrainError> {
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(TrainError::io(path))
 }
 
 pub fn read_state(dir: &Path) -> Result<CheckpointState, TrainError> {

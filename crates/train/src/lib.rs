@@ -28,6 +28,6 @@ pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};
 pub use log::{read_log, StepLog};
 pub use plot::plot_loss;
-pub use trainer::{train, ModelInput, RunPaths, Trained};
+pub use trainer::{step_gradients, train, MicroLosses, ModelInput, RunPaths, Trained};
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;

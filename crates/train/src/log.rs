@@ -49,6 +49,12 @@ impl LossLog {
         Ok(Self { path: path.to_owned(), file })
     }
 
+    /// Flushes the log to the disk (before a checkpoint, so a resumed run's log is complete
+    /// up to it even after a power loss).
+    pub(crate) fn sync(&self) -> Result<(), TrainError> {
+        self.file.sync_data().map_err(TrainError::io(&self.path))
+    }
+
     pub(crate) fn push(&mut self, l: &StepLog) -> Result<(), TrainError> {
         let mut line = serde_json::to_string(l).expect("a step log serialises");
         line.push('\n');

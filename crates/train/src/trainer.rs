@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use latte_nn::adamw::AdamW;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_diffusion::GaussianDiffusion;
 
@@ -82,12 +83,14 @@ where
     cfg.validate()?;
     let diffusion = GaussianDiffusion::create("")?;
     let device = model.devices().first().cloned().unwrap_or_default();
-    let mut optim: ModuleOptimizer = AdamWConfig::new()
-        .with_beta_1(cfg.beta1 as f32)
-        .with_beta_2(cfg.beta2 as f32)
-        .with_epsilon(cfg.eps as f32)
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
+    // one pass per parameter on flex, bit-identical to burn's AdamW (whose state it keeps)
+    let mut optim: ModuleOptimizer = AdamW {
+        beta_1: cfg.beta1 as f32,
+        beta_2: cfg.beta2 as f32,
+        epsilon: cfg.eps as f32,
+        weight_decay: cfg.weight_decay as f32,
+    }
+    .init();
     // The EMA starts as an exact copy (the reference syncs it with decay 0).
     let mut ema = model.valid();
     let mut model = model;
@@ -113,22 +116,19 @@ where
         for step in start..cfg.steps {
             let began = Instant::now();
             let lr = cfg.lr_at(step);
-            let mut acc = GradientsAccumulator::<M>::new();
+            let batches = (0..accum).map(|_| loader.next()).collect::<Result<Vec<_>, _>>()?;
+            let (micro, mut grads) = step_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, &device)?;
             let (mut loss_sum, mut mse_sum, mut vb_sum) = (0.0, 0.0, 0.0);
-            for _ in 0..accum {
-                let batch = loader.next()?;
-                let (loss, mse, vb, grads) = micro_step(&model, &mut forward, &diffusion, batch, cfg, &device)?;
-                for (what, v) in [("loss", loss), ("mse", mse), ("vb", vb)] {
+            for m in &micro {
+                for (what, v) in [("loss", m.loss), ("mse", m.mse), ("vb", m.vb)] {
                     if !v.is_finite() {
                         return Err(TrainError::NonFinite { what, value: v, step, last_good: last_checkpoint });
                     }
                 }
-                loss_sum += loss;
-                mse_sum += mse;
-                vb_sum += vb;
-                acc.accumulate(&model, grads);
+                loss_sum += m.loss;
+                mse_sum += m.mse;
+                vb_sum += m.vb;
             }
-            let mut grads = acc.grads();
             let clip = cfg.clip_from_step.is_some_and(|from| step >= from);
             let grad_norm = clip_global_norm(&model, &mut grads, cfg.clip_max_norm, clip);
             if !grad_norm.is_finite() {
@@ -151,6 +151,7 @@ where
             log.push(&record)?;
             on_step(&record);
             if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+                log.sync()?;
                 let state = checkpoint::new_state(done, cfg, model_meta);
                 last_checkpoint =
                     Some(checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?);
@@ -200,16 +201,49 @@ fn check_resumable(
     Ok(())
 }
 
-/// Forward and backward on one micro-batch; returns its mean loss terms and gradients
-/// (of the loss divided by the accumulation count).
+/// Mean loss terms of one micro-batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MicroLosses {
+    pub loss: f64,
+    pub mse: f64,
+    pub vb: f64,
+}
+
+/// Forward and backward over the micro-batches of one optimizer step, gradients summed.
+/// Each micro-batch's mean loss is divided by the number of micro-batches, so with equal
+/// micro-batch sizes the sum is the gradient of the mean loss over all the step's clips: A
+/// micro-batches of B clips give the update of one batch of A·B clips (up to float rounding).
+/// `image_frames` is K, the trailing frames of each clip that are independent images.
+pub fn step_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
+    model: &M,
+    forward: &mut F,
+    diffusion: &GaussianDiffusion,
+    micro_batches: Vec<Batch>,
+    image_frames: usize,
+    device: &Device,
+) -> Result<(Vec<MicroLosses>, GradientsParams), TrainError> {
+    let count = micro_batches.len();
+    let mut acc = GradientsAccumulator::<M>::new();
+    let mut losses = Vec::with_capacity(count);
+    for batch in micro_batches {
+        let (l, grads) = micro_step(model, forward, diffusion, batch, image_frames, count, device)?;
+        losses.push(l);
+        acc.accumulate(model, grads);
+    }
+    Ok((losses, acc.grads()))
+}
+
+/// Forward and backward on one micro-batch; returns its mean loss terms and the gradients of
+/// its mean loss divided by `count` (the micro-batches of the step).
 fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     model: &M,
     forward: &mut F,
     diffusion: &GaussianDiffusion,
     batch: Batch,
-    cfg: &TrainConfig,
+    image_frames: usize,
+    count: usize,
     device: &Device,
-) -> Result<(f64, f64, f64, GradientsParams), TrainError> {
+) -> Result<(MicroLosses, GradientsParams), TrainError> {
     let ints = |v: &[usize]| {
         let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
         let n = v.len();
@@ -220,16 +254,11 @@ fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     let t = ints(&batch.t);
     let y = batch.y.as_deref().map(ints);
     let y_image = batch.y_image.as_deref().map(ints);
-    let losses = diffusion.training_losses(
-        |x_t| forward(model, ModelInput { x_t, t, y, y_image, image_frames: cfg.image_frames }),
-        x0,
-        &batch.t,
-        noise,
-    )?;
-    let loss = losses.loss.mean() / cfg.grad_accum as f64;
+    let losses = diffusion.training_losses(|x_t| forward(model, ModelInput { x_t, t, y, y_image, image_frames }), x0, &batch.t, noise)?;
+    let loss = losses.loss.mean() / count as f64;
     let mse = f64::from(losses.mse.mean().into_scalar::<f32>());
     let vb = f64::from(losses.vb.mean().into_scalar::<f32>());
-    let total = f64::from(loss.clone().into_scalar::<f32>()) * cfg.grad_accum as f64;
+    let total = f64::from(loss.clone().into_scalar::<f32>()) * count as f64;
     let grads = GradientsParams::from_grads(loss.backward(), model);
-    Ok((total, mse, vb, grads))
+    Ok((MicroLosses { loss: total, mse, vb }, grads))
 }

@@ -261,3 +261,78 @@ fn global_norm_clipping_scales_all_gradients_together() {
     let after = global_norm(&model, &grads);
     assert!((after - norm / 2.0).abs() < 1e-4 * norm, "clipped norm {after}, want {}", norm / 2.0);
 }
+
+/// Four explicit clips (F = 3 video frames + K = 1 image frame), or a contiguous part of them.
+fn four_clips(range: std::ops::Range<usize>) -> latte_train::Batch {
+    const F: usize = 4;
+    let per_clip = F * C * HW * HW;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x0: Vec<f32> = (0..4 * per_clip).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let noise: Vec<f32> = (0..4 * per_clip).map(|_| rng.random_range(-2.0..2.0)).collect();
+    // Timestep 0 takes the decoder-NLL branch of the VB term; the null class (3) is a dropped label.
+    let (t, y, y_image) = (vec![0, 300, 650, 999], vec![0, 1, 3, 2], vec![2, 3, 0, 1]);
+    let clips = range.end - range.start;
+    latte_train::Batch {
+        index: 0,
+        x0: x0[range.start * per_clip..range.end * per_clip].to_vec(),
+        noise: noise[range.start * per_clip..range.end * per_clip].to_vec(),
+        shape: [clips, F, C, HW, HW],
+        t: t[range.clone()].to_vec(),
+        y: Some(y[range.clone()].to_vec()),
+        y_image: Some(y_image[range].to_vec()),
+    }
+}
+
+struct Grads<'a>(&'a burn::optim::GradientsParams, Vec<f32>);
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let g = self.0.get::<D>(p.id).expect("every parameter has a gradient");
+        self.1.extend(g.into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+fn grads_of<M: Module>(m: &M, g: &burn::optim::GradientsParams) -> Vec<f32> {
+    let mut v = Grads(g, Vec::new());
+    m.visit(&mut v);
+    v.1
+}
+
+/// max |a − b| / max |b|: the error relative to the vector's scale.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
+    diff / b.iter().map(|y| f64::from(y.abs())).fold(0.0, f64::max)
+}
+
+/// Issue #6: one optimizer step with batch 4 and grad_accum 1 equals one with batch 2 and
+/// grad_accum 2 on the same four clips. Gradients are compared directly (AdamW's first step is
+/// nearly sign(g)·lr, blind to a wrong gradient scale such as summing instead of averaging),
+/// then the weights after one AdamW step.
+#[test]
+fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
+    use burn::optim::AdamWConfig;
+    use latte_train::step_gradients;
+    let dev = Device::default().autodiff();
+    let model = Tiny::new(5, &dev);
+    let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
+    let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);
+    let (big, g_big) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, &dev).unwrap();
+    let (small, g_small) =
+        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, &dev).unwrap();
+    let (a, b) = (grads_of(&model, &g_big), grads_of(&model, &g_small));
+    assert!(a.iter().any(|g| g.abs() > 1e-3), "the gradients are not trivial");
+    let err = rel_err(&b, &a);
+    assert!(err < 1e-6, "accumulated gradients differ from the large batch's: relative error {err:e}");
+    // The logged loss is the mean over the step's clips either way.
+    let mean = (small[0].loss + small[1].loss) / 2.0;
+    assert!((mean - big[0].loss).abs() < 1e-6 * big[0].loss.abs(), "loss {mean} vs {}", big[0].loss);
+    // A single micro-batch of two is a different gradient: the comparison can tell.
+    let (_, g_half) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2)], 1, &dev).unwrap();
+    assert!(rel_err(&grads_of(&model, &g_half), &a) > 1e-2);
+
+    let step = |g| AdamWConfig::new().with_weight_decay(0.01).init().step(1e-2, model.clone(), g);
+    let (wa, wb) = (weights(&step(g_big)), weights(&step(g_small)));
+    assert_ne!(bits(&wa), bits(&weights(&model)), "the step moved the weights");
+    let err = rel_err(&wb, &wa);
+    assert!(err < 1e-6, "updated weights differ: relative error {err:e}");
+}
