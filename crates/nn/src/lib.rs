@@ -13,12 +13,14 @@
 //! - [`adamw`]: AdamW with a one-pass update kernel, bit-identical to burn's.
 //! - [`attention`]: fused multi-head self-attention over spatial or temporal sequences read
 //!   straight from the `qkv` projection, with a recomputing backward pass.
+//! - [`ema`]: the EMA weight update in one pass.
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
 
 pub mod adamw;
 pub mod attention;
 pub mod device;
+pub mod ema;
 pub mod error;
 pub mod fused;
 pub mod host;

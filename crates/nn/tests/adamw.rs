@@ -1,5 +1,6 @@
 //! `latte_nn::adamw::AdamW` against burn's AdamW: the same bits after several steps, with and
-//! without weight decay, and optimizer state that carries over between the two.
+//! without weight decay, and optimizer state that carries over between the two; the fused EMA
+//! update against its composed form.
 
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -66,4 +67,22 @@ fn state_carries_over_from_burns_adamw() {
         b = step(b, &mut oa, i);
     }
     assert_eq!(bits(&a2), bits(&b));
+}
+
+#[test]
+fn fused_ema_update_has_the_composed_bits() {
+    let dev = Device::flex();
+    let n = 70_000; // several parallel chunks
+    let e: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
+    let t: Vec<f32> = (0..n).map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 2e-3).collect();
+    let ema = Tensor::<2>::from_data(TensorData::new(e, [350, 200]), &dev);
+    let theta = Tensor::<2>::from_data(TensorData::new(t, [350, 200]), &dev);
+    for decay in [0.9999, 0.995, 0.5] {
+        let fused = latte_nn::ema::ema_update(ema.clone(), theta.clone(), decay);
+        let composed = ema.clone() * decay + theta.clone() * (1.0 - decay);
+        let bits = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (a, b) = (bits(fused), bits(composed));
+        assert_eq!(a, b, "decay {decay}");
+        assert_ne!(a, bits(ema.clone()), "the update moved the values");
+    }
 }

@@ -29,7 +29,7 @@ impl ModuleMapper for Blend {
         param.map(|ema| {
             let theta = theta.reshape(ema.dims());
             // ema ← decay·ema + (1 − decay)·θ, as `ema_p.mul_(decay).add_(p, alpha=1 - decay)`.
-            ema * decay + theta * (1.0 - decay)
+            latte_nn::ema::ema_update(ema, theta, decay)
         })
     }
 }

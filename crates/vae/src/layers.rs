@@ -186,7 +186,11 @@ impl Linear {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [n, l, d_in] = x.dims();
         let d_out = self.bias.dims()[0];
-        x.matmul(self.weight.val().transpose().unsqueeze_dim(0)) + self.bias.val().reshape([1, 1, d_out])
+        // one GEMM over all rows: against a broadcast weight, the weight gradient would be a
+        // GEMM per batch element and a sum
+        let y = x.reshape([n * l, d_in]).matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, d_out]);
+        y.reshape([n, l, d_out])
     }
 }
