@@ -12,6 +12,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
 use burn::optim::{AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
+use crate::fused::f32_values;
 use rayon::prelude::*;
 
 /// The per-step constants of the update, as burn's AdamW rounds them to f32.
@@ -46,12 +47,6 @@ pub trait AdamWOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
-    }
-}
 
 fn update(p: f32, g: f32, m: f32, v: f32, s: &Step) -> (f32, f32, f32) {
     // each line is one of burn's tensor ops, in its order and f32 rounding
@@ -85,7 +80,7 @@ impl AdamWOps for Flex {
             keep: if decay { keep } else { 1.0 },
         };
         let shape = param.shape();
-        let (p, g, m, v) = (values(&param), values(&grad), values(&moment_1), values(&moment_2));
+        let (p, g, m, v) = (f32_values(&param), f32_values(&grad), f32_values(&moment_1), f32_values(&moment_2));
         let n = p.len();
         let (mut po, mut mo, mut vo) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         const CHUNK: usize = 1 << 14;

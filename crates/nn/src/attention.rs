@@ -19,6 +19,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
+use crate::fused::f32_values;
 use rayon::prelude::*;
 
 /// Which token sequences attend: the N tokens of each frame, or the T frames of each location.
@@ -149,12 +150,6 @@ unsafe fn matmul(
     );
 }
 
-fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
-    }
-}
 
 fn flex(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape.into()))
@@ -257,7 +252,7 @@ impl AttentionGrads for Flex {
     fn fused_attention_lse(qkv: FlexTensor, heads: usize, temporal: bool) -> (FlexTensor, FlexTensor) {
         let shape = qkv.shape();
         let g = Geometry::new(&shape, heads, temporal);
-        let (out, lse) = forward_kernel(&contiguous(&qkv), &g);
+        let (out, lse) = forward_kernel(&f32_values(&qkv), &g);
         (flex(out, [shape[0], shape[1], shape[2], g.d]), flex(lse, [g.seqs, heads, g.len]))
     }
 
@@ -271,7 +266,7 @@ impl AttentionGrads for Flex {
     ) -> FlexTensor {
         let shape = qkv.shape();
         let g = Geometry::new(&shape, heads, temporal);
-        let dqkv = backward_kernel(&contiguous(&qkv), &contiguous(&out), &contiguous(&lse), &contiguous(&dout), &g);
+        let dqkv = backward_kernel(&f32_values(&qkv), &f32_values(&out), &f32_values(&lse), &f32_values(&dout), &g);
         flex(dqkv, shape)
     }
 }

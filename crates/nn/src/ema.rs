@@ -8,6 +8,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
+use crate::fused::f32_values;
 use rayon::prelude::*;
 
 #[backend_extension(Flex)]
@@ -16,17 +17,11 @@ pub trait EmaOps: Backend {
     fn ema_blend(ema: FloatTensor<Self>, theta: FloatTensor<Self>, keep: f32, take: f32) -> FloatTensor<Self>;
 }
 
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
-    }
-}
 
 impl EmaOps for Flex {
     fn ema_blend(ema: FlexTensor, theta: FlexTensor, keep: f32, take: f32) -> FlexTensor {
         let shape = ema.shape();
-        let (e, t) = (values(&ema), values(&theta));
+        let (e, t) = (f32_values(&ema), f32_values(&theta));
         let out: Vec<f32> = e.par_iter().zip(t.par_iter()).with_min_len(1 << 14).map(|(&e, &t)| e * keep + t * take).collect();
         FlexTensor::from_data(TensorData::new(out, shape))
     }

@@ -54,6 +54,14 @@ fn contiguous_f32(t: &FlexTensor) -> Vec<f32> {
     }
 }
 
+/// The values of an f32 flex tensor in row-major order: borrowed when already contiguous.
+pub(crate) fn f32_values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(contiguous_f32(t)),
+    }
+}
+
 fn with_slice<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     match t.as_slice::<f32>() {
         Some(s) => f(s),
