@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
-use crate::fused::f32_values;
+use crate::fused::{exp, f32_values, sum8};
 use rayon::prelude::*;
 
 /// Which token sequences attend: the N tokens of each frame, or the T frames of each location.
@@ -182,11 +182,8 @@ fn forward_kernel(qkv: &[f32], g: &Geometry) -> (Vec<f32>, Vec<f32>) {
             scores(qkv, g, s, h, &mut p);
             for (row, lse) in p.chunks_mut(len).zip(lse.iter_mut()) {
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for v in row.iter_mut() {
-                    *v = (*v - m).exp();
-                    sum += *v;
-                }
+                row.iter_mut().for_each(|v| *v = exp(*v - m));
+                let sum = sum8(row);
                 let inv = 1.0 / sum;
                 row.iter_mut().for_each(|v| *v *= inv);
                 *lse = m + sum.ln();
@@ -215,7 +212,7 @@ fn backward_kernel(qkv: &[f32], out: &[f32], lse: &[f32], dout: &[f32], g: &Geom
             scores(qkv, g, s, h, &mut p);
             let lse = &lse[task * len..][..len];
             for (row, &m) in p.chunks_mut(len).zip(lse) {
-                row.iter_mut().for_each(|v| *v = (*v - m).exp());
+                row.iter_mut().for_each(|v| *v = exp(*v - m));
             }
             let base = g.first_row(s);
             let q = qkv.as_ptr().add(base * d3 + h * e);
