@@ -384,6 +384,8 @@ pub struct BenchRow {
     pub params: usize,
     /// Median wall time of a full optimizer step (data, forward, loss, backward, AdamW, EMA).
     pub step_ms: f64,
+    /// Fastest timed step: the least disturbed by other processes on a shared machine.
+    pub step_min_ms: f64,
     /// Forward + backward FLOPs of one step (3 × forward, as usual).
     pub gflop_per_step: f64,
     /// Peak resident memory of the process while this case ran (MiB).
@@ -423,10 +425,12 @@ pub fn bench_train(case: &BenchCase, warmup: usize, iters: usize, dir: &Path) ->
     let mut timed = secs.split_off(warmup.min(secs.len()));
     timed.sort_by(f64::total_cmp);
     let step_ms = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN) * 1e3;
+    let step_min_ms = timed.first().copied().unwrap_or(f64::NAN) * 1e3;
     Ok(BenchRow {
         name: case.name.clone(),
         params,
         step_ms,
+        step_min_ms,
         gflop_per_step: 3.0 * latte_model::flops::forward_gflops(m) * case.batch_size as f64,
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
     })
