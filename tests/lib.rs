@@ -47,8 +47,8 @@ const SLOW_PARAMS: &[ParamSpec] = &[
 
 /// A configurable test kind: `record`/`leaf` (optional inputs `a`, `b`) and `join` (required
 /// input `src`, required `value`). Output: `params.json`, `chain.txt` (the inputs' chains
-/// plus `name=value`), `threads.txt`, `span.txt` (start and end, ms since the epoch) and
-/// `metrics.json` (`{"value": v, "depth": chain length}`).
+/// plus `name=value`), `threads.txt`, `pool.txt` (rayon's thread count inside the stage),
+/// `span.txt` (start and end, ms since the epoch) and `metrics.json` (`{"value": v, "depth": chain length}`).
 pub struct Record {
     pub kind: &'static str,
     pub version: &'static str,
@@ -78,7 +78,9 @@ impl Stage for Record {
         if let Ok(j) = ctx.params.str("journal") {
             if !j.is_empty() {
                 let mut f = std::fs::OpenOptions::new().create(true).append(true).open(j)?;
-                writeln!(f, "{}", ctx.name)?;
+                // one write call: with O_APPEND concurrent stages cannot interleave their lines
+                // (`writeln!` may write the name and the newline separately)
+                f.write_all(format!("{}\n", ctx.name).as_bytes())?;
             }
         }
         if ctx.params.values.contains_key("sleep_ms") {
@@ -113,6 +115,8 @@ impl Stage for Record {
             ctx.params.values.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect();
         std::fs::write(ctx.out.join("params.json"), serde_json::to_vec_pretty(&params)?)?;
         std::fs::write(ctx.out.join("threads.txt"), ctx.threads.to_string())?;
+        // the rayon pool the stage's parallel work runs in
+        std::fs::write(ctx.out.join("pool.txt"), rayon::current_num_threads().to_string())?;
         let depth = chain.lines().count();
         std::fs::write(ctx.out.join("metrics.json"), serde_json::json!({ "value": value, "depth": depth }).to_string())?;
         std::fs::write(ctx.out.join("chain.txt"), chain)?;

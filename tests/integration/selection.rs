@@ -94,6 +94,10 @@ fn independent_stages_run_concurrently_and_share_the_thread_budget() {
     assert_eq!(read(&f.output("x").join("threads.txt")), "2");
     assert_eq!(read(&f.output("y").join("threads.txt")), "2");
     assert_eq!(read(&f.output("z").join("threads.txt")), "4");
+    // and the parallel work of each runs in a rayon pool of exactly that many threads
+    for (stage, n) in [("x", "2"), ("y", "2"), ("z", "4")] {
+        assert_eq!(read(&f.output(stage).join("pool.txt")), n, "stage {stage}");
+    }
 }
 
 #[test]

@@ -102,6 +102,12 @@ fn flops_fwd(b: usize, f: usize, t: usize, d: usize) -> f64 {
 pub fn run(args: Args) -> Result<()> {
     // rayon reads this when its global pool starts, i.e. at the first parallel op below
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    // as the engine runs a stage: inside a pool, the calling thread one of its workers
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    pool.install(|| run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
     if args.ops {
         bench_ops(args.iters.max(10), args.threads);
         return Ok(());

@@ -75,7 +75,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(i) = args.case {
         let case = cases.get(i).ok_or_else(|| anyhow!("--case {i}: there are {} cases", cases.len()))?;
         let dir = tempfile::tempdir().context("creating a temporary folder for the bench's checkpoints")?;
-        let row = bench_train(case, args.warmup, args.iters, dir.path()).map_err(|e| anyhow!("bench train, {}: {e:#}", case.name))?;
+        // as the engine runs the train stage: inside a pool, the calling thread one of its workers
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+        let row = pool
+            .install(|| bench_train(case, args.warmup, args.iters, dir.path()))
+            .map_err(|e| anyhow!("bench train, {}: {e:#}", case.name))?;
         println!(
             "ROW params={} step_ms={} step_min_ms={} gflop={} peak_mib={}",
             row.params, row.step_ms, row.step_min_ms, row.gflop_per_step, row.peak_rss_mib

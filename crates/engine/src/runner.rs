@@ -256,7 +256,7 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
         let start = Instant::now();
         let ctx =
             StageContext { name: &s.decl.name, params: &s.decl.params, inputs: &inputs, out: &tmp, work: &work, threads, progress: &progress };
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| s.decl.stage.run(&ctx))) {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| in_pool(threads, || s.decl.stage.run(&ctx)))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(error_chain(e.as_ref())),
             Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
@@ -350,5 +350,16 @@ impl Progress for Logged {
             }
         }
         self.inner.log(line);
+    }
+}
+
+/// Runs `f` as a worker of a rayon pool of `threads` threads: the stage's parallel work (tensor
+/// kernels, GEMMs) then stays within its share of the budget, and the stage's own thread takes
+/// part in it instead of sleeping while two other threads are woken for every parallel op
+/// (5% of a training step). Without a pool (the OS refused threads) `f` runs on the global one.
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
     }
 }
