@@ -73,17 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let clip: Vec<u8> = (0..16 * 224 * 224 * 3)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        let run = || -> anyhow::Result<()> {
+        let s = timed(args.iters, || {
             let x = i3d::preprocess(&[&clip], 16, 224, 224, &device)?;
             let _ = model.forward(x)?.into_data();
             Ok(())
-        };
-        run()?;
-        let t = Instant::now();
-        for _ in 0..args.iters {
-            run()?;
-        }
-        let s = t.elapsed().as_secs_f64();
+        })?;
         println!(
             "i3d: {:.3} clips/s (16×224×224, batch 1, {} clips in {s:.2} s)",
             args.iters as f64 / s,
@@ -99,17 +93,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if inc_w.exists() {
         let model = InceptionV3::load(&inc_w, &device)?;
         let img: Vec<u8> = (0..256 * 256 * 3).map(|i| (i * 13 % 251) as u8).collect();
-        let run = || -> anyhow::Result<()> {
+        let s = timed(args.iters, || {
             let x = inception::preprocess(&[&img], 256, 256, &device)?;
             let _ = model.forward(x)?.into_data();
             Ok(())
-        };
-        run()?;
-        let t = Instant::now();
-        for _ in 0..args.iters {
-            run()?;
-        }
-        let s = t.elapsed().as_secs_f64();
+        })?;
         println!(
             "inception: {:.3} images/s (256→299, batch 1, {} images in {s:.2} s)",
             args.iters as f64 / s,
@@ -122,4 +110,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Seconds for `iters` calls of `run`, after one untimed warm-up call.
+fn timed(iters: usize, run: impl Fn() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    run()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        run()?;
+    }
+    Ok(t.elapsed().as_secs_f64())
 }

@@ -14,6 +14,7 @@
 //! - [`attention`]: fused multi-head self-attention over spatial or temporal sequences read
 //!   straight from the `qkv` projection, with a recomputing backward pass.
 //! - [`ema`]: the EMA weight update in one pass.
+//! - [`gradcheck`]: the finite-difference gradient check the tests of ops and models use.
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
 
@@ -23,6 +24,7 @@ pub mod device;
 pub mod ema;
 pub mod error;
 pub mod fused;
+pub mod gradcheck;
 pub mod host;
 pub mod init;
 pub mod ops;

@@ -9,33 +9,8 @@ fn rnd(f: &ParamFactory, name: &str, n: usize, std: f32) -> Vec<f32> {
 }
 
 /// Checks d/dx of `sum(op(x) · r)` against central differences, for a few coordinates of x.
-pub fn check<const D: usize>(name: &str, shape: [usize; D], op: impl Fn(Tensor<D>) -> Tensor<D>) {
-    let plain = Device::flex();
-    let ad = plain.clone().autodiff();
-    let f = ParamFactory::new(3, &plain);
-    let n: usize = shape.iter().product();
-    let x0 = rnd(&f, "x", n, 1.0);
-    let out_n = op(Tensor::from_data(TensorData::new(x0.clone(), shape), &plain)).dims().iter().product::<usize>();
-    let r = rnd(&f, "r", out_n, 1.0);
-    let loss = |x: Tensor<D>, dev: &Device| {
-        let y = op(x);
-        let dims = y.dims();
-        (y * Tensor::<1>::from_data(TensorData::new(r.clone(), [out_n]), dev).reshape(dims)).sum()
-    };
-    let x = Tensor::<D>::from_data(TensorData::new(x0.clone(), shape), &ad).require_grad();
-    let grads = loss(x.clone(), &ad).backward();
-    let g = x.grad(&grads).expect("gradient").into_data().try_into_vec_as::<f32>().unwrap();
-    let eps = 1e-2f32;
-    for i in (0..n).step_by((n / 23).max(1)) {
-        let at = |delta: f32| {
-            let mut v = x0.clone();
-            v[i] += delta;
-            loss(Tensor::from_data(TensorData::new(v, shape), &plain), &plain).into_scalar::<f32>() as f64
-        };
-        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        let err = (fd - g[i] as f64).abs();
-        assert!(err <= 2e-2 * fd.abs().max(1.0), "{name}: d/dx[{i}] autodiff {} vs finite difference {fd}", g[i]);
-    }
+fn check<const D: usize>(name: &str, shape: [usize; D], op: impl Fn(Tensor<D>) -> Tensor<D>) {
+    latte_nn::gradcheck::check_gradient(name, shape, op)
 }
 
 #[test]
