@@ -213,6 +213,24 @@ fn existing_weights(p: &Params, key: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok(p.opt_str(key).map_err(|e| anyhow!("{e}"))?.map(PathBuf::from).filter(|p| p.exists()))
 }
 
+/// One metric's report entry: `disabled` when the `enabled` flag is off, `missing_weights`
+/// when the `weights` parameter names no existing file, else what `compute` reports.
+fn weighted_metric(
+    p: &Params,
+    enabled: &str,
+    weights: &str,
+    spec: &WeightSpec,
+    compute: impl FnOnce(&Path) -> anyhow::Result<Value>,
+) -> anyhow::Result<Value> {
+    if !p.bool(enabled).map_err(|e| anyhow!("{e}"))? {
+        return Ok(json!({"status": "disabled"}));
+    }
+    match existing_weights(p, weights)? {
+        Some(path) => compute(&path),
+        None => Ok(missing(spec, weights)),
+    }
+}
+
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
@@ -231,24 +249,9 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let device = Device::default();
     let mut report = serde_json::Map::new();
 
-    let i3d_path = existing_weights(p, "i3d_weights")?;
-    let fvd = if !p.bool("fvd").map_err(|e| anyhow!("{e}"))? {
-        json!({"status": "disabled"})
-    } else if let Some(path) = i3d_path {
-        fvd(ctx, &path, &samples, &real, cov, &device)?
-    } else {
-        missing(&I3D, "i3d_weights")
-    };
+    let fvd = weighted_metric(p, "fvd", "i3d_weights", &I3D, |path| fvd(ctx, path, &samples, &real, cov, &device))?;
     report.insert("fvd".into(), fvd);
-
-    let inc_path = existing_weights(p, "inception_weights")?;
-    let fid = if !p.bool("fid").map_err(|e| anyhow!("{e}"))? {
-        json!({"status": "disabled"})
-    } else if let Some(path) = inc_path {
-        fid(ctx, &path, &samples, &real, cov, &device)?
-    } else {
-        missing(&INCEPTION, "inception_weights")
-    };
+    let fid = weighted_metric(p, "fid", "inception_weights", &INCEPTION, |path| fid(ctx, path, &samples, &real, cov, &device))?;
     report.insert("fid".into(), fid);
     let c3d_path = p
         .opt_str("c3d_weights")
