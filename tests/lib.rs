@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use latte_engine::{
-    pipeline, runner, InputSpec, LoadOptions, ParamSpec, ParamType, Params, Pipeline, Plan, Registry, Report, RunOptions, Selection,
+    pipeline, runner, Cancel, InputSpec, LoadOptions, ParamSpec, ParamType, Params, Pipeline, Plan, Registry, Report, RunOptions, Selection,
     Silent, Stage, StageContext, StageError,
 };
 
@@ -125,7 +125,8 @@ impl Stage for Record {
     }
 }
 
-/// Writes `files` files of 64 KiB one by one with a pause before each, reporting progress.
+/// Writes `files` files of 64 KiB one by one with a pause before each, reporting progress;
+/// stops with `Interrupted` before a file once the run is cancelled (a long stage's safe point).
 pub struct Slow;
 
 impl Stage for Slow {
@@ -146,6 +147,8 @@ impl Stage for Slow {
         ctx.progress.set_length(files);
         let mut chain = String::new();
         for i in 0..files {
+            // Under anyhow context: the runner finds it in the chain below.
+            ctx.check_cancelled().with_context(|| format!("stage {} stopped after {i} files", ctx.name))?;
             std::thread::sleep(Duration::from_millis(ctx.params.u64("delay_ms")?));
             std::fs::write(ctx.out.join(format!("part-{i:04}.bin")), vec![i as u8; 64 * 1024])?;
             chain.push_str(&format!("part{i}\n"));
@@ -220,8 +223,12 @@ impl Fixture {
     }
 
     pub fn run_with(&self, selection: &Selection, jobs: usize) -> latte_engine::Result<Report> {
+        self.run_cancellable(selection, jobs, None)
+    }
+
+    pub fn run_cancellable(&self, selection: &Selection, jobs: usize, cancel: Option<&Cancel>) -> latte_engine::Result<Report> {
         let mut plan = Plan::new(&self.load()?, selection)?;
-        runner::run(std::slice::from_mut(&mut plan), &RunOptions { jobs, observer: &Silent })
+        runner::run(std::slice::from_mut(&mut plan), &RunOptions { jobs, observer: &Silent, cancel })
     }
 
     pub fn run(&self) -> Report {

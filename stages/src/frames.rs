@@ -2,7 +2,7 @@
 //! stores the frames **unflipped** in `frames.zarr/` (ragged; see ARCHITECTURE.md). The
 //! latents stage encodes both orientations. Clips that cannot be decoded or are too short
 //! are listed in `rejected.json` (with the `videos` stage's rejections); the stage fails only
-//! when every clip is rejected.
+//! when every clip is rejected. A cancelled run stops after the clips being decoded.
 
 use latte_datasets::{extract_frames, ExtractError, ExtractOptions, Manifest, Rejected};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
@@ -67,8 +67,11 @@ impl Stage for Frames {
         let mut rejected = if upstream.is_file() { Rejected::read_all(&upstream)? } else { Vec::new() };
         ctx.progress.set_length(manifest.clips.len() as u64);
         let store = ctx.out.join("frames.zarr");
-        let tick = |_: &latte_datasets::Clip| ctx.progress.inc(1);
-        let result = extract_frames(&manifest, dir, &store, &opts, ctx.threads, &tick);
+        let tick = |_: &latte_datasets::Clip| {
+            ctx.progress.inc(1);
+            crate::cancel::stop_if_cancelled(ctx.cancel);
+        };
+        let result = crate::cancel::stoppable(|| extract_frames(&manifest, dir, &store, &opts, ctx.threads, &tick))?;
         let report = match result {
             Ok(r) => r,
             Err(ExtractError::AllRejected { total, first, rejected: mine }) => {
@@ -99,3 +102,44 @@ impl Stage for Frames {
 
 /// The benchmark behind `cargo xtask bench frames` (xtask reaches the libraries through here).
 pub use latte_datasets::bench::{bench_frames, BenchConfig, BenchRow};
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use latte_engine::{Cancel, Interrupted, NoProgress, Registry, Stage, StageContext};
+
+    use super::Frames;
+    use crate::videos::Videos;
+
+    /// A cancelled run stops the extractor from inside its rayon workers and reports
+    /// `Interrupted`; the same run uncancelled completes.
+    #[test]
+    fn a_cancelled_run_stops_extracting() {
+        let root = std::env::temp_dir().join(format!("latte-frames-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut r = Registry::new();
+        r.register(Videos);
+        r.register(Frames);
+        let text = "[stages.videos]\nkind = \"videos\"\nnum_videos = 6\nmin_frames = 8\nmax_frames = 8\nwidth = 16\nheight = 16\n\
+                    [stages.frames]\nkind = \"frames\"\ninputs = { videos = \"videos\" }\nsize = 8\nnum_frames = 4\nframe_interval = 1\n";
+        let p = latte_engine::pipeline::parse(text, &root.join("pipeline.toml"), &r, &Default::default()).unwrap();
+        let run = |stage: &dyn Stage, name: &str, inputs: &BTreeMap<String, std::path::PathBuf>, cancel: &Cancel| {
+            let (out, work) = (root.join(format!("{name}-out")), root.join(format!("{name}-work")));
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).unwrap();
+            let params = &p.stage(name).unwrap().params;
+            let ctx = StageContext { name, params, inputs, out: &out, work: &work, threads: 2, progress: &NoProgress, cancel };
+            stage.run(&ctx).map(|()| out)
+        };
+        let videos = run(&Videos, "videos", &BTreeMap::new(), &Cancel::new()).unwrap();
+        let inputs = BTreeMap::from([("videos".to_owned(), videos)]);
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let e = run(&Frames, "frames", &inputs, &cancel).unwrap_err();
+        assert!(Interrupted::is_in(e.as_ref()), "{e}");
+        let out = run(&Frames, "frames", &inputs, &Cancel::new()).unwrap();
+        assert!(out.join("frames.zarr").is_dir());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

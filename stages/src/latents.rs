@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_engine::{Cancel, InputSpec, Interrupted, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, RaggedReader, RaggedWriter};
 use latte_vae::burn::tensor::Device;
 use latte_vae::train::{frames_to_tensor, FrameBatch};
@@ -78,7 +78,7 @@ impl Stage for Latents {
         let batch_size = ctx.params.usize("batch_size")?;
         let frames = ctx.input("frames")?.join("frames.zarr");
         let vae = vae_dir(ctx)?;
-        Ok(encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, ctx.progress)?)
+        encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, ctx.progress, ctx.cancel).map_err(crate::stage_error)
     }
 }
 
@@ -107,11 +107,20 @@ fn encode(vae: &AutoencoderKL, frames: FrameBatch<'_>, device: &Device) -> anyho
 }
 
 /// Encodes every frame of the store `store_dir` with the VAE folder `vae_dir` into the new
-/// store `out` (`latents.zarr`).
-pub fn encode_store(store_dir: &Path, vae_dir: &Path, out: &Path, dtype: StoreDtype, batch_size: usize, progress: &dyn Progress) -> anyhow::Result<()> {
+/// store `out` (`latents.zarr`); stops with `Interrupted` between two batches once `cancel`
+/// is set.
+pub fn encode_store(
+    store_dir: &Path,
+    vae_dir: &Path,
+    out: &Path,
+    dtype: StoreDtype,
+    batch_size: usize,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
     match dtype {
-        StoreDtype::F32 => encode_as::<f32>(store_dir, vae_dir, out, "float32", |v| v, batch_size, progress),
-        StoreDtype::F16 => encode_as::<f16>(store_dir, vae_dir, out, "float16", f16::from_f32, batch_size, progress),
+        StoreDtype::F32 => encode_as::<f32>(store_dir, vae_dir, out, "float32", |v| v, batch_size, progress, cancel),
+        StoreDtype::F16 => encode_as::<f16>(store_dir, vae_dir, out, "float16", f16::from_f32, batch_size, progress, cancel),
     }
 }
 
@@ -123,6 +132,7 @@ fn encode_as<T: FrameElement>(
     convert: fn(f32) -> T,
     batch_size: usize,
     progress: &dyn Progress,
+    cancel: &Cancel,
 ) -> anyhow::Result<()> {
     let device = Device::default();
     let folder = VaeFolder::open(vae_dir)?;
@@ -158,6 +168,9 @@ fn encode_as<T: FrameElement>(
         let range = meta.range(v).context("video range")?;
         let mut start = range.start;
         while start < range.end {
+            if cancel.is_cancelled() {
+                return Err(Interrupted.into());
+            }
             let n = (range.end - start).min(batch_size as u64);
             let pixels = frames.read_range(&[], start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v]))?;
             let batch = FrameBatch { pixels: &pixels, count: n as usize, height, width };
@@ -228,14 +241,14 @@ mod tests {
         let dir = scratch("both");
         let frames = frames_store(&dir, 16, &[5, 3, 4]);
         let trained = dir.join("vae_train");
-        train_on_store(&frames, &tiny_options(), &trained, &NoProgress).unwrap();
+        train_on_store(&frames, &tiny_options(), &trained, &NoProgress, &Cancel::new()).unwrap();
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(trained.join("report.json")).unwrap()).unwrap();
         assert!(report["heldout_psnr_db"].as_f64().is_some_and(f64::is_finite), "{report}");
         assert_eq!(report["heldout_frames"], 3, "the middle video (3 frames) is held out: {report}");
 
         let vae_dir = trained.join("vae");
         let out = dir.join("latents.zarr");
-        encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &NoProgress).unwrap();
+        encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &NoProgress, &Cancel::new()).unwrap();
 
         let latents = RaggedReader::open(&out).unwrap();
         let source = RaggedReader::open(&frames).unwrap();
@@ -269,12 +282,22 @@ mod tests {
 
         // f16 storage holds the same values to half precision.
         let out16 = dir.join("latents16.zarr");
-        encode_store(&frames, &vae_dir, &out16, StoreDtype::F16, 5, &NoProgress).unwrap();
+        encode_store(&frames, &vae_dir, &out16, StoreDtype::F16, 5, &NoProgress, &Cancel::new()).unwrap();
         let half = RaggedReader::open(&out16).unwrap();
         assert_eq!(half.meta().extra["dtype"], "float16");
         let m16 = half.array::<f16>("mean").unwrap().read_range(&[1], 0, 12).unwrap();
         let m32 = mean.read_range(&[1], 0, 12).unwrap();
         assert!(m16.iter().zip(&m32).all(|(a, b)| (a.to_f32() - b).abs() <= 1e-3 * (1.0 + b.abs())));
+
+        // A cancelled run stops both stages with `Interrupted` (vae_train from inside the
+        // library's step callback, latents between batches).
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let e = train_on_store(&frames, &tiny_options(), &dir.join("vae_train2"), &NoProgress, &cancelled).unwrap_err();
+        assert!(e.is::<Interrupted>(), "{e:#}");
+        assert!(!dir.join("vae_train2/report.json").exists());
+        let e = encode_store(&frames, &vae_dir, &dir.join("latents2.zarr"), StoreDtype::F32, 3, &NoProgress, &cancelled).unwrap_err();
+        assert!(e.is::<Interrupted>(), "{e:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -285,10 +308,10 @@ mod tests {
         let vae_dir = dir.join("vae");
         let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::default()).unwrap();
         latte_vae::save_pretrained(&model, &VaeConfig::new(vec![8, 16, 16], 1, 4, 4), &vae_dir).unwrap();
-        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &NoProgress).unwrap_err();
+        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &NoProgress, &Cancel::new()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("multiples of the downsampling factor 4") && msg.contains("frames.zarr") && msg.contains("vae"), "{msg}");
-        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &NoProgress).unwrap_err();
+        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &NoProgress, &Cancel::new()).unwrap_err();
         assert!(format!("{err:#}").contains("config.json"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -133,7 +133,7 @@ impl Stage for Metrics {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx).map_err(Into::into)
+        run(ctx).map_err(crate::stage_error)
     }
 }
 
@@ -353,6 +353,7 @@ fn fvd(
     let features = |videos: &Videos, clips: &[Clip]| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(i3d::FEATURE_DIM);
         for clip in clips {
+            ctx.check_cancelled()?;
             let pixels = videos.read_clip(clip)?;
             let x = i3d::preprocess(&[&pixels], f, videos.height, videos.width, device)?;
             stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
@@ -414,6 +415,7 @@ fn video_inception_score(
     ));
     let mut probs = Vec::with_capacity(clips.len() * cfg.classes);
     for clip in &clips {
+        ctx.check_cancelled()?;
         let pixels = fake.read_clip(clip)?;
         let x = c3d::preprocess(&[&pixels], cfg.frames, fake.height, fake.width, cfg, device)?;
         probs.extend(to_vec(model.probabilities(x)?.into_data())?);
@@ -478,6 +480,7 @@ fn fid(
     let features = |videos: &Videos, idx: &[u64]| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(inception::FEATURE_DIM);
         for &i in idx {
+            ctx.check_cancelled()?;
             let pixels = videos
                 .frames
                 .read_frames(&[], &[i])
@@ -513,7 +516,7 @@ fn fid(
 mod tests {
     use std::collections::BTreeMap;
 
-    use latte_engine::{NoProgress, Registry};
+    use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
     use latte_metrics::c3d::C3dConfig;
     use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
     use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
@@ -699,6 +702,7 @@ mod tests {
             work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
+            cancel: &Cancel::new(),
         };
         Metrics.run(&ctx).unwrap();
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap()
@@ -852,6 +856,7 @@ mod tests {
             work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
+            cancel: &Cancel::new(),
         };
         let e = Metrics.run(&ctx).unwrap_err();
         let mut err = e.to_string();
@@ -936,6 +941,7 @@ mod tests {
             work: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
+            cancel: &Cancel::new(),
         };
         let a = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
         let b = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
@@ -963,6 +969,13 @@ mod tests {
 
         let err = video_inception_score(&ctx, &model, &fake, 6, 9, &device).unwrap_err();
         assert!(err.to_string().contains("is_splits"), "{err}");
+
+        // A cancelled run stops before the next clip.
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let ctx = StageContext { cancel: &cancelled, ..ctx };
+        let err = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap_err();
+        assert!(err.is::<Interrupted>(), "{err:#}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -186,7 +186,9 @@ impl Stage for Sample {
         let opts = SampleOptions::from_params(ctx.params)?;
         let source = model_source(ctx)?;
         let vae = vae_dir(ctx)?;
-        let report = sample_to_dir(&source, &vae, ctx.out, &opts, ctx.progress)?;
+        // Stops between two denoising steps once the run is cancelled.
+        let progress = crate::cancel::Stopping { inner: ctx.progress, cancel: ctx.cancel };
+        let report = crate::cancel::stoppable(|| sample_to_dir(&source, &vae, ctx.out, &opts, &progress))?.map_err(crate::stage_error)?;
         ctx.progress.log(&format!("sample: {} videos of {} frames at {}×{}", report.n, report.frames, report.height, report.width));
         Ok(())
     }
@@ -586,7 +588,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use latte_engine::{NoProgress, Registry};
+    use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
     use latte_store::RaggedReader;
     use latte_vae::VaeConfig;
     use latte_video::VideoReader;
@@ -994,11 +996,21 @@ mod tests {
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();
         let inputs = BTreeMap::from([("train".to_string(), train.clone()), ("vae".to_string(), vae.clone())]);
-        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, work: &out.with_extension("work"), threads: 1, progress: &NoProgress };
+        let never = Cancel::new();
+        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, work: &out.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &never };
         Sample.run(&ctx).unwrap();
         for f in ["videos/0000.mp4", "videos/0001.mp4", "grid.mp4", "grid.gif", "samples.zarr/zarr.json"] {
             assert!(out.join(f).is_file(), "{f} is missing");
         }
+        // A cancelled run stops at its first denoising step: `Interrupted`, no videos.
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let out_c = root.join("out_cancelled");
+        std::fs::create_dir_all(&out_c).unwrap();
+        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out_c, work: &out_c.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &cancelled };
+        let e = Sample.run(&ctx).unwrap_err();
+        assert!(Interrupted::is_in(e.as_ref()), "{e}");
+        assert!(!out_c.join("videos/0000.mp4").exists());
 
         for (extra, key) in [("method = \"euler\"", "method"), ("steps = 0", "steps"), ("steps = 1001", "steps"), ("eta = -1.0", "eta"), ("n = 0", "n"), ("fps = 0", "fps")] {
             let e = params(&root, extra).unwrap_err();
@@ -1015,7 +1027,7 @@ mod tests {
         let no_model = BTreeMap::from([("vae".to_string(), vae.clone())]);
         let out2 = root.join("out2");
         std::fs::create_dir_all(&out2).unwrap();
-        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, work: &out2.with_extension("work"), threads: 1, progress: &NoProgress };
+        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, work: &out2.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &never };
         let e = Sample.run(&ctx).unwrap_err().to_string();
         assert!(e.contains("`train`") && e.contains("`checkpoint`"), "{e}");
         std::fs::write(root.join("w.pt"), b"").unwrap();

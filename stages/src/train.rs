@@ -9,13 +9,16 @@
 //! in the engine's scratch directory of this cache key (`StageContext::work`), or in
 //! `resume_dir` when set: a run that is interrupted (error, Ctrl-C, kill, power loss) is
 //! resumed bit-identically from its newest complete checkpoint by the next run of the same
-//! configuration.
+//! configuration. On Ctrl-C or SIGTERM (the run's cancel token) the stage finishes the step it
+//! is in, writes a checkpoint of it and returns `Interrupted`, so nothing since the last
+//! scheduled checkpoint is lost.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
 use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
@@ -73,7 +76,8 @@ impl Stage for Train {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        // 2: loss.jsonl no longer records wall times (outputs are a function of the key)
+        "2"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -99,7 +103,7 @@ impl Stage for Train {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx).map_err(Into::into)
+        run(ctx).map_err(crate::stage_error)
     }
 }
 
@@ -301,9 +305,16 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         ctx.progress.inc(l.step.saturating_sub(shown));
         shown = l.step;
         ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4}), {:.2} it/s", l.loss, l.mse, l.vb, 1.0 / l.secs));
+        if ctx.cancelled() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     };
+    // Building the model and opening the store take a while for a large model.
+    ctx.check_cancelled()?;
     let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
     let trained = train(model, forward, clips, &cfg, &paths, &model_meta, on_step).map_err(|e| match e {
+        e @ TrainError::Interrupted { .. } => {
+            ctx.progress.log(&format!("train: {e}"));
+            anyhow::Error::new(Interrupted).context(e.to_string())
+        }
         e @ TrainError::Checkpoint { .. } if resume_dir.is_empty() => anyhow::Error::new(e).context(format!(
             "stage `{}` cannot resume the interrupted run kept in {}; rerun with `cargo xtask run --stage {} --force` \
              to train this configuration from scratch",
@@ -454,7 +465,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use latte_engine::{NoProgress, Registry};
+    use latte_engine::{Cancel, NoProgress, Registry};
     use latte_model::burn::tensor::Device;
     use latte_store::{ArraySpec, GroupInfo, RaggedWriter};
 
@@ -525,7 +536,7 @@ mod tests {
             let p = params(&root, steps, &resume);
             Train.validate(&p).unwrap();
             let work = root.join("work");
-            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, threads: 1, progress: &NoProgress };
+            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
             Train.run(&ctx)
         };
         run_once(2, &root.join("out1")).unwrap();
@@ -560,7 +571,7 @@ mod tests {
         std::fs::write(step.join("state.json"), "{ not json").unwrap();
         let inputs = BTreeMap::from([("latents".to_string(), input.clone())]);
         let p = params(&root, 4, Path::new(""));
-        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, threads: 1, progress: &NoProgress };
+        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
         let e = format!("{:#}", anyhow!(Train.run(&ctx).unwrap_err()));
         for want in ["--force", &work.display().to_string(), "state.json"] {
             assert!(e.contains(want), "`{want}` missing from: {e}");
@@ -568,19 +579,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    /// A tiny training pipeline (5 steps, checkpoints every 2) run by the engine.
-    fn pipeline_text(lr: &str) -> String {
+    /// A tiny training pipeline (5 steps, checkpoints every `every`) run by the engine.
+    fn pipeline_text(lr: &str, every: u64) -> String {
         format!(
             "[stages.latents]\nkind = \"latents\"\n[stages.train]\nkind = \"train\"\ninputs = {{ latents = \"latents\" }}\n\
              depth = 2\nhidden_size = 32\nnum_heads = 2\nnum_frames = 3\nframe_interval = 2\nsteps = 5\n\
-             batch_size = 2\ncheckpoint_every = 2\nema_decay = 0.9\nlr = {lr}\n"
+             batch_size = 2\ncheckpoint_every = {every}\nema_decay = 0.9\nlr = {lr}\n"
         )
     }
 
-    fn run_pipeline(dir: &Path, registry: &Registry) -> latte_engine::Result<latte_engine::Report> {
+    fn run_pipeline(dir: &Path, registry: &Registry, cancel: Option<&Cancel>) -> latte_engine::Result<latte_engine::Report> {
         let pipeline = latte_engine::pipeline::load(&dir.join("pipeline.toml"), registry, &Default::default())?;
         let mut plan = latte_engine::Plan::new(&pipeline, &Default::default())?;
-        latte_engine::runner::run(std::slice::from_mut(&mut plan), &latte_engine::RunOptions { jobs: 1, observer: &latte_engine::Silent })
+        let options = latte_engine::RunOptions { jobs: 1, observer: &latte_engine::Silent, cancel };
+        latte_engine::runner::run(std::slice::from_mut(&mut plan), &options)
     }
 
     fn real_registry() -> Registry {
@@ -640,7 +652,7 @@ mod tests {
         }
         fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
             let watch = Watch { inner: ctx.progress, done: Default::default(), at: self.at, marker: &self.marker };
-            let ctx = StageContext { name: ctx.name, params: ctx.params, inputs: ctx.inputs, out: ctx.out, work: ctx.work, threads: ctx.threads, progress: &watch };
+            let ctx = StageContext { progress: &watch, ..*ctx };
             Train.run(&ctx)
         }
     }
@@ -659,11 +671,11 @@ mod tests {
             let mut r = Registry::new();
             r.register(Upstream);
             r.register(FreezeAt { at: 3, marker: dir.join("frozen") });
-            run_pipeline(&dir, &r).unwrap();
+            run_pipeline(&dir, &r, None).unwrap();
             panic!("the child was not frozen");
         }
         let killed = tempfile_dir("killed");
-        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3", 2)).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "train::tests::a_killed_run_resumes_from_its_last_checkpoint_bit_identically", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &killed)
@@ -694,8 +706,8 @@ mod tests {
 
         // Another learning rate is another key: it trains from scratch and leaves the killed
         // configuration's scratch alone.
-        std::fs::write(killed.join("pipeline.toml"), pipeline_text("2e-3")).unwrap();
-        let report = run_pipeline(&killed, &real_registry()).unwrap();
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("2e-3", 2)).unwrap();
+        let report = run_pipeline(&killed, &real_registry(), None).unwrap();
         let other_key = &report.ran.iter().find(|r| r.0 == "train").unwrap().1;
         assert_ne!(other_key, &train_key);
         assert_eq!(train_config_json(&store, other_key)["resumed_from"], serde_json::Value::Null);
@@ -703,8 +715,8 @@ mod tests {
         assert!(!store.join("work").join(other_key).exists(), "a completed stage's scratch is deleted");
 
         // The rerun of the killed configuration resumes from step 2.
-        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
-        let report = run_pipeline(&killed, &real_registry()).unwrap();
+        std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3", 2)).unwrap();
+        let report = run_pipeline(&killed, &real_registry(), None).unwrap();
         assert_eq!(report.ran.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(), vec![("train", train_key.as_str())]);
         let out = store.join("out").join(&train_key);
         assert_eq!(train_config_json(&store, &train_key)["resumed_from"], serde_json::json!(2));
@@ -712,8 +724,8 @@ mod tests {
 
         // A run never interrupted, in another store.
         let straight = tempfile_dir("straight");
-        std::fs::write(straight.join("pipeline.toml"), pipeline_text("1e-3")).unwrap();
-        run_pipeline(&straight, &real_registry()).unwrap();
+        std::fs::write(straight.join("pipeline.toml"), pipeline_text("1e-3", 2)).unwrap();
+        run_pipeline(&straight, &real_registry(), None).unwrap();
         let reference = straight.join(".latte/out").join(&train_key);
         assert_eq!(train_config_json(&straight.join(".latte"), &train_key)["resumed_from"], serde_json::Value::Null);
         for f in ["model.safetensors", "model_raw.safetensors"] {
@@ -730,6 +742,161 @@ mod tests {
         assert_eq!(losses(&out), losses(&reference), "the resumed run's loss.jsonl is not the uninterrupted one");
         assert_eq!(losses(&out).len(), 5);
         let _ = std::fs::remove_dir_all(&killed);
+        let _ = std::fs::remove_dir_all(&straight);
+    }
+
+    /// The `train` kind (same key) that, once `at` steps are done, says so in `marker` and
+    /// waits for the run to be cancelled (by the SIGINT the test sends), so the interrupt
+    /// lands after exactly that step.
+    struct PauseAt {
+        at: u64,
+        marker: PathBuf,
+    }
+
+    struct Pause<'a> {
+        inner: &'a dyn latte_engine::Progress,
+        done: std::sync::atomic::AtomicU64,
+        at: u64,
+        marker: &'a Path,
+        cancel: &'a Cancel,
+    }
+
+    impl latte_engine::Progress for Pause<'_> {
+        fn set_length(&self, len: u64) {
+            self.inner.set_length(len);
+        }
+        fn inc(&self, delta: u64) {
+            let done = self.done.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
+            if done == self.at {
+                std::fs::write(self.marker, done.to_string()).unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+                while !self.cancel.is_cancelled() {
+                    // The test is gone: exit without cleanup rather than train on.
+                    if std::time::Instant::now() > deadline {
+                        std::process::exit(3);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        fn set_message(&self, msg: &str) {
+            self.inner.set_message(msg);
+        }
+        fn log(&self, line: &str) {
+            self.inner.log(line);
+        }
+    }
+
+    impl Stage for PauseAt {
+        fn kind(&self) -> &'static str {
+            Train.kind()
+        }
+        fn version(&self) -> &'static str {
+            Train.version()
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            Train.params()
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            Train.inputs()
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+            let pause = Pause { inner: ctx.progress, done: Default::default(), at: self.at, marker: &self.marker, cancel: ctx.cancel };
+            Train.run(&StageContext { progress: &pause, ..*ctx })
+        }
+    }
+
+    const SIGINT_CHILD_ENV: &str = "LATTE_TRAIN_SIGINT_DIR";
+    /// The child's exit status when its run returned `Error::Interrupted` (as xtask's).
+    const INTERRUPTED_EXIT: i32 = 130;
+
+    /// Issue #15: a run that gets SIGINT after step 3 of 5, with no scheduled checkpoint before
+    /// the end (`checkpoint_every` = 10), stops with the interrupted error, caches nothing for
+    /// `train`, and leaves a checkpoint of step 3 in its scratch; the rerun resumes from 3 and
+    /// ends with the bytes of a run never interrupted.
+    #[test]
+    fn a_sigint_checkpoints_the_current_step_and_the_rerun_resumes_bit_identically() {
+        if let Ok(dir) = std::env::var(SIGINT_CHILD_ENV) {
+            // The child: SIGINT cancels the run (xtask's first-signal handling), step 3 waits
+            // for it.
+            let dir = PathBuf::from(dir);
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&flag)).unwrap();
+            let cancel = Cancel::from_flag(flag);
+            let mut r = Registry::new();
+            r.register(Upstream);
+            r.register(PauseAt { at: 3, marker: dir.join("paused") });
+            match run_pipeline(&dir, &r, Some(&cancel)) {
+                Err(latte_engine::Error::Interrupted { stopped, not_run }) if stopped == ["train"] && not_run.is_empty() => {
+                    std::process::exit(INTERRUPTED_EXIT)
+                }
+                other => panic!("the child's run was not interrupted in `train`: {other:?}"),
+            }
+        }
+        let interrupted = tempfile_dir("sigint");
+        std::fs::write(interrupted.join("pipeline.toml"), pipeline_text("1e-3", 10)).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "train::tests::a_sigint_checkpoints_the_current_step_and_the_rerun_resumes_bit_identically",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SIGINT_CHILD_ENV, &interrupted)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !interrupted.join("paused").exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the child exited ({status}) before reaching step 3");
+            }
+            assert!(std::time::Instant::now() < deadline, "the child never reached step 3");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on the child's pid, which has not been waited for, so it is still ours.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(INTERRUPTED_EXIT), "{status}");
+
+        // Nothing installed for train; its scratch holds the interrupt checkpoint of step 3 (the
+        // only one) and three logged steps.
+        let store = interrupted.join(".latte");
+        let work: Vec<PathBuf> = std::fs::read_dir(store.join("work")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+        assert_eq!(work.len(), 1, "{work:?}");
+        let train_key = work[0].file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(!store.join("out").join(&train_key).exists(), "an interrupted stage must not be installed");
+        let ckpts = latte_train::checkpoint::list_checkpoints(&work[0].join("checkpoints")).unwrap();
+        assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![3]);
+        assert!(latte_train::checkpoint::read_state(&ckpts[0].1).unwrap().interrupted);
+        assert_eq!(latte_train::read_log(&work[0].join("loss.jsonl")).unwrap().len(), 3);
+        assert!(std::fs::read_dir(store.join("tmp")).map_or(true, |mut d| d.next().is_none()), "tmp/ must be cleaned up");
+
+        // The rerun resumes from step 3.
+        let report = run_pipeline(&interrupted, &real_registry(), None).unwrap();
+        assert_eq!(report.ran.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(), vec![("train", train_key.as_str())]);
+        assert_eq!(train_config_json(&store, &train_key)["resumed_from"], serde_json::json!(3));
+        let out = store.join("out").join(&train_key);
+
+        let straight = tempfile_dir("sigint-straight");
+        std::fs::write(straight.join("pipeline.toml"), pipeline_text("1e-3", 10)).unwrap();
+        run_pipeline(&straight, &real_registry(), None).unwrap();
+        let reference = straight.join(".latte/out").join(&train_key);
+        for f in ["model.safetensors", "model_raw.safetensors"] {
+            let (a, b) = (std::fs::read(out.join(f)).unwrap(), std::fs::read(reference.join(f)).unwrap());
+            assert!(a.len() > 10_000 && a == b, "{f}: the resumed run's file differs from the uninterrupted run's");
+        }
+        let losses = |dir: &Path| -> Vec<(u64, u64)> {
+            latte_train::read_log(&dir.join("loss.jsonl")).unwrap().iter().map(|l| (l.step, l.loss.to_bits())).collect()
+        };
+        assert_eq!(losses(&out), losses(&reference));
+        // The interrupt checkpoint is gone once the final one exists: the same set as straight.
+        let steps = |dir: &Path| -> Vec<u64> {
+            latte_train::checkpoint::list_checkpoints(&dir.join("checkpoints")).unwrap().iter().map(|c| c.0).collect()
+        };
+        assert_eq!(steps(&out), vec![5]);
+        assert_eq!(steps(&out), steps(&reference));
+        let _ = std::fs::remove_dir_all(&interrupted);
         let _ = std::fs::remove_dir_all(&straight);
     }
 

@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     let registry = latte_tests::registry("1");
     let pipeline = pipeline::load(path.as_ref(), &registry, &LoadOptions::default())?;
     let mut plan = Plan::new(&pipeline, &Selection::default())?;
-    let report = runner::run(std::slice::from_mut(&mut plan), &RunOptions { jobs: 2, observer: &Silent })?;
+    let report = runner::run(std::slice::from_mut(&mut plan), &RunOptions { jobs: 2, observer: &Silent, cancel: None })?;
     println!("ran {}", report.ran.len());
     Ok(())
 }

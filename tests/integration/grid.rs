@@ -27,7 +27,7 @@ journal = "$JOURNAL"
 fn run_grid(f: &Fixture, name: &str) -> (grid::Summary, usize) {
     let (g, points) = grid::load(&f.path(name), &f.registry).expect("valid grid");
     let mut plans: Vec<Plan> = points.iter().map(|p| Plan::new(&p.pipeline, &Selection::default()).unwrap()).collect();
-    let report = runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent }).unwrap();
+    let report = runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent, cancel: None }).unwrap();
     let summary = grid::summary(&g, &points, &plans);
     summary.write(&g).unwrap();
     summary.write_plot(&g).unwrap();

@@ -33,8 +33,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let cancel = crate::interrupt::install()?;
     let bars = Bars::new();
-    let report = runner::run(&mut plans, &RunOptions { jobs: crate::run::jobs(args.jobs), observer: &bars })?;
+    let report = runner::run(&mut plans, &RunOptions { jobs: crate::run::jobs(args.jobs), observer: &bars, cancel: Some(&cancel) })?;
     bars.clear();
     let summary = grid::summary(&grid, &points, &plans);
     let (csv, md) = summary.write(&grid)?;

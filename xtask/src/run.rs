@@ -43,8 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_plan(&plan);
         return Ok(());
     }
+    let cancel = crate::interrupt::install()?;
     let bars = Bars::new();
-    let options = RunOptions { jobs: jobs(args.jobs), observer: &bars };
+    let options = RunOptions { jobs: jobs(args.jobs), observer: &bars, cancel: Some(&cancel) };
     let start = std::time::Instant::now();
     let report = runner::run(std::slice::from_mut(&mut plan), &options)?;
     bars.clear();

@@ -57,6 +57,16 @@ pub enum Error {
     /// A stage's `run` returned an error or panicked; its partial output was deleted.
     #[error("stage `{stage}` (kind `{kind}`) failed: {message}\n    log: {}", log.display())]
     StageFailed { stage: String, kind: String, message: String, log: PathBuf },
+    /// The run was cancelled (`RunOptions::cancel`): no stage started after that, the stages
+    /// that stopped early were not installed (their work directories are kept, so the next run
+    /// resumes them), and whatever completed is cached.
+    #[error("{}", interrupted_message(.stopped, .not_run))]
+    Interrupted {
+        /// Stages that were running and stopped at a safe point.
+        stopped: Vec<String>,
+        /// Stages of the run that never started.
+        not_run: Vec<String>,
+    },
     /// Another process holds the store exclusively (e.g. `clean` while a run is going on).
     #[error("the store {} is in use by another latte process; retry when it has finished", .0.display())]
     StoreBusy(PathBuf),
@@ -64,6 +74,19 @@ pub enum Error {
 
 fn suggestion_suffix(s: &Option<String>) -> String {
     s.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+}
+
+fn interrupted_message(stopped: &[String], not_run: &[String]) -> String {
+    let names = |v: &[String]| v.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    let mut msg = "interrupted".to_owned();
+    if !stopped.is_empty() {
+        msg.push_str(&format!(": stopped {}", names(stopped)));
+    }
+    if !not_run.is_empty() {
+        msg.push_str(&format!("{} not started: {}", if stopped.is_empty() { ":" } else { ";" }, names(not_run)));
+    }
+    msg.push_str("; nothing partial was cached, the next run resumes");
+    msg
 }
 
 impl Error {

@@ -4,6 +4,15 @@
 //! Several plans (the points of a grid) run together: stages are deduplicated by cache key,
 //! so a stage shared by every point executes once. After each stage completes, the lock file
 //! of every plan that contains it is rewritten, so an interrupted run keeps what it finished.
+//!
+//! Cancellation (`RunOptions::cancel`, set by the CLI on SIGINT/SIGTERM): once it is set no
+//! stage starts, the running ones see it through `StageContext::cancel` and return
+//! `Interrupted` at their next safe point, and `run` returns `Error::Interrupted` when they
+//! have all returned. An interrupted stage is handled like a failed one (its `tmp/` is deleted,
+//! its `work/<key>` kept, so the rerun resumes). A stage that completes after the signal (one
+//! with no safe point left to stop at) is installed as usual: installing is one rename, so its
+//! output is either complete in the store or absent, never partial, and discarding finished
+//! work would only make the rerun repeat it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -16,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::lock::{LockEntry, LockFile, LOCK_SCHEMA};
 use crate::plan::Plan;
-use crate::stage::{Progress, StageContext};
+use crate::stage::{Cancel, Interrupted, Progress, StageContext};
 use crate::store::{remove_dir, Store};
 
 /// A stage as the runner shows it to an `Observer`.
@@ -51,6 +60,8 @@ pub struct RunOptions<'a> {
     /// Global thread budget shared by concurrently running stages.
     pub jobs: usize,
     pub observer: &'a dyn Observer,
+    /// Stops the run at the next safe point once set; `None`: the run cannot be cancelled.
+    pub cancel: Option<&'a Cancel>,
 }
 
 /// What a run did.
@@ -108,17 +119,24 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
     }
     let shared: &[Plan] = plans;
 
+    let never = Cancel::new();
+    let cancel = options.cancel.unwrap_or(&never);
     options.observer.begin(jobs.len());
     let budget = options.jobs.max(1);
     let mut free = budget;
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut running: BTreeMap<String, usize> = BTreeMap::new();
     let mut failure: Option<Error> = None;
+    // Keys of stages that returned `Interrupted`, and their names.
+    let mut stopped_keys: BTreeSet<String> = BTreeSet::new();
+    let mut stopped: Vec<String> = Vec::new();
     let (tx, rx) = mpsc::channel::<(String, Result<LockEntry>)>();
 
     std::thread::scope(|scope| -> Result<()> {
         loop {
-            if failure.is_none() {
+            // A stopped stage ends the run even if the token was not set (its dependents
+            // would find no input).
+            if failure.is_none() && stopped.is_empty() && !cancel.is_cancelled() {
                 let ready: Vec<String> = jobs
                     .iter()
                     .filter(|(k, j)| !done.contains(*k) && !running.contains_key(*k) && j.waits_on.iter().all(|w| done.contains(w)))
@@ -142,7 +160,7 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
                     scope.spawn(move || {
                         // A panic outside the stage (observer, store) must still report, or
                         // the loop below would wait for this job forever.
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(plan, job.stage, threads, force, observer)))
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(plan, job.stage, threads, force, observer, cancel)))
                             .unwrap_or_else(|p| {
                                 let s = &plan.stages[job.stage];
                                 Err(Error::StageFailed {
@@ -177,17 +195,29 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
                         }
                     }
                 }
+                Err(Error::Interrupted { .. }) => {
+                    let job = &jobs[&key];
+                    stopped.push(shared[job.plan].stages[job.stage].decl.name.clone());
+                    stopped_keys.insert(key);
+                }
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
             }
         }
     })?;
+    let not_run: Vec<String> = jobs
+        .iter()
+        .filter(|(k, _)| !done.contains(*k) && !stopped_keys.contains(*k))
+        .map(|(_, j)| plans[j.plan].stages[j.stage].decl.name.clone())
+        .collect();
     for (plan, lock) in plans.iter_mut().zip(locks) {
         plan.lock = lock;
     }
     match failure {
+        // A real failure says more than the interrupt that may have followed it.
         Some(e) => Err(e),
+        None if !stopped.is_empty() || !not_run.is_empty() => Err(Error::Interrupted { stopped, not_run }),
         None => Ok(report),
     }
 }
@@ -223,12 +253,13 @@ fn write_lock(plan: &Plan, lock: &mut LockFile) -> Result<()> {
 /// Runs one stage into a temporary directory and installs it in the store. The stage's
 /// scratch directory `work/<key>` is locked meanwhile, kept when it fails and deleted once the
 /// output is installed.
-fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dyn Observer) -> Result<LockEntry> {
+fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dyn Observer, cancel: &Cancel) -> Result<LockEntry> {
     let s = &plan.stages[index];
     let store = &plan.store;
     let info = JobInfo { name: s.decl.name.clone(), kind: s.decl.stage.kind().to_owned(), key: s.key.clone(), threads };
     let log_path = store.log_path(&s.key);
     let fail = |message: String| Error::StageFailed { stage: info.name.clone(), kind: info.kind.clone(), message, log: log_path.clone() };
+    let interrupted = || Error::Interrupted { stopped: vec![info.name.clone()], not_run: Vec::new() };
 
     let inputs: BTreeMap<String, PathBuf> = s.entry.inputs.iter().map(|(slot, key)| (slot.clone(), store.output(key))).collect();
     if let Some((slot, path)) = inputs.iter().find(|(_, p)| !p.is_dir()) {
@@ -242,6 +273,10 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
             // Another process ran this key since the plan was made (we may have waited for it).
             return completed_entry(store, &s.entry);
         }
+        // Cancelled while waiting for the key's lock: start nothing new.
+        if cancel.is_cancelled() {
+            return Err(interrupted());
+        }
         let log = std::fs::File::create(&log_path).map_err(|e| Error::io("cannot create", &log_path, e))?;
         if let Ok(mut l) = progress.log.lock() {
             *l = Some(log);
@@ -254,17 +289,27 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
         let tmp = store.create_tmp(&s.key)?;
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let start = Instant::now();
-        let ctx =
-            StageContext { name: &s.decl.name, params: &s.decl.params, inputs: &inputs, out: &tmp, work: &work, threads, progress: &progress };
+        let ctx = StageContext {
+            name: &s.decl.name,
+            params: &s.decl.params,
+            inputs: &inputs,
+            out: &tmp,
+            work: &work,
+            threads,
+            progress: &progress,
+            cancel,
+        };
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| in_pool(threads, || s.decl.stage.run(&ctx)))) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(error_chain(e.as_ref())),
-            Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+            Ok(Err(e)) if Interrupted::is_in(e.as_ref()) => Err(interrupted()),
+            Ok(Err(e)) => Err(fail(error_chain(e.as_ref()))),
+            Err(panic) => Err(fail(format!("panicked: {}", panic_message(&panic)))),
         };
         let seconds = start.elapsed().as_secs_f64();
-        let result = outcome.map_err(fail).and_then(|()| {
+        let result = outcome.and_then(|()| {
             let mut entry = s.entry.clone();
-            entry.output_digest = Hasher::without_memo().digest(&tmp)?;
+            // The manifest and read-only files make later damage detectable (`manifest`).
+            entry.output_digest = crate::manifest::seal(&tmp)?;
             entry.started_unix = started_unix;
             entry.seconds = seconds;
             // Meta first: an output never appears without its record.
@@ -288,10 +333,16 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
         }
         result
     });
-    if let Err(e) = &result {
-        progress.log(&format!("error: {e}"));
+    match &result {
+        Err(Error::Interrupted { .. }) => progress.log("interrupted: stopped at a safe point; the next run resumes"),
+        Err(e) => progress.log(&format!("error: {e}")),
+        Ok(_) => {}
     }
-    observer.finish(&info, &result.as_ref().map(|e| e.seconds).map_err(ToString::to_string));
+    let shown = result.as_ref().map(|e| e.seconds).map_err(|e| match e {
+        Error::Interrupted { .. } => "interrupted at a safe point; the next run resumes".to_owned(),
+        e => e.to_string(),
+    });
+    observer.finish(&info, &shown);
     result
 }
 

@@ -16,9 +16,16 @@
 //! empties it first (a forced rerun starts from scratch). One process at a time runs a key:
 //! the engine holds a lock on the directory while the stage runs. `clean` deletes a work
 //! directory unless a lock file names its key as pending (started, not completed).
+//!
+//! A run can be cancelled (the CLI does it on Ctrl-C or SIGTERM): `StageContext::cancel` is
+//! then set, and a stage that works for long polls it at safe points (between steps, batches,
+//! clips) and returns `Interrupted` (`ctx.check_cancelled()?`), after saving in `work` what it
+//! can resume from. An interrupted stage is not installed, like a failed one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The error a stage returns. Stages are adapters and may use `anyhow`; `anyhow::Error`
 /// converts into this with `?` or `.into()`.
@@ -83,6 +90,58 @@ impl Progress for NoProgress {
     fn log(&self, _: &str) {}
 }
 
+/// A run's cancellation token: set once, by whoever wants the run to stop (the CLI's signal
+/// handler), and read by the runner and by stages at their safe points. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A token backed by `flag`, so that code which can only set an `AtomicBool` (a signal
+    /// handler) cancels the run.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself, for a library that polls an `AtomicBool` and knows nothing of the engine.
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
+/// What a stage returns when it stopped because the run was cancelled. The runner recognises
+/// it anywhere in the error's `source()` chain and reports the run as interrupted, not failed.
+/// Beware of wrappers that hide what they wrap: an `anyhow::Error` made from it and boxed with
+/// `into()` has a chain that starts below it; return `Box::new(Interrupted)` instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+impl Interrupted {
+    /// Whether `e` or one of its sources is an `Interrupted`.
+    pub fn is_in(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            if e.is::<Interrupted>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// What a stage sees when it runs.
 pub struct StageContext<'a> {
     /// The stage's name in the pipeline file (`[stages.NAME]`).
@@ -101,6 +160,8 @@ pub struct StageContext<'a> {
     /// Threads this stage may use (its share of the global budget).
     pub threads: usize,
     pub progress: &'a dyn Progress,
+    /// Set when the run is cancelled; see `check_cancelled`.
+    pub cancel: &'a Cancel,
 }
 
 impl StageContext<'_> {
@@ -110,6 +171,16 @@ impl StageContext<'_> {
             .get(slot)
             .map(PathBuf::as_path)
             .ok_or_else(|| format!("stage `{}` has no input bound to slot `{slot}`", self.name).into())
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// `Err(Interrupted)` once the run is cancelled: call it at a safe point of a long loop
+    /// (`ctx.check_cancelled()?`), so an interrupt stops the stage within one iteration.
+    pub fn check_cancelled(&self) -> Result<(), Interrupted> {
+        if self.cancelled() { Err(Interrupted) } else { Ok(()) }
     }
 }
 

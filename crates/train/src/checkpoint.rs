@@ -7,6 +7,12 @@
 //! micro-batch index) alone. A checkpoint is written into a `.tmp-` directory, flushed to the
 //! disk and renamed, so a crash or power loss leaves either the previous complete checkpoint or
 //! the new one.
+//!
+//! An interrupted run (Ctrl-C) saves a checkpoint of the step it stopped at, off the
+//! `checkpoint_every` schedule and marked `interrupted` in its `state.json`. It does not count
+//! toward `keep_checkpoints` (it prunes none of the regular ones) and is deleted as soon as a
+//! newer checkpoint exists, so a run resumed from it keeps the same checkpoints on disk as one
+//! never interrupted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,6 +36,10 @@ pub struct CheckpointState {
     pub config: TrainConfig,
     /// Whatever the caller needs to rebuild the model (its architecture config).
     pub model: serde_json::Value,
+    /// Written because the run was interrupted, not by the schedule (absent: false, so
+    /// regular checkpoints are byte for byte what they were before interrupts existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 fn step_dir(root: &Path, step: u64) -> PathBuf {
@@ -88,11 +98,30 @@ pub(crate) fn save<M: Module>(
     }
     fs::rename(&tmp, &dir).map_err(TrainError::io(&dir))?;
     sync(root)?;
-    let all = list_checkpoints(root)?;
-    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+    prune(root, state.step, keep)?;
+    Ok(dir)
+}
+
+/// Deletes every interrupt checkpoint older than `newest` and all but the newest `keep`
+/// regular ones.
+fn prune(root: &Path, newest: u64, keep: usize) -> Result<(), TrainError> {
+    let (interrupts, regular): (Vec<_>, Vec<_>) = list_checkpoints(root)?.into_iter().partition(|(_, dir)| is_interrupt(dir));
+    let old_interrupts = interrupts.iter().filter(|(step, _)| *step < newest);
+    for (_, old) in old_interrupts.chain(regular.iter().take(regular.len().saturating_sub(keep))) {
         fs::remove_dir_all(old).map_err(TrainError::io(old))?;
     }
-    Ok(dir)
+    Ok(())
+}
+
+/// Whether the checkpoint in `dir` was written by an interrupt. An unreadable `state.json`
+/// counts as regular: pruning must not delete what resume would report as broken.
+fn is_interrupt(dir: &Path) -> bool {
+    #[derive(Deserialize)]
+    struct Marker {
+        #[serde(default)]
+        interrupted: bool,
+    }
+    fs::read(dir.join("state.json")).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok()).is_some_and(|m| m.interrupted)
 }
 
 /// Flushes a file's or a folder's content (a folder: its entries) to the disk.
@@ -114,8 +143,8 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState, TrainError> {
     Ok(state)
 }
 
-pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Value) -> CheckpointState {
-    CheckpointState { format: FORMAT.into(), version: VERSION, step, config: config.clone(), model: model.clone() }
+pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Value, interrupted: bool) -> CheckpointState {
+    CheckpointState { format: FORMAT.into(), version: VERSION, step, config: config.clone(), model: model.clone(), interrupted }
 }
 
 /// Model, EMA and optimizer of the checkpoint in `dir`, loaded into the given fresh ones.

@@ -21,6 +21,9 @@ pub enum TrainError {
         match last_good { Some(p) => format!("The last good checkpoint is {}.", p.display()), None => "No checkpoint was written yet.".to_owned() }
     )]
     NonFinite { what: &'static str, value: f64, step: u64, last_good: Option<PathBuf> },
+    /// `on_step` asked to stop; the run resumes from `checkpoint` (the stopped step's).
+    #[error("training interrupted after step {step}; checkpoint {} written, the next run resumes from it", checkpoint.display())]
+    Interrupted { step: u64, checkpoint: PathBuf },
 }
 
 impl TrainError {

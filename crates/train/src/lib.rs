@@ -5,7 +5,8 @@
 //! clips (drawn on a loader thread) go through the IDDPM hybrid loss of `latte-diffusion`;
 //! gradients are accumulated, optionally clipped to a global norm, applied by AdamW, and an
 //! EMA of the weights follows. Checkpoints ([`checkpoint`]) are atomic and a resumed run is
-//! bit-identical to an uninterrupted one. Each step is logged to `loss.jsonl` ([`StepLog`]);
+//! bit-identical to an uninterrupted one; `on_step` can stop a run at a step boundary with a
+//! checkpoint of that step ([`StepControl`]). Each step is logged to `loss.jsonl` ([`StepLog`]);
 //! `loss.png` is drawn at the end.
 //!
 //! **Architecture invariant:** this crate knows nothing of the pipeline, the latents store or
@@ -28,6 +29,6 @@ pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};
 pub use log::{read_log, StepLog};
 pub use plot::plot_loss;
-pub use trainer::{step_gradients, train, MicroLosses, ModelInput, RunPaths, Trained};
+pub use trainer::{step_gradients, train, MicroLosses, ModelInput, RunPaths, StepControl, Trained};
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;

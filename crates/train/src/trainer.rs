@@ -4,6 +4,7 @@
 //! Shape legend: B clips per micro-batch, F video frames, K extra image frames, C latent
 //! channels, H, W latent height and width.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,23 +63,43 @@ pub struct Trained<M> {
     pub last_checkpoint: Option<PathBuf>,
 }
 
+/// What `train`'s `on_step` returns: `()` to go on, or a `ControlFlow<()>` whose `Break` stops
+/// the run after this step (Ctrl-C): a checkpoint of the step is written, off the schedule,
+/// and `train` returns `TrainError::Interrupted`; the next call resumes from it exactly.
+pub trait StepControl {
+    fn stops(self) -> bool;
+}
+
+impl StepControl for () {
+    fn stops(self) -> bool {
+        false
+    }
+}
+
+impl StepControl for ControlFlow<()> {
+    fn stops(self) -> bool {
+        self.is_break()
+    }
+}
+
 /// Trains `model` (on an autodiff device, freshly initialised: a checkpoint in
 /// `paths.checkpoints` overwrites it and the run continues from there) on `clips` up to
 /// `cfg.steps` optimizer steps. `forward` runs the network; `model_meta` is stored in every
 /// checkpoint and must equal the resumed checkpoint's (the architecture). `on_step` sees every
-/// step's log record (progress bars).
-pub fn train<M, F>(
+/// step's log record (progress bars) and may stop the run (see [`StepControl`]).
+pub fn train<M, F, S>(
     model: M,
     mut forward: F,
     clips: LatentClips,
     cfg: &TrainConfig,
     paths: &RunPaths,
     model_meta: &serde_json::Value,
-    mut on_step: impl FnMut(&StepLog),
+    mut on_step: impl FnMut(&StepLog) -> S,
 ) -> Result<Trained<M>, TrainError>
 where
     M: Module + 'static,
     F: FnMut(&M, ModelInput) -> Tensor<5>,
+    S: StepControl,
 {
     cfg.validate()?;
     let diffusion = GaussianDiffusion::create("")?;
@@ -149,12 +170,17 @@ where
                 secs: began.elapsed().as_secs_f64(),
             };
             log.push(&record)?;
-            on_step(&record);
-            if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+            // Stopping after the last step is finishing.
+            let stop = on_step(&record).stops() && done < cfg.steps;
+            let scheduled = done % cfg.checkpoint_every == 0 || done == cfg.steps;
+            if scheduled || stop {
                 log.sync()?;
-                let state = checkpoint::new_state(done, cfg, model_meta);
-                last_checkpoint =
-                    Some(checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?);
+                let state = checkpoint::new_state(done, cfg, model_meta, !scheduled);
+                let dir = checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?;
+                if stop {
+                    return Err(TrainError::Interrupted { step: done, checkpoint: dir });
+                }
+                last_checkpoint = Some(dir);
             }
         }
     }

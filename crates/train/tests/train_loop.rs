@@ -143,6 +143,60 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert_eq!(kept, vec![4, 6]);
 }
 
+/// Issue #15: `on_step` returning `Break` at a step off the `checkpoint_every` schedule writes a
+/// checkpoint of that step and stops; resuming from it (also after a second interrupt, also
+/// at a scheduled step) ends with the weights, EMA, loss log and kept checkpoints of a run
+/// never interrupted.
+#[test]
+fn an_interrupted_run_checkpoints_its_step_and_resumes_bit_identically() {
+    use std::ops::ControlFlow;
+    let straight = tempfile::tempdir().unwrap();
+    let (model_a, ema_a) = run(straight.path(), &config(6)).unwrap();
+    let steps_on_disk = |dir: &Path| -> Vec<u64> { list_checkpoints(&dir.join("checkpoints")).unwrap().into_iter().map(|c| c.0).collect() };
+    let dev = Device::default().autodiff();
+    let meta = serde_json::json!({"model": "tiny"});
+    let interrupt_at = |dir: &Path, at: u64| {
+        train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), &config(6), &RunPaths::in_dir(dir), &meta, |l| {
+            if l.step == at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })
+        .err()
+        .expect("the run must stop")
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    match interrupt_at(dir.path(), 3) {
+        TrainError::Interrupted { step: 3, checkpoint } => assert!(checkpoint.ends_with("step-00000003"), "{checkpoint:?}"),
+        other => panic!("unexpected error {other}"),
+    }
+    // checkpoint_every = 2, keep 2: the interrupt checkpoint comes beside the regular one.
+    assert_eq!(steps_on_disk(dir.path()), vec![2, 3]);
+    assert_eq!(read_log(&dir.path().join("loss.jsonl")).unwrap().len(), 3);
+    // Resumed from 3, stopped again at 5: the interrupt checkpoint of 3 is gone once 4 exists,
+    // and the one of 5 prunes none of the regular ones.
+    assert!(matches!(interrupt_at(dir.path(), 5), TrainError::Interrupted { step: 5, .. }));
+    assert_eq!(steps_on_disk(dir.path()), vec![2, 4, 5]);
+    let (model_b, ema_b) = run(dir.path(), &config(6)).unwrap();
+    assert_eq!(bits(&model_a), bits(&model_b), "raw weights differ after resuming from interrupts");
+    assert_eq!(bits(&ema_a), bits(&ema_b), "EMA weights differ after resuming from interrupts");
+    assert_eq!(steps_on_disk(dir.path()), steps_on_disk(straight.path()));
+    let strip = |p: &Path| {
+        read_log(&p.join("loss.jsonl")).unwrap().into_iter().map(|l| (l.step, l.loss.to_bits(), l.grad_norm.to_bits())).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(straight.path()), strip(dir.path()), "the loss logs differ");
+
+    // At a scheduled step the regular checkpoint is the interrupt's; after the last step
+    // there is nothing left to interrupt.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(interrupt_at(dir.path(), 4), TrainError::Interrupted { step: 4, .. }));
+    assert_eq!(steps_on_disk(dir.path()), vec![2, 4]);
+    let dir = tempfile::tempdir().unwrap();
+    let done = train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), &config(6), &RunPaths::in_dir(dir.path()), &meta, |l| {
+        if l.step == 6 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .unwrap();
+    assert_eq!(bits(&weights(&done.model)), bits(&model_a));
+}
+
 #[test]
 fn training_changes_weights_and_same_seed_gives_same_bits() {
     let dev = Device::default();
