@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_engine::{Cancel, InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
 use latte_vae::train::{train, FrameBatch, ReconstructionLoss, TrainConfig};
@@ -82,7 +82,8 @@ impl Stage for VaeTrain {
 
     fn version(&self) -> &'static str {
         // 2: zero-initialised residual branches, MSE, lr 1e-3, 700 steps of batch 4 by default.
-        "2"
+        // 3: report.json no longer records wall time (outputs are a function of the key).
+        "3"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -111,7 +112,7 @@ impl Stage for VaeTrain {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        Ok(run(ctx)?)
+        run(ctx).map_err(crate::stage_error)
     }
 }
 
@@ -154,7 +155,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         fit_scaling_factor: p.bool("fit_scaling_factor").map_err(param)?,
     };
     let store_dir = ctx.input("frames").map_err(param)?.join("frames.zarr");
-    train_on_store(&store_dir, &options, ctx.out, ctx.progress)
+    train_on_store(&store_dir, &options, ctx.out, ctx.progress, ctx.cancel)
 }
 
 /// Everything `vae_train` needs besides its input and output paths.
@@ -167,7 +168,9 @@ pub struct Options {
 }
 
 /// Trains on the frames of the store `store_dir` and writes `out/vae/` and `out/report.json`.
-pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+/// Once `cancel` is set it stops after the current step with `Interrupted` (no checkpoint: the
+/// rerun trains from the start).
+pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress: &dyn Progress, cancel: &Cancel) -> anyhow::Result<()> {
     let (vae_cfg, train_cfg) = (&options.vae, &options.train);
     let store = RaggedReader::open(store_dir).with_context(|| format!("opening the frames store {}", store_dir.display()))?;
     let frames = store.array::<u8>("frames").with_context(|| format!("reading array `frames` of {}", store_dir.display()))?;
@@ -206,8 +209,9 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         if step % 10 == 0 {
             progress.set_message(&format!("loss {loss:.4}"));
         }
+        crate::cancel::stop_if_cancelled(cancel);
     };
-    let outcome = train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &Device::default(), &mut on_step)
+    let outcome = crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &Device::default(), &mut on_step))?
         .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 
@@ -231,7 +235,6 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         "scaling_factor": config.scaling_factor,
         "final_loss": outcome.losses.last(),
         "steps": train_cfg.steps,
-        "seconds": seconds,
         "loss_curve": curve,
     });
     write_atomic(&out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -6,14 +6,13 @@
 //! pair alone; the burn side also runs the patch embedding, timestep MLP and final layer
 //! (small next to the blocks), so the ratio slightly favours PyTorch.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use latte_model::burn::module::Module;
 use latte_model::burn::optim::GradientsParams;
 use latte_model::latte_nn::adamw::AdamW;
 use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_model::latte_nn::init::{Init, ParamFactory};
 use latte_model::{Latte, LatteConfig};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -179,7 +178,10 @@ fn run_inner(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/ml-stack-bench/torch_bench.py");
+    let script = crate::workspace::shared()?.join("spec/ml-stack-bench/torch_bench.py");
+    if !script.is_file() {
+        bail!("{} is missing: the PyTorch side of `bench block` lives in ../shared beside the checkout", script.display());
+    }
     let out = Command::new(&python)
         .arg(&script)
         .arg("bench")

@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "Each case: Rust (child process) then PyTorch ({python}, {}), {} threads, {} warm-up + {} timed steps; \
              step_ms = median step, ratio = rust / torch (below 1: Rust faster), GFLOP/s from the same FLOP count",
-            script_path().display(),
+            script_path()?.display(),
             args.threads,
             args.warmup,
             args.iters
@@ -239,17 +239,18 @@ fn omp_setting() -> String {
 /// The PyTorch script against the reference's own tensors in `shared/fixtures` (model forward
 /// and hybrid loss terms), so that the PyTorch side is the reference, not just a copy of ours.
 fn selftest(python: &str) -> Result<()> {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let fixtures = crate::workspace::shared()?.join("fixtures");
     if !fixtures.join("latte-v1-uncond").is_dir() {
         println!("reference check: {} not found; the PyTorch script is not checked against the reference's tensors", fixtures.display());
         return Ok(());
     }
+    let script = script_path()?;
     let out = Command::new(python)
-        .arg(script_path())
+        .arg(&script)
         .arg("--selftest")
         .arg(&fixtures)
         .output()
-        .with_context(|| format!("running {python} {} --selftest", script_path().display()))?;
+        .with_context(|| format!("running {python} {} --selftest", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("SELFTEST ")).ok_or_else(|| {
         anyhow!("the PyTorch script's --selftest printed no SELFTEST line:\n{text}{}", String::from_utf8_lossy(&out.stderr))
@@ -266,8 +267,13 @@ fn selftest(python: &str) -> Result<()> {
     Ok(())
 }
 
-fn script_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/latte_train_step.py")
+/// The reference PyTorch step of the checkout the command runs in (see `workspace`).
+fn script_path() -> Result<PathBuf> {
+    let script = crate::workspace::root()?.join("xtask/bench/latte_train_step.py");
+    if !script.is_file() {
+        bail!("{} is missing: the PyTorch side of `bench train` needs it (restore it from git, or pass --no-torch)", script.display());
+    }
+    Ok(script)
 }
 
 /// Machine-wide busy CPU time (`/proc/stat`) against the CPU time of this process's waited-for
@@ -353,7 +359,7 @@ fn torch_row(python: &str, case: &BenchCase, args: &Args) -> Result<TorchRow> {
         "num_frames": m.num_frames, "input_size": m.input_size, "in_channels": m.in_channels,
         "batch_size": case.batch_size, "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
     });
-    let script = script_path();
+    let script = script_path()?;
     let threads = args.threads.to_string();
     let clock = CpuClock::now();
     let out = Command::new(python)

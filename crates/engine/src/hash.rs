@@ -64,7 +64,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn file_sha256(path: &Path) -> Result<String> {
+pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -92,7 +92,7 @@ impl Stat {
     fn of(m: &std::fs::Metadata) -> Self {
         Stat {
             size: m.len(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            mtime_ns: mtime_ns(m),
             ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
             ino: m.ino(),
         }
@@ -158,35 +158,65 @@ impl Hasher {
 
     /// The digest of a file's content, or of a directory's tree: SHA-256 over the sorted
     /// lines `<relative path>\t<size>\t<sha256>` of every file below it (symlinks followed).
-    /// Names and contents count; timestamps and permissions do not.
+    /// Names and contents count; timestamps and permissions do not. A store entry's own
+    /// manifest (`manifest::MANIFEST_FILE` at the top) is not part of its content.
     pub fn digest(&self, path: &Path) -> Result<String> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
         if meta.is_file() {
             return self.file(path, &meta).map(|h| format!("file:{h}"));
         }
-        let mut lines = Vec::new();
-        self.walk(path, Path::new(""), &mut lines)?;
-        lines.sort();
-        Ok(format!("dir:{}", sha256_hex(lines.join("\n").as_bytes())))
+        Ok(tree_digest(&self.tree(path)?))
     }
 
-    fn walk(&self, root: &Path, rel: &Path, lines: &mut Vec<String>) -> Result<()> {
+    /// Every file below the directory `root` with its size, mtime and SHA-256, in path order.
+    pub fn tree(&self, root: &Path) -> Result<Vec<FileDigest>> {
+        let mut files = Vec::new();
+        self.walk(root, Path::new(""), &mut files)?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    fn walk(&self, root: &Path, rel: &Path, files: &mut Vec<FileDigest>) -> Result<()> {
         let dir = root.join(rel);
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("cannot list", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("cannot list", &dir, e))?;
+            if rel.as_os_str().is_empty() && entry.file_name() == crate::manifest::MANIFEST_FILE {
+                continue;
+            }
             let rel = rel.join(entry.file_name());
             let path = root.join(&rel);
             let meta = std::fs::metadata(&path).map_err(|e| Error::io("cannot read", &path, e))?;
             if meta.is_dir() {
-                self.walk(root, &rel, lines)?;
+                self.walk(root, &rel, files)?;
             } else {
-                let h = self.file(&path, &meta)?;
-                lines.push(format!("{}\t{}\t{h}", rel.to_string_lossy(), meta.len()));
+                let sha256 = self.file(&path, &meta)?;
+                files.push(FileDigest { path: rel.to_string_lossy().into_owned(), size: meta.len(), mtime_ns: mtime_ns(&meta), sha256 });
             }
         }
         Ok(())
     }
+}
+
+/// One file of a directory tree, as hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Relative to the tree's root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub sha256: String,
+}
+
+/// The digest of a directory from its files (see `Hasher::digest`).
+pub fn tree_digest(files: &[FileDigest]) -> String {
+    let mut lines: Vec<String> = files.iter().map(|f| format!("{}\t{}\t{}", f.path, f.size, f.sha256)).collect();
+    lines.sort();
+    format!("dir:{}", sha256_hex(lines.join("\n").as_bytes()))
+}
+
+pub(crate) fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::hash::{canonical, sha256_hex, Hasher};
 use crate::lock::{LockEntry, LockFile};
+use crate::manifest::Damage;
 use crate::pipeline::{Pipeline, StageDecl};
 use crate::stage::ParamType;
 use crate::store::Store;
@@ -64,6 +65,11 @@ pub enum Reason {
     InputsChanged(Vec<String>),
     /// The lock records the current key but the store lacks the output (deleted or cleaned).
     OutputMissing,
+    /// The output is in the store but differs from its manifest (`manifest::quick_check`).
+    OutputDamaged(Vec<Damage>),
+    /// An upstream stage (by slot) reruns because its output is damaged, so this one is
+    /// rebuilt from the repaired bytes too.
+    InputDamaged(Vec<String>),
 }
 
 impl fmt::Display for Reason {
@@ -76,6 +82,16 @@ impl fmt::Display for Reason {
             Reason::ParamsChanged(p) => write!(f, "parameter changed ({})", p.join(", ")),
             Reason::InputsChanged(i) => write!(f, "input changed ({})", i.join(", ")),
             Reason::OutputMissing => write!(f, "output missing from the store"),
+            Reason::OutputDamaged(d) => {
+                const SHOWN: usize = 3;
+                let files: Vec<String> = d.iter().take(SHOWN).map(ToString::to_string).collect();
+                write!(f, "output damaged: {}", files.join(", "))?;
+                if d.len() > SHOWN {
+                    write!(f, " and {} more (`cargo xtask verify` lists them)", d.len() - SHOWN)?;
+                }
+                Ok(())
+            }
+            Reason::InputDamaged(slots) => write!(f, "input damaged upstream ({})", slots.join(", ")),
         }
     }
 }
@@ -93,6 +109,7 @@ pub struct PlannedStage {
     pub selected: bool,
     /// Will execute: selected and (not cached or forced).
     pub run: bool,
+    /// Replaces the output in the store if there is one (`--force`, or a damaged output).
     pub force: bool,
     /// The lock entry this stage gets once complete (digest and timings filled in then).
     pub entry: LockEntry,
@@ -122,15 +139,32 @@ impl Plan {
         let hasher = store.hasher();
         let mut keys: BTreeMap<String, String> = BTreeMap::new();
         let mut stages = Vec::new();
+        // Stages whose complete output is damaged, or downstream of one: they rerun and
+        // replace what is in the store.
+        let mut rebuilt: BTreeSet<String> = BTreeSet::new();
         for decl in &pipeline.stages {
             let entry = entry_for(decl, &keys, &store, &hasher)?;
             keys.insert(decl.name.clone(), entry.key.clone());
             let output = store.output(&entry.key);
+            let damaged_inputs: Vec<String> =
+                decl.inputs.iter().filter(|(_, up)| rebuilt.contains(*up)).map(|(slot, _)| slot.clone()).collect();
             let (state, reasons) = match lock.stages.get(&decl.name) {
-                _ if store.is_complete(&entry.key) => (State::Cached, Vec::new()),
+                _ if store.is_complete(&entry.key) => {
+                    let damage = store.damage(&entry.key);
+                    if !damage.is_empty() {
+                        (State::Stale, vec![Reason::OutputDamaged(damage)])
+                    } else if !damaged_inputs.is_empty() {
+                        (State::Stale, vec![Reason::InputDamaged(damaged_inputs)])
+                    } else {
+                        (State::Cached, Vec::new())
+                    }
+                }
                 None => (State::NeverRun, vec![Reason::New]),
                 Some(old) => (State::Stale, diff(old, &entry)),
             };
+            if state == State::Stale && store.is_complete(&entry.key) {
+                rebuilt.insert(decl.name.clone());
+            }
             stages.push(PlannedStage { decl: decl.clone(), key: entry.key.clone(), output, state, reasons, selected: false, run: false, force: false, entry });
         }
         // A memo that cannot be saved only costs re-hashing next time.
@@ -144,6 +178,9 @@ impl Plan {
                 s.reasons.insert(0, Reason::Forced);
             }
             s.run = s.selected && (s.force || s.state != State::Cached);
+            // A stale stage whose output is still in the store (damaged, or downstream of
+            // damage) replaces it as a forced one does, without being reported as forced.
+            s.force |= rebuilt.contains(&s.decl.name);
         }
         Ok(Plan { pipeline: pipeline.clone(), store, stages, lock, warnings: warning.into_iter().collect() })
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! .latte/
 //!   out/<key>/         complete stage outputs, named by cache key; never modified once here
+//!     .latte-manifest.json  each file's size, mtime and SHA-256 at install (files read-only)
 //!   tmp/<key>.<pid>.<n>/  outputs being written; renamed to out/<key> only when complete
 //!   work/<key>/        a stage's scratch that survives failures and kills (checkpoints of an
 //!                      interrupted training run); deleted once out/<key> is installed
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::hash::{sha256_hex, Hasher};
 use crate::lock::LockEntry;
+use crate::manifest::{self, Damage};
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -55,6 +57,18 @@ impl Store {
 
     pub fn is_complete(&self, key: &str) -> bool {
         self.output(key).is_dir()
+    }
+
+    /// What the cheap check finds wrong with the complete output of `key` (see `manifest`).
+    pub fn damage(&self, key: &str) -> Vec<Damage> {
+        manifest::quick_check(&self.output(key))
+    }
+
+    /// Every file of the complete output of `key` re-hashed against its manifest (or, for an
+    /// entry without one, against the digest in its record).
+    pub fn verify(&self, key: &str) -> Result<Vec<Damage>> {
+        let recorded = self.read_meta(key).map(|m| m.output_digest);
+        manifest::full_check(&self.output(key), recorded.as_deref())
     }
 
     pub fn log_path(&self, key: &str) -> PathBuf {

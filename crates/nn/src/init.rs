@@ -65,7 +65,10 @@ impl ParamFactory {
         let (seed, stream) = (self.seed, stream_of(path));
         let numel: usize = shape.iter().product();
         Param::uninitialized(
-            ParamId::new(),
+            // Named, not random (burn's `ParamId::new()`): the ids are written into checkpoints
+            // and optimizer records, which must be the same bytes whenever the same run is
+            // repeated (a store entry is a function of its cache key).
+            ParamId::from(stream_of(path)),
             move |device: &Device, require_grad: bool| {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(stream);

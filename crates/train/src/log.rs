@@ -20,7 +20,11 @@ pub struct StepLog {
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     pub clipped: bool,
-    /// Wall time of the step.
+    /// Wall time of the step (progress display and benchmarks). Not written to the log: a
+    /// stage's output must be a function of its cache key alone, so that a rerun (after
+    /// damage, on another machine) reproduces it byte for byte; the engine records the
+    /// stage's time in its lock entry.
+    #[serde(skip)]
     pub secs: f64,
 }
 
