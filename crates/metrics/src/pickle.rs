@@ -8,6 +8,7 @@
 //! later `BINGET`s.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// One unpickled value.
@@ -149,7 +150,9 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: Vec<Option<Value>> = Vec::new();
+    // A map, not a vector indexed by memo slot: the slot is a 32-bit number of the file, and
+    // sizing a vector by it would allocate what the file merely names.
+    let mut memo: HashMap<usize, Value> = HashMap::new();
     let pop = |stack: &mut Vec<Value>| {
         stack
             .pop()
@@ -165,20 +168,9 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             }
             Ok(stack.split_off(m))
         };
-    fn put(memo: &mut Vec<Option<Value>>, idx: usize, v: Value) -> Result<(), PickleError> {
-        if idx > 1 << 24 {
-            return err(format!("memo index {idx} is implausibly large"));
-        }
-        if memo.len() <= idx {
-            memo.resize(idx + 1, None);
-        }
-        memo[idx] = Some(v);
-        Ok(())
-    }
-    fn get(memo: &[Option<Value>], idx: usize) -> Result<Value, PickleError> {
-        memo.get(idx)
+    fn get(memo: &HashMap<usize, Value>, idx: usize) -> Result<Value, PickleError> {
+        memo.get(&idx)
             .cloned()
-            .flatten()
             .ok_or_else(|| PickleError(format!("memo index {idx} is unset")))
     }
     fn set_items(target: &Value, items: Vec<Value>) -> Result<(), PickleError> {
@@ -284,7 +276,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                     .cloned()
                     .ok_or_else(|| PickleError("MEMOIZE on empty stack".into()))?;
                 let idx = memo.len();
-                put(&mut memo, idx, v)?;
+                memo.insert(idx, v);
             }
             b'q' | b'r' => {
                 let idx = if op == b'q' {
@@ -296,7 +288,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                     .last()
                     .cloned()
                     .ok_or_else(|| PickleError("PUT on empty stack".into()))?;
-                put(&mut memo, idx, v)?;
+                memo.insert(idx, v);
             }
             b'h' => {
                 let idx = r.u8()? as usize;

@@ -25,6 +25,13 @@ pub fn read_file(path: &Path) -> Result<TensorMap, MetricsError> {
         path: path.to_owned(),
         source,
     })?;
+    let file_len = file
+        .metadata()
+        .map_err(|source| MetricsError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
     let mut zip =
         zip::ZipArchive::new(file).map_err(|e| bad(path, format!("not a TorchScript zip: {e}")))?;
     let pkl_name = zip
@@ -43,8 +50,13 @@ pub fn read_file(path: &Path) -> Result<TensorMap, MetricsError> {
         let mut f = zip
             .by_name(name)
             .map_err(|e| bad(path, format!("entry `{name}`: {e}")))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf)
+        // The declared size is a claim of the file: reserve no more than the archive holds
+        // (torch writes its members stored), and read no more than was declared.
+        let declared = f.size();
+        let mut buf = Vec::with_capacity(declared.min(file_len) as usize);
+        (&mut f)
+            .take(declared)
+            .read_to_end(&mut buf)
             .map_err(|e| bad(path, format!("entry `{name}`: {e}")))?;
         Ok(buf)
     };

@@ -1,19 +1,148 @@
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use zarrs::array::{Array, ArraySubset};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::Group;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
+use zarrs::storage::{MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
 use crate::element::FrameElement;
 use crate::error::StoreError;
 use crate::meta::RaggedMeta;
 
+/// The largest frame a store may declare, in bytes. A frame is one inner chunk, read and
+/// allocated whole; an 8K RGB frame is 100 MB, so a larger claim is a corrupt `zarr.json`
+/// and is refused before any read allocates it.
+const MAX_FRAME_BYTES: u64 = 256 << 20;
+
+/// The most bytes one shard may decode to (zarrs decodes a shard whole when a read covers
+/// it). The writer aims at 8 MiB per shard, so a larger claim is a corrupt `zarr.json`.
+const MAX_SHARD_BYTES: u64 = 1 << 30;
+
+/// The filesystem store, refusing to hand zarrs byte ranges and shard indexes that do not lie
+/// inside the file.
+///
+/// A shard ends in an index giving the byte range of each frame in the shard file, and zarrs
+/// trusts it: its filesystem store allocates a range's length before reading (an index claiming
+/// 4 GiB in a file of a few kilobytes allocates 4 GiB), and its whole-shard decoder adds offset
+/// and size unchecked (an offset of 2⁶⁴-1 wraps past its bounds check and panics). So every
+/// range is checked against the file's size, and every whole shard read of an array whose
+/// layout [`RaggedReader::array`] verified has its index checked before zarrs sees it.
+struct BoundedStore {
+    fs: FilesystemStore,
+    /// Array name -> byte length of its shard index (`frames_per_shard` offset/size pairs of
+    /// u64 and a CRC-32C).
+    index_bytes: RwLock<HashMap<String, u64>>,
+}
+
+impl BoundedStore {
+    /// The index length of the array a chunk key belongs to, once its layout is verified.
+    fn index_bytes(&self, key: &StoreKey) -> Option<u64> {
+        let (array, _) = key.as_str().split_once("/c/")?;
+        self.index_bytes.read().unwrap_or_else(|e| e.into_inner()).get(array).copied()
+    }
+
+    /// Refuses the index at the end of `shard` if it places a frame outside the shard's data.
+    fn check_index(shard: &[u8], index_bytes: u64) -> Result<(), String> {
+        let Some(data_end) = (shard.len() as u64).checked_sub(index_bytes) else {
+            return Err(format!("the shard holds {} bytes, less than its {index_bytes}-byte index", shard.len()));
+        };
+        // The entries, without the checksum after them (zarrs verifies that).
+        let entries = &shard[data_end as usize..shard.len() - 4];
+        for (i, pair) in entries.chunks_exact(16).enumerate() {
+            let offset = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+            let size = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+            // u64::MAX twice marks a frame that was never written (read as the fill value)
+            if (offset, size) != (u64::MAX, u64::MAX) && offset.checked_add(size).is_none_or(|end| end > data_end) {
+                return Err(format!("its index places frame {i} at bytes {offset}+{size}, outside the shard's {data_end} data bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadableStorageTraits for BoundedStore {
+    fn get_partial_many<'a>(&'a self, key: &StoreKey, byte_ranges: ByteRangeIterator<'a>) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        let Some(size) = self.fs.size_key(key)? else {
+            return Ok(None);
+        };
+        for &range in &ranges {
+            let inside = match range {
+                ByteRange::FromStart(offset, length) => offset.checked_add(length.unwrap_or(0)).is_some_and(|end| end <= size),
+                ByteRange::Suffix(length) => length <= size,
+            };
+            if !inside {
+                return Err(InvalidByteRangeError::new(range, size).into());
+            }
+        }
+        // zarrs reads a shard whole when a read covers all of it, and then trusts its index.
+        let index_bytes = match ranges.as_slice() {
+            [ByteRange::FromStart(0, None)] => self.index_bytes(key),
+            _ => None,
+        };
+        let Some(index_bytes) = index_bytes else {
+            return self.fs.get_partial_many(key, Box::new(ranges.into_iter()));
+        };
+        let Some(shard) = self.fs.get(key)? else {
+            return Ok(None);
+        };
+        Self::check_index(&shard, index_bytes).map_err(|m| StorageError::Other(format!("shard {key}: {m}")))?;
+        Ok(Some(Box::new(std::iter::once(Ok(shard)))))
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.fs.size_key(key)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.fs.supports_get_partial()
+    }
+}
+
+/// Frames per shard of an array laid out as the writer lays it out: sharded, the index at the
+/// end with a CRC-32C, shards of `[1.., k] ++ frame_shape`, inner chunks of one frame. Those
+/// are the sizes every read allocates, so nothing else is accepted.
+fn frames_per_shard(meta: &serde_json::Value, axis: usize, shape: &[u64], elem: u64) -> Result<u64, String> {
+    let dims = |v: &serde_json::Value| -> Option<Vec<u64>> { v.as_array()?.iter().map(serde_json::Value::as_u64).collect() };
+    let not_ours = |what: &str| format!("{what}: not the layout latte-store writes");
+    let sharding = meta["codecs"]
+        .as_array()
+        .and_then(|c| c.first())
+        .filter(|c| c["name"] == "sharding_indexed")
+        .ok_or_else(|| not_ours("not sharded"))?;
+    let conf = &sharding["configuration"];
+    if !matches!(conf.get("index_location").map(serde_json::Value::as_str), None | Some(Some("end"))) {
+        return Err(not_ours("the shard index is not at the end"));
+    }
+    let index_codecs: Option<Vec<&str>> = conf["index_codecs"].as_array().map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect());
+    if index_codecs.as_deref() != Some(&["bytes", "crc32c"][..]) {
+        return Err(not_ours("the shard index is not checksummed"));
+    }
+    let frame = &shape[axis + 1..];
+    let one_frame: Vec<u64> = std::iter::repeat_n(1, axis + 1).chain(frame.iter().copied()).collect();
+    if dims(&conf["chunk_shape"]).as_deref() != Some(&one_frame[..]) {
+        return Err(not_ours(&format!("inner chunks are not one frame ({:?})", conf["chunk_shape"])));
+    }
+    let shard = (meta["chunk_grid"]["name"] == "regular").then(|| dims(&meta["chunk_grid"]["configuration"]["chunk_shape"])).flatten();
+    let k = match shard {
+        Some(s) if s.len() == shape.len() && s[..axis].iter().all(|&n| n == 1) && s[axis + 1..] == *frame && s[axis] >= 1 => s[axis],
+        other => return Err(not_ours(&format!("shards of shape {other:?} do not hold whole frames of {frame:?}"))),
+    };
+    let shard_bytes = frame.iter().try_fold(elem, |b, &n| b.checked_mul(n)).and_then(|b| b.checked_mul(k));
+    if shard_bytes.is_none_or(|b| b > MAX_SHARD_BYTES) {
+        return Err(format!("shards of {k} frames of {frame:?} would decode to more than {} MiB each", MAX_SHARD_BYTES >> 20));
+    }
+    Ok(k)
+}
+
 /// An open ragged store.
 pub struct RaggedReader {
     dir: PathBuf,
-    store: Arc<FilesystemStore>,
+    store: Arc<BoundedStore>,
     meta: RaggedMeta,
 }
 
@@ -23,7 +152,8 @@ impl RaggedReader {
         if !dir.join("zarr.json").is_file() {
             return Err(open_err(format!("{} has no zarr.json (not a Zarr v3 group)", dir.display()).into()));
         }
-        let store = Arc::new(FilesystemStore::new(dir).map_err(|e| open_err(e.into()))?);
+        let fs = FilesystemStore::new(dir).map_err(|e| open_err(e.into()))?;
+        let store = Arc::new(BoundedStore { fs, index_bytes: RwLock::new(HashMap::new()) });
         let group = Group::open(store.clone(), "/").map_err(|e| open_err(e.into()))?;
         let meta: RaggedMeta = serde_json::from_value(serde_json::Value::Object(group.attributes().clone()))
             .map_err(|source| StoreError::Attributes { path: dir.to_owned(), source })?;
@@ -83,6 +213,26 @@ impl RaggedReader {
             message: format!("array `{name}` has no dimension named `frame`"),
         })?;
         let shape = array.shape().to_vec();
+        let frame_bytes = shape
+            .get(axis + 1..)
+            .and_then(|dims| dims.iter().try_fold(std::mem::size_of::<T>() as u64, |bytes, &n| bytes.checked_mul(n)));
+        if frame_bytes.is_none_or(|b| b > MAX_FRAME_BYTES) {
+            return Err(StoreError::Invalid {
+                path: self.dir.clone(),
+                message: format!(
+                    "array `{name}` has shape {shape:?}: its frames would be larger than {} MiB each (a corrupt zarr.json?)",
+                    MAX_FRAME_BYTES >> 20
+                ),
+            });
+        }
+        let meta = serde_json::to_value(array.metadata()).map_err(|e| StoreError::Zarr {
+            path: self.dir.clone(),
+            array: name.to_owned(),
+            source: e.into(),
+        })?;
+        let k = frames_per_shard(&meta, axis, &shape, std::mem::size_of::<T>() as u64)
+            .map_err(|message| StoreError::Invalid { path: self.dir.clone(), message: format!("array `{name}`: {message}") })?;
+        self.store.index_bytes.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), k * 16 + 4);
         if shape[axis] != self.meta.total_frames() {
             return Err(StoreError::Invalid {
                 path: self.dir.clone(),
@@ -110,7 +260,7 @@ impl RaggedReader {
 pub struct RaggedArray<T> {
     dir: PathBuf,
     name: String,
-    array: Array<FilesystemStore>,
+    array: Array<BoundedStore>,
     lead: Vec<u64>,
     frame_shape: Vec<u64>,
     offsets: Vec<u64>,
@@ -150,10 +300,10 @@ impl<T: FrameElement> RaggedArray<T> {
     /// Frames `start .. start + count` of lead slot `lead`, row-major `[count] ++ frame_shape`.
     pub fn read_range(&self, lead: &[u64], start: u64, count: u64) -> Result<Vec<T>, StoreError> {
         self.check_lead(lead)?;
-        if start + count > self.total_frames() {
+        if start.checked_add(count).is_none_or(|end| end > self.total_frames()) {
             return Err(self.invalid(format!(
                 "frames {start}..{} are out of range (the store has {})",
-                start + count,
+                start as u128 + count as u128,
                 self.total_frames()
             )));
         }

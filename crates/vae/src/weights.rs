@@ -93,10 +93,82 @@ impl WeightFile {
     }
 }
 
+/// The number of parameters of the autoencoder `config` describes, counted without building
+/// it (the same layers as `autoencoder.rs`); `None` if it overflows.
+fn parameter_count(config: &VaeConfig) -> Option<u128> {
+    let n = |v: usize| v as u128;
+    let conv = |c_in: u128, c_out: u128, k: u128| c_out.checked_mul(c_in)?.checked_mul(k * k)?.checked_add(c_out);
+    let norm = |c: u128| c.checked_mul(2);
+    let resnet = |c_in: u128, c_out: u128| -> Option<u128> {
+        let shortcut = if c_in != c_out { conv(c_in, c_out, 1)? } else { 0 };
+        norm(c_in)?.checked_add(conv(c_in, c_out, 3)?)?.checked_add(norm(c_out)?)?.checked_add(conv(c_out, c_out, 3)?)?.checked_add(shortcut)
+    };
+    // `count` blocks, the first from `c_in` to `c`, the others `c` to `c`.
+    let resnets = |count: u128, c_in: u128, c: u128| -> Option<u128> {
+        match count {
+            0 => Some(0),
+            _ => resnet(c_in, c)?.checked_add(resnet(c, c)?.checked_mul(count - 1)?),
+        }
+    };
+    let mid = |c: u128| -> Option<u128> {
+        let attention = if config.mid_block_add_attention { norm(c)?.checked_add(c.checked_mul(c)?.checked_add(c)?.checked_mul(4)?)? } else { 0 };
+        resnet(c, c)?.checked_mul(2)?.checked_add(attention)
+    };
+    let (z, boc) = (n(config.latent_channels), &config.block_out_channels);
+    let (first, last) = (n(*boc.first()?), n(*boc.last()?));
+    let lpb = n(config.layers_per_block);
+    let mut total = conv(n(config.in_channels), first, 3)?;
+    let mut c_prev = first;
+    for (i, &c) in boc.iter().enumerate() {
+        let c = n(c);
+        total = total.checked_add(resnets(lpb, c_prev, c)?)?;
+        if i + 1 < boc.len() {
+            total = total.checked_add(conv(c, c, 3)?)?;
+        }
+        c_prev = c;
+    }
+    total = total.checked_add(mid(last)?)?.checked_add(norm(last)?)?.checked_add(conv(last, 2 * z, 3)?)?;
+    total = total.checked_add(conv(z, last, 3)?)?.checked_add(mid(last)?)?;
+    c_prev = last;
+    for (i, &c) in boc.iter().rev().enumerate() {
+        let c = n(c);
+        total = total.checked_add(resnets(lpb + 1, c_prev, c)?)?;
+        if i + 1 < boc.len() {
+            total = total.checked_add(conv(c, c, 3)?)?;
+        }
+        c_prev = c;
+    }
+    total = total.checked_add(norm(first)?)?.checked_add(conv(first, n(config.out_channels), 3)?)?;
+    if config.use_quant_conv {
+        total = total.checked_add(conv(2 * z, 2 * z, 1)?)?;
+    }
+    if config.use_post_quant_conv {
+        total = total.checked_add(conv(z, z, 1)?)?;
+    }
+    Some(total)
+}
+
 /// Builds the autoencoder of `config` from the safetensors state dict at `path`.
 pub fn load_weights(config: &VaeConfig, path: &Path, device: &Device) -> Result<AutoencoderKL, VaeError> {
     config.validate().map_err(|reason| VaeError::Config { path: path.with_file_name(CONFIG), reason })?;
     let mut file = WeightFile::open(path)?;
+    // Building allocates every parameter the config names (zeros where the file lacks one, so
+    // that all problems are listed at once): a config claiming huge channel counts must be
+    // refused against the file's size first, not after allocating what it claims. Every
+    // parameter takes at least 2 bytes of the file (f16/bf16).
+    let held = (file.bytes.len() - file.data_start) as u128;
+    match parameter_count(config) {
+        Some(needed) if needed.checked_mul(2).is_some_and(|bytes| bytes <= held) => {}
+        needed => {
+            let needed = needed.map_or("more than 2^128".to_owned(), |n| n.to_string());
+            return Err(VaeError::Weights {
+                path: path.to_owned(),
+                problems: vec![format!(
+                    "the file holds {held} bytes of tensor data, too few for the {needed} parameters its config.json describes (at least 2 bytes each)"
+                )],
+            });
+        }
+    }
     let mut builder = Builder::file(&mut file, device);
     let model = AutoencoderKL::build(&mut builder, config);
     let mut problems = std::mem::take(&mut builder.problems);
@@ -197,4 +269,28 @@ pub fn save_pretrained(model: &AutoencoderKL, config: &VaeConfig, dir: &Path) ->
     std::fs::write(&tmp, config.to_json()).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &config_path).map_err(io(&config_path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_equals_the_built_models() {
+        let mut plain = VaeConfig::new(vec![8, 16, 16], 2, 4, 3);
+        plain.mid_block_add_attention = false;
+        plain.use_quant_conv = false;
+        plain.in_channels = 1;
+        plain.out_channels = 2;
+        let mut post_only = VaeConfig::new(vec![4], 0, 2, 2);
+        post_only.use_quant_conv = false;
+        for cfg in [VaeConfig::new(vec![8, 16], 1, 4, 4), plain, post_only] {
+            let model = AutoencoderKL::init(&cfg, 0, &Device::flex()).unwrap();
+            let built: usize = state_dict(&model).values().map(|(shape, _)| shape.iter().product::<usize>()).sum();
+            assert_eq!(parameter_count(&cfg), Some(built as u128), "{:?}", cfg.block_out_channels);
+        }
+        let mut huge = VaeConfig::new(vec![usize::MAX / 2], 1, 1, 4);
+        huge.layers_per_block = usize::MAX;
+        assert_eq!(parameter_count(&huge), None);
+    }
 }

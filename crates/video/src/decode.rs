@@ -14,6 +14,22 @@ use ffmpeg::{Packet, Rational};
 use crate::error::VideoError;
 use crate::frame::Frame;
 
+/// The largest frame decoded, in pixels: 8K UHD (7680×4320). A corrupt stream can make
+/// FFmpeg produce frames of up to 2²⁸ pixels from a few kilobytes (concealing what it cannot
+/// decode), and each frame becomes a packed RGB buffer here, so larger frames are refused
+/// before that buffer is made. No dataset the toolkit reads comes near it.
+pub const MAX_FRAME_PIXELS: u64 = 7680 * 4320;
+
+fn check_frame_size(path: &Path, w: u32, h: u32) -> Result<(), VideoError> {
+    if w as u64 * h as u64 > MAX_FRAME_PIXELS {
+        return Err(VideoError::Decode {
+            path: path.to_owned(),
+            reason: format!("a frame of {w}x{h} is larger than 8K UHD (7680x4320): a corrupt stream?"),
+        });
+    }
+    Ok(())
+}
+
 /// Container-level facts about a video.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoInfo {
@@ -27,12 +43,21 @@ pub struct VideoInfo {
     pub codec: String,
 }
 
-/// Initialises FFmpeg once and silences its log (errors are reported through `VideoError`).
+/// The largest single allocation FFmpeg may make in this process. Its default (2 GiB) lets a
+/// corrupt 8 KB avi (a RIFF list claiming 2 GiB) make the demuxer allocate and zero 2 GiB;
+/// the largest legitimate buffer is an RGB picture of [`MAX_FRAME_PIXELS`] (100 MB), so a
+/// quarter GiB refuses only what a file merely claims. FFmpeg then returns ENOMEM, an error.
+pub const FFMPEG_MAX_ALLOC: usize = 256 << 20;
+
+/// Initialises FFmpeg once, bounds its allocations and silences its log (errors are reported
+/// through `VideoError`).
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Registration cannot fail on FFmpeg >= 4; a failure would surface on open.
         let _ = ffmpeg::init();
+        // SAFETY: sets one global of libavutil, before this process uses FFmpeg for anything else.
+        unsafe { ffmpeg::ffi::av_max_alloc(FFMPEG_MAX_ALLOC) };
         ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
     });
 }
@@ -87,6 +112,7 @@ impl VideoReader {
         if decoder.width() == 0 || decoder.height() == 0 {
             return Err(err_open(path, "the video stream has no frame size"));
         }
+        check_frame_size(path, decoder.width(), decoder.height())?;
         let fps_f = if fps.denominator() != 0 { f64::from(fps) } else { 0.0 };
         let declared = st.frames().max(0) as u64;
         let frame_count = if declared > 0 {
@@ -120,6 +146,7 @@ impl VideoReader {
     /// Converts a decoded frame to packed RGB24 (swscale, bilinear chroma, as PyAV's `to_rgb`).
     fn rgb_of(&mut self, f: &ffmpeg::frame::Video) -> Result<Frame, VideoError> {
         let (fmt, w, h) = (f.format(), f.width(), f.height());
+        check_frame_size(&self.path, w, h)?;
         if !matches!(&self.scaler, Some((pf, pw, ph, _)) if *pf == fmt && *pw == w && *ph == h) {
             let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
                 .map_err(|e| err_decode(&self.path, e))?;
@@ -228,7 +255,10 @@ impl VideoReader {
     fn pts_of(&self, idx: usize) -> i64 {
         let (tn, td) = (self.tb.numerator() as i128, self.tb.denominator() as i128);
         let (fn_, fd) = (self.fps.numerator() as i128, self.fps.denominator() as i128);
-        (self.start as i128 + idx as i128 * td * fd / (tn * fn_)) as i64
+        // A file may declare a zero frame rate or time base: frame 0 is then the start (the
+        // only index asked for without timestamps, by a rewinding full decode).
+        let offset = (idx as i128 * td * fd).checked_div(tn * fn_).unwrap_or(0);
+        (self.start as i128 + offset) as i64
     }
 
     /// The frame index of a pts: `round((pts - start) · tb · fps)`.
