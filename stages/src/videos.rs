@@ -53,7 +53,7 @@ impl Stage for Videos {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2" // 2: H.264 without x264's lookahead (byte-reproducible encodes)
     }
 
     fn params(&self) -> &'static [ParamSpec] {

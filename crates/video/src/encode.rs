@@ -95,6 +95,11 @@ impl VideoWriter {
                 dict.set("preset", "veryfast");
                 dict.set("crf", &opts.crf.to_string());
                 dict.set("threads", "1");
+                // x264's lookahead (and mbtree, which needs it) made the same frames encode to
+                // different bytes from run to run on Debian 12's libx264 164 (seen as a flaky
+                // "same seed, same bytes" test, one run in two); without it every encode of the
+                // same frames is the same file.
+                dict.set("x264-params", "mbtree=0:rc-lookahead=0");
             }
             Codec::Mpeg4Xvid => {
                 dict.set("qscale", "4");
