@@ -602,18 +602,27 @@ mod tests {
         r
     }
 
-    /// The `train` kind (same key) that freezes once `at` steps are done, after saying so in
-    /// `marker`, so the test can SIGKILL the process between two checkpoints.
-    struct FreezeAt {
+    /// The `train` kind (same key) that, once `at` steps are done, says so in `marker` and
+    /// waits there: for the SIGKILL the test sends (`Freeze`), or for the run to be cancelled
+    /// by the SIGINT it sends (`UntilCancelled`, so the interrupt lands after exactly that step).
+    /// If the test is gone, it exits without cleanup rather than train on.
+    struct StopAt {
         at: u64,
         marker: PathBuf,
+        wait: Wait,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Wait {
+        Freeze,
+        UntilCancelled,
     }
 
     struct Watch<'a> {
         inner: &'a dyn latte_engine::Progress,
         done: std::sync::atomic::AtomicU64,
-        at: u64,
-        marker: &'a Path,
+        stop: &'a StopAt,
+        cancel: &'a Cancel,
     }
 
     impl latte_engine::Progress for Watch<'_> {
@@ -622,11 +631,16 @@ mod tests {
         }
         fn inc(&self, delta: u64) {
             let done = self.done.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
-            if done >= self.at {
-                std::fs::write(self.marker, done.to_string()).unwrap();
-                // Wait for the SIGKILL; give up (exit, no cleanup) if the test is gone.
-                std::thread::sleep(std::time::Duration::from_secs(300));
-                std::process::exit(3);
+            if done < self.stop.at || done - delta >= self.stop.at {
+                return;
+            }
+            std::fs::write(&self.stop.marker, done.to_string()).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while matches!(self.stop.wait, Wait::Freeze) || !self.cancel.is_cancelled() {
+                if std::time::Instant::now() > deadline {
+                    std::process::exit(3);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
         fn set_message(&self, msg: &str) {
@@ -637,7 +651,7 @@ mod tests {
         }
     }
 
-    impl Stage for FreezeAt {
+    impl Stage for StopAt {
         fn kind(&self) -> &'static str {
             Train.kind()
         }
@@ -651,9 +665,8 @@ mod tests {
             Train.inputs()
         }
         fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-            let watch = Watch { inner: ctx.progress, done: Default::default(), at: self.at, marker: &self.marker };
-            let ctx = StageContext { progress: &watch, ..*ctx };
-            Train.run(&ctx)
+            let watch = Watch { inner: ctx.progress, done: Default::default(), stop: self, cancel: ctx.cancel };
+            Train.run(&StageContext { progress: &watch, ..*ctx })
         }
     }
 
@@ -670,7 +683,7 @@ mod tests {
             let dir = PathBuf::from(dir);
             let mut r = Registry::new();
             r.register(Upstream);
-            r.register(FreezeAt { at: 3, marker: dir.join("frozen") });
+            r.register(StopAt { at: 3, marker: dir.join("frozen"), wait: Wait::Freeze });
             run_pipeline(&dir, &r, None).unwrap();
             panic!("the child was not frozen");
         }
@@ -745,67 +758,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&straight);
     }
 
-    /// The `train` kind (same key) that, once `at` steps are done, says so in `marker` and
-    /// waits for the run to be cancelled (by the SIGINT the test sends), so the interrupt
-    /// lands after exactly that step.
-    struct PauseAt {
-        at: u64,
-        marker: PathBuf,
-    }
-
-    struct Pause<'a> {
-        inner: &'a dyn latte_engine::Progress,
-        done: std::sync::atomic::AtomicU64,
-        at: u64,
-        marker: &'a Path,
-        cancel: &'a Cancel,
-    }
-
-    impl latte_engine::Progress for Pause<'_> {
-        fn set_length(&self, len: u64) {
-            self.inner.set_length(len);
-        }
-        fn inc(&self, delta: u64) {
-            let done = self.done.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
-            if done == self.at {
-                std::fs::write(self.marker, done.to_string()).unwrap();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-                while !self.cancel.is_cancelled() {
-                    // The test is gone: exit without cleanup rather than train on.
-                    if std::time::Instant::now() > deadline {
-                        std::process::exit(3);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            }
-        }
-        fn set_message(&self, msg: &str) {
-            self.inner.set_message(msg);
-        }
-        fn log(&self, line: &str) {
-            self.inner.log(line);
-        }
-    }
-
-    impl Stage for PauseAt {
-        fn kind(&self) -> &'static str {
-            Train.kind()
-        }
-        fn version(&self) -> &'static str {
-            Train.version()
-        }
-        fn params(&self) -> &'static [ParamSpec] {
-            Train.params()
-        }
-        fn inputs(&self) -> &'static [InputSpec] {
-            Train.inputs()
-        }
-        fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-            let pause = Pause { inner: ctx.progress, done: Default::default(), at: self.at, marker: &self.marker, cancel: ctx.cancel };
-            Train.run(&StageContext { progress: &pause, ..*ctx })
-        }
-    }
-
     const SIGINT_CHILD_ENV: &str = "LATTE_TRAIN_SIGINT_DIR";
     /// The child's exit status when its run returned `Error::Interrupted` (as xtask's).
     const INTERRUPTED_EXIT: i32 = 130;
@@ -825,7 +777,7 @@ mod tests {
             let cancel = Cancel::from_flag(flag);
             let mut r = Registry::new();
             r.register(Upstream);
-            r.register(PauseAt { at: 3, marker: dir.join("paused") });
+            r.register(StopAt { at: 3, marker: dir.join("paused"), wait: Wait::UntilCancelled });
             match run_pipeline(&dir, &r, Some(&cancel)) {
                 Err(latte_engine::Error::Interrupted { stopped, not_run }) if stopped == ["train"] && not_run.is_empty() => {
                     std::process::exit(INTERRUPTED_EXIT)
