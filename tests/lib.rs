@@ -22,6 +22,7 @@ const RECORD_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "sizes", ty: ParamType::IntList, default: Some("[]"), help: "a list recorded in the output" },
     ParamSpec { name: "data", ty: ParamType::Path, default: Some("\"\""), help: "external data whose content is copied into the output" },
     ParamSpec { name: "weights", ty: ParamType::OptionalPath, default: Some("\"\""), help: "a file that may not exist yet; records whether it does" },
+    ParamSpec { name: "device", ty: ParamType::Device, default: Some("\"cpu\""), help: "a compute device name (keyed by its kind)" },
     ParamSpec { name: "fail", ty: ParamType::Bool, default: Some("false"), help: "return an error instead of finishing" },
     ParamSpec { name: "panic", ty: ParamType::Bool, default: Some("false"), help: "panic instead of finishing" },
     ParamSpec { name: "sleep_ms", ty: ParamType::Int, default: Some("0"), help: "sleep this long before writing" },

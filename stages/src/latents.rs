@@ -21,6 +21,7 @@ pub struct Latents;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "dtype", ty: ParamType::Str, default: Some("\"f32\""), help: "storage type of mean and logvar: \"f32\" or \"f16\"" },
     ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("16"), help: "frames encoded at once (bounds memory)" },
+    crate::DEVICE,
     ParamSpec {
         name: "weights",
         ty: ParamType::Path,
@@ -67,6 +68,7 @@ impl Stage for Latents {
 
     fn validate(&self, params: &Params) -> Result<(), String> {
         dtype(params)?;
+        crate::device_spec(params)?;
         if params.usize("batch_size").map_err(|e| e.to_string())? == 0 {
             return Err("parameter `batch_size` must be at least 1".into());
         }
@@ -78,7 +80,8 @@ impl Stage for Latents {
         let batch_size = ctx.params.usize("batch_size")?;
         let frames = ctx.input("frames")?.join("frames.zarr");
         let vae = vae_dir(ctx)?;
-        encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, ctx.progress, ctx.cancel).map_err(crate::stage_error)
+        let device = crate::open_device(ctx.params)?;
+        encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, &device, ctx.progress, ctx.cancel).map_err(crate::stage_error)
     }
 }
 
@@ -115,12 +118,13 @@ pub fn encode_store(
     out: &Path,
     dtype: StoreDtype,
     batch_size: usize,
+    device: &Device,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> anyhow::Result<()> {
     match dtype {
-        StoreDtype::F32 => encode_as::<f32>(store_dir, vae_dir, out, "float32", |v| v, batch_size, progress, cancel),
-        StoreDtype::F16 => encode_as::<f16>(store_dir, vae_dir, out, "float16", f16::from_f32, batch_size, progress, cancel),
+        StoreDtype::F32 => encode_as::<f32>(store_dir, vae_dir, out, "float32", |v| v, batch_size, device, progress, cancel),
+        StoreDtype::F16 => encode_as::<f16>(store_dir, vae_dir, out, "float16", f16::from_f32, batch_size, device, progress, cancel),
     }
 }
 
@@ -131,10 +135,11 @@ fn encode_as<T: FrameElement>(
     dtype_name: &str,
     convert: fn(f32) -> T,
     batch_size: usize,
+    device: &Device,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> anyhow::Result<()> {
-    let device = Device::default();
+    let device = device.clone();
     let folder = VaeFolder::open(vae_dir)?;
     let vae = folder.load(&device)?;
     let digest = folder.digest()?;
@@ -233,6 +238,7 @@ mod tests {
             heldout_fraction: 0.3,
             max_frames: 64,
             fit_scaling_factor: true,
+            device: Device::flex(),
         }
     }
 
@@ -248,7 +254,7 @@ mod tests {
 
         let vae_dir = trained.join("vae");
         let out = dir.join("latents.zarr");
-        encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &NoProgress, &Cancel::new()).unwrap();
+        encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &Device::flex(), &NoProgress, &Cancel::new()).unwrap();
 
         let latents = RaggedReader::open(&out).unwrap();
         let source = RaggedReader::open(&frames).unwrap();
@@ -261,7 +267,7 @@ mod tests {
         assert_eq!(meta.extra["latent_shape"], serde_json::json!([4, 8, 8]));
 
         // Orientation 1 is the encoding of the mirrored frames, orientation 0 of the frames.
-        let device = Device::default();
+        let device = Device::flex();
         let vae = folder.load(&device).unwrap();
         let pixels = source.array::<u8>("frames").unwrap().read_range(&[], 0, 12).unwrap();
         let batch = FrameBatch { pixels: &pixels, count: 12, height: 16, width: 16 };
@@ -282,7 +288,7 @@ mod tests {
 
         // f16 storage holds the same values to half precision.
         let out16 = dir.join("latents16.zarr");
-        encode_store(&frames, &vae_dir, &out16, StoreDtype::F16, 5, &NoProgress, &Cancel::new()).unwrap();
+        encode_store(&frames, &vae_dir, &out16, StoreDtype::F16, 5, &Device::flex(), &NoProgress, &Cancel::new()).unwrap();
         let half = RaggedReader::open(&out16).unwrap();
         assert_eq!(half.meta().extra["dtype"], "float16");
         let m16 = half.array::<f16>("mean").unwrap().read_range(&[1], 0, 12).unwrap();
@@ -296,7 +302,7 @@ mod tests {
         let e = train_on_store(&frames, &tiny_options(), &dir.join("vae_train2"), &NoProgress, &cancelled).unwrap_err();
         assert!(e.is::<Interrupted>(), "{e:#}");
         assert!(!dir.join("vae_train2/report.json").exists());
-        let e = encode_store(&frames, &vae_dir, &dir.join("latents2.zarr"), StoreDtype::F32, 3, &NoProgress, &cancelled).unwrap_err();
+        let e = encode_store(&frames, &vae_dir, &dir.join("latents2.zarr"), StoreDtype::F32, 3, &Device::flex(), &NoProgress, &cancelled).unwrap_err();
         assert!(e.is::<Interrupted>(), "{e:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -306,12 +312,12 @@ mod tests {
         let dir = scratch("size");
         let frames = frames_store(&dir, 10, &[2]);
         let vae_dir = dir.join("vae");
-        let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::default()).unwrap();
+        let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::flex()).unwrap();
         latte_vae::save_pretrained(&model, &VaeConfig::new(vec![8, 16, 16], 1, 4, 4), &vae_dir).unwrap();
-        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &NoProgress, &Cancel::new()).unwrap_err();
+        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &Device::flex(), &NoProgress, &Cancel::new()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("multiples of the downsampling factor 4") && msg.contains("frames.zarr") && msg.contains("vae"), "{msg}");
-        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &NoProgress, &Cancel::new()).unwrap_err();
+        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &Device::flex(), &NoProgress, &Cancel::new()).unwrap_err();
         assert!(format!("{err:#}").contains("config.json"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,7 +4,7 @@
 //! **Architecture invariant:** this is the only crate that depends on both the engine and the
 //! domain libraries. The libraries know nothing of pipelines; the engine knows nothing of video.
 
-use latte_engine::{Interrupted, Registry, StageError};
+use latte_engine::{Interrupted, ParamSpec, ParamType, Params, Registry, StageError};
 
 // One module per stage kind, in pipeline order. To add a kind: add `pub mod <kind>;` here and
 // one `r.register(...)` line in `registry()` below.
@@ -28,6 +28,46 @@ pub fn registry() -> Registry {
     r.register(train::Train);
     r.register(sample::Sample);
     r
+}
+
+/// The `device` parameter of every stage that computes with burn. The cache key records its
+/// kind only (`ParamType::Device`): CPU and GPU results differ in their last bits, two GPUs'
+/// do not.
+pub(crate) const DEVICE: ParamSpec = ParamSpec {
+    name: "device",
+    ty: ParamType::Device,
+    default: Some("\"cpu\""),
+    help: "compute device: \"cpu\", \"wgpu\" (any GPU through WGSL, or Mesa's software renderer), \"cuda\" (every GPU), \"cuda:N\"; needs a build with `--features cuda` for CUDA",
+};
+
+/// The stage's `device` parameter, parsed: refuses an unknown name, or CUDA in a build without
+/// it, when the pipeline loads (touches no device).
+pub(crate) fn device_spec(p: &Params) -> Result<latte_nn::device::DeviceSpec, String> {
+    let name = p.str("device").map_err(|e| e.to_string())?;
+    latte_nn::device::DeviceSpec::parse(name).map_err(|e| format!("parameter `device`: {e}"))
+}
+
+/// The one device the stage runs on, checked to start (a missing driver is an error naming it).
+pub(crate) fn open_device(p: &Params) -> anyhow::Result<latte_nn::burn::tensor::Device> {
+    let spec = device_spec(p).map_err(anyhow::Error::msg)?;
+    spec.open_one().map_err(|e| anyhow::anyhow!("parameter `device`: {e}"))
+}
+
+/// A `precision` parameter: `None` for f32 (the reference), else the compute dtype; `allowed`
+/// lists the names the stage accepts.
+pub(crate) fn precision(p: &Params, key: &str, allowed: &[&str]) -> Result<Option<latte_nn::burn::tensor::FloatDType>, String> {
+    use latte_nn::burn::tensor::FloatDType;
+    let name = p.str(key).map_err(|e| e.to_string())?;
+    let dtype = match name {
+        "f32" => None,
+        "bf16" => Some(FloatDType::BF16),
+        "f16" => Some(FloatDType::F16),
+        _ => None,
+    };
+    if !allowed.contains(&name) {
+        return Err(format!("parameter `{key}` is \"{name}\"; use one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(dtype)
 }
 
 /// A stage's `anyhow::Error` as the engine takes it, with an `Interrupted` anywhere in it kept

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 pub struct Metrics;
 
 const PARAMS: &[ParamSpec] = &[
+    crate::DEVICE,
     ParamSpec { name: "fvd", ty: ParamType::Bool, default: Some("true"), help: "compute FVD (needs `i3d_weights`)" },
     ParamSpec { name: "fid", ty: ParamType::Bool, default: Some("true"), help: "compute FID (needs `inception_weights`)" },
     ParamSpec {
@@ -106,6 +107,7 @@ impl Stage for Metrics {
 
     fn validate(&self, params: &Params) -> Result<(), String> {
         covariance(params)?;
+        crate::device_spec(params)?;
         let get = |k: &str| params.usize(k).map_err(|e| e.to_string());
         if get("frames_per_clip")? < i3d::MIN_FRAMES {
             return Err(format!(
@@ -246,7 +248,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
             .join("frames.zarr"),
         &["frames"],
     )?;
-    let device = Device::default();
+    let device = crate::open_device(p)?;
     let mut report = serde_json::Map::new();
 
     let fvd = weighted_metric(p, "fvd", "i3d_weights", &I3D, |path| fvd(ctx, path, &samples, &real, cov, &device))?;
@@ -917,7 +919,7 @@ mod tests {
         .unwrap();
         let fake = Videos::open(&dir, &["samples"]).unwrap();
 
-        let device = Device::default();
+        let device = Device::flex();
         let tiny = C3dConfig {
             frames: 16,
             size: 20,

@@ -54,7 +54,13 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "fps", ty: ParamType::Int, default: Some("8"), help: "frame rate of the written mp4 and GIF files" },
     ParamSpec { name: "grid_n", ty: ParamType::Int, default: Some("16"), help: "samples tiled into grid.mp4 / grid.gif (the first ones)" },
     ParamSpec { name: "decode_batch", ty: ParamType::Int, default: Some("16"), help: "frames decoded by the VAE at once (bounds memory)" },
-    ParamSpec { name: "device", ty: ParamType::Str, default: Some("\"default\""), help: "burn device: \"default\", \"flex\"/\"cpu\"" },
+    crate::DEVICE,
+    ParamSpec {
+        name: "precision",
+        ty: ParamType::Str,
+        default: Some("\"f32\""),
+        help: "compute dtype of the network: \"f32\", \"f16\" (the reference samples in fp16) or \"bf16\"; the diffusion arithmetic stays f32",
+    },
     ParamSpec {
         name: "weights",
         ty: ParamType::Path,
@@ -113,8 +119,14 @@ pub struct SampleOptions {
     pub fps: u32,
     pub grid_n: usize,
     pub decode_batch: usize,
+    /// A device name (`latte_nn::device::DeviceSpec`).
     pub device: String,
+    /// `f32`, `f16` or `bf16`: the network's compute dtype.
+    pub precision: String,
 }
+
+/// The precisions sampling accepts.
+pub const PRECISIONS: &[&str] = &["f32", "f16", "bf16"];
 
 impl SampleOptions {
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -137,7 +149,20 @@ impl SampleOptions {
         if self.fps > 1000 {
             bail!("parameter `fps` is {}; use 1 to 1000", self.fps);
         }
+        latte_nn::device::DeviceSpec::parse(&self.device).context("parameter `device`")?;
+        self.compute_dtype()?;
         Ok(())
+    }
+
+    /// The network's compute dtype (`None`: f32).
+    pub fn compute_dtype(&self) -> anyhow::Result<Option<latte_nn::burn::tensor::FloatDType>> {
+        use latte_nn::burn::tensor::FloatDType;
+        match self.precision.as_str() {
+            "f32" => Ok(None),
+            "f16" => Ok(Some(FloatDType::F16)),
+            "bf16" => Ok(Some(FloatDType::BF16)),
+            other => bail!("parameter `precision` is \"{other}\"; use \"f32\", \"f16\" or \"bf16\""),
+        }
     }
 
     fn from_params(p: &Params) -> anyhow::Result<Self> {
@@ -155,6 +180,7 @@ impl SampleOptions {
             grid_n: p.usize("grid_n").map_err(e)?,
             decode_batch: p.usize("decode_batch").map_err(e)?,
             device: p.str("device").map_err(e)?.to_owned(),
+            precision: p.str("precision").map_err(e)?.to_owned(),
         })
     }
 }
@@ -165,7 +191,9 @@ impl Stage for Sample {
     }
 
     fn version(&self) -> &'static str {
-        "2" // 2: H.264 without x264's lookahead (byte-reproducible encodes)
+        // 2: H.264 without x264's lookahead (byte-reproducible encodes)
+        // 3: `device` and `precision` parameters; samples.zarr records the precision
+        "3"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -485,7 +513,8 @@ pub fn tile_grid(videos: &[Vec<Frame>]) -> Vec<Frame> {
 pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &SampleOptions, progress: &dyn Progress) -> anyhow::Result<SampleReport> {
     opts.validate()?;
     let device = latte_nn::device::device_from_name(&opts.device).context("parameter `device`")?;
-    let ckpt = Checkpoint::load(source, opts.use_ema, &device)?;
+    let mut ckpt = Checkpoint::load(source, opts.use_ema, &device)?;
+    ckpt.model = ckpt.model.with_compute_dtype(opts.compute_dtype()?);
     let folder = VaeFolder::open(vae_dir).with_context(|| format!("opening the VAE folder {}", vae_dir.display()))?;
     let vae = folder.load(&device).with_context(|| format!("loading the VAE in {}", vae_dir.display()))?;
     let cfg = ckpt.model.config().clone();
@@ -555,6 +584,7 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
         ("steps", serde_json::json!(diffusion.num_timesteps())),
         ("cfg_scale", serde_json::json!(opts.cfg_scale)),
         ("use_ema", serde_json::json!(opts.use_ema)),
+        ("precision", serde_json::json!(opts.precision)),
         ("seed", serde_json::json!(opts.seed)),
         ("fps", serde_json::json!(opts.fps)),
         ("num_frames", serde_json::json!(cfg.num_frames)),
@@ -647,7 +677,7 @@ mod tests {
         let dir = root.join(if num_classes.is_some() { "train-cond" } else { "train-uncond" });
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = tiny_config(num_classes);
-        let model = Latte::new(&cfg, &Device::default(), 0).unwrap();
+        let model = Latte::new(&cfg, &Device::flex(), 0).unwrap();
         for (i, f) in ["model.safetensors", "model_raw.safetensors"].iter().enumerate() {
             model.save_safetensors(&dir.join(f)).unwrap();
             randomise_safetensors(&dir.join(f), 10 + i as u64);
@@ -661,7 +691,7 @@ mod tests {
     fn vae_dir(root: &Path) -> PathBuf {
         let dir = root.join("vae_train");
         let cfg = VaeConfig::new(vec![8, 16], 1, 4, 4);
-        let vae = AutoencoderKL::init(&cfg, 0, &Device::default()).unwrap();
+        let vae = AutoencoderKL::init(&cfg, 0, &Device::flex()).unwrap();
         latte_vae::save_pretrained(&vae, &cfg, &dir.join("vae")).unwrap();
         dir
     }
@@ -678,7 +708,8 @@ mod tests {
             fps: 8,
             grid_n: 4,
             decode_batch: 4,
-            device: "default".into(),
+            device: "cpu".into(),
+            precision: "f32".into(),
         }
     }
 
@@ -761,7 +792,7 @@ mod tests {
     fn guidance_keeps_the_guided_conditional_half() {
         let root = tmp("cfg");
         let train = train_dir(&root, Some(3));
-        let dev = Device::default();
+        let dev = Device::flex();
         let ckpt = Checkpoint::from_train_dir(&train, true, &dev).unwrap();
         let m = &ckpt.model;
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -793,7 +824,7 @@ mod tests {
     fn network_call_matches_the_reference_guided_forward() {
         use latte_nn::host::{max_abs_diff, read_safetensors};
         let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/latte-v1-class-cfg"));
-        let dev = Device::default();
+        let dev = Device::flex();
         let spec = latte_model::reference::RefSpec::from_file(&dir.join("config.json")).unwrap();
         let mut model = Latte::new(&spec.config, &dev, 0).unwrap();
         model.load_safetensors(&dir.join("weights.safetensors")).unwrap();
@@ -878,7 +909,7 @@ mod tests {
             let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
             let per = v.len() / shape[0];
             let dims = [1, shape[1], shape[2], shape[3], shape[4]];
-            Tensor::from_data(TensorData::new(v[b * per..(b + 1) * per].to_vec(), dims), &Device::default())
+            Tensor::from_data(TensorData::new(v[b * per..(b + 1) * per].to_vec(), dims), &Device::flex())
         }
 
         fn ints(&self, name: &str) -> Vec<usize> {
@@ -931,7 +962,7 @@ mod tests {
     fn full_loop_matches_the_library_loop() {
         let fx = Fixture::load();
         let d = GaussianDiffusion::create("25").unwrap();
-        let dev = Device::default();
+        let dev = Device::flex();
         let out = Tensor::cat((0..3).map(|b| fx.row("model_out", b)).collect(), 0);
         let x = Tensor::cat((0..3).map(|b| fx.row("x_t", b)).collect(), 0);
         let model = |_: Tensor<5>, _: Tensor<1, Int>| out.clone();

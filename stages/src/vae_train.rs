@@ -18,6 +18,7 @@ use latte_vae::{save_pretrained, VaeConfig};
 pub struct VaeTrain;
 
 const PARAMS: &[ParamSpec] = &[
+    crate::DEVICE,
     ParamSpec {
         name: "block_out_channels",
         ty: ParamType::IntList,
@@ -95,6 +96,7 @@ impl Stage for VaeTrain {
     }
 
     fn validate(&self, params: &Params) -> Result<(), String> {
+        crate::device_spec(params)?;
         let config = vae_config(params).map_err(|e| e.to_string())?;
         let train = train_config(params).map_err(|e| e.to_string())?;
         let f = config.downsample_factor();
@@ -153,6 +155,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         heldout_fraction: p.float("heldout_fraction").map_err(param)?,
         max_frames: p.usize("max_frames").map_err(param)?,
         fit_scaling_factor: p.bool("fit_scaling_factor").map_err(param)?,
+        device: crate::open_device(p)?,
     };
     let store_dir = ctx.input("frames").map_err(param)?.join("frames.zarr");
     train_on_store(&store_dir, &options, ctx.out, ctx.progress, ctx.cancel)
@@ -165,6 +168,7 @@ pub struct Options {
     pub heldout_fraction: f64,
     pub max_frames: usize,
     pub fit_scaling_factor: bool,
+    pub device: Device,
 }
 
 /// Trains on the frames of the store `store_dir` and writes `out/vae/` and `out/report.json`.
@@ -211,7 +215,7 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         }
         crate::cancel::stop_if_cancelled(cancel);
     };
-    let outcome = crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &Device::default(), &mut on_step))?
+    let outcome = crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &options.device, &mut on_step))?
         .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 

@@ -122,6 +122,29 @@ fn equal_numbers_give_equal_keys_and_paths_are_keyed_by_content() {
 }
 
 #[test]
+fn the_device_kind_is_keyed_but_not_which_gpus() {
+    let stage = |device: &str| format!("[stages.a]\nkind = \"record\"\ndevice = \"{device}\"\njournal = \"$JOURNAL\"\n");
+    let f = Fixture::new(&stage("cuda:0"));
+    f.run();
+    f.take_journal();
+    for same in ["cuda:1", "cuda", "CUDA:0,1", "cuda:3"] {
+        f.write(&stage(same));
+        assert!(f.run().ran.is_empty(), "{same} changed the key");
+    }
+    f.write(&stage("cpu"));
+    let plan = f.plan(&Selection::default());
+    assert_eq!(plan.stage("a").unwrap().reasons, [Reason::ParamsChanged(vec!["device".into()])]);
+    assert_eq!(ran(&f.run()), ["a"]);
+    // The CPU backend's older names are the same backend.
+    for same in ["flex", "default", "CPU"] {
+        f.write(&stage(same));
+        assert!(f.run().ran.is_empty(), "{same} changed the key");
+    }
+    f.write(&stage("wgpu"));
+    assert_eq!(ran(&f.run()), ["a"]);
+}
+
+#[test]
 fn lock_and_status_record_keys_digests_and_states() {
     let f = Fixture::new(&pipeline("2"));
     let status = Status::of(&f.plan(&Selection::default()));

@@ -48,6 +48,6 @@ fn readme_commands_are_what_ci_runs() {
     assert!(readme.contains("```sh\n./.ci/run\n```"));
     let ci = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"));
     assert!(ci.starts_with("#!/usr/bin/env bash") && ci.contains("set -euo pipefail"));
-    assert!(ci.contains("  test)\n    fetch_weights\n    log=\"$(mktemp)\"\n    cargo test --workspace 2>&1 | tee \"$log\"\n"));
+    assert!(ci.contains("  test)\n    check_cuda\n    fetch_weights\n    log=\"$(mktemp)\"\n    cargo test --workspace 2>&1 | tee \"$log\"\n"));
     assert!(ci.contains("    cargo xtask run pipeline.toml\n    ;;"));
 }

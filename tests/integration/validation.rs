@@ -105,5 +105,5 @@ fn defaults_are_filled_and_numbers_normalised() {
     assert_eq!(params.values["rate"], toml::Value::Float(1.0));
     assert_eq!(params.int("value").unwrap(), 0);
     assert_eq!(params.str("label").unwrap(), "");
-    assert_eq!(params.values.len(), 10);
+    assert_eq!(params.values.len(), 11);
 }

@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let dir = args.dir.unwrap_or_else(crate::weights::default_dir);
-    let device = Device::default();
+    let device = Device::flex();
     let i3d_w = dir.join(latte_metrics::weights::I3D.converted);
     if i3d_w.exists() {
         let model = I3d::load(&i3d_w, &device)?;

@@ -1,26 +1,39 @@
 //! `cargo xtask bench train`: full training steps (data, forward, hybrid loss, backward,
-//! gradient norm, AdamW, EMA) of the `latte-train` loop with the real `latte-model` network on
-//! burn's flex backend, for a small config like the default pipeline's and a Latte-S/2-shaped
-//! one (32×32 latents, a few frames), beside the reference PyTorch model
+//! gradient norm, AdamW, EMA) of the `latte-train` loop with the real `latte-model` network, by
+//! default on burn's flex backend for a small config like the default pipeline's and a
+//! Latte-S/2-shaped one (32×32 latents, a few frames), beside the reference PyTorch model
 //! (`xtask/bench/latte_train_step.py`) on the same CPU in the same run when `$LATTE_PYTHON`
 //! (default `python3`) imports torch. Prints the median step time, the ratio, the achieved
 //! GFLOP/s and the peak memory of each side.
 //!
+//! `--device cuda` runs the Rust side on the GPU and the PyTorch side on the same GPU (TF32
+//! matmuls; `--precision bf16`: autocast), and `--xl` times Latte-XL/2 on 16 frames of 32×32
+//! latents (a 16×256² video) in bf16 and f32, with and without gradient checkpointing: clips/s
+//! and peak GPU memory of both sides, and the ratio (`xtask/device/check.sh` runs it on a GPU
+//! machine).
+//!
 //! Each Rust case runs in a child process of this binary (the hidden `--case` flag) and each
 //! PyTorch case in its own python process, so every peak-memory figure is that case's alone:
-//! in one process the allocator keeps the first case's freed memory (`malloc.rs`).
+//! in one process the allocator keeps the first case's freed memory (`malloc.rs`), and a GPU
+//! memory pool keeps its pages.
 //!
 //! Both sides must time the same network: the parameter counts must agree, and the PyTorch
 //! script runs one forward with the Rust model's weights (perturbed away from the
 //! adaLN-Zero init, whose output is identically zero) on a Rust input and reports the largest
 //! difference from the Rust output. A mismatch marks the RESULT line and fails the command.
+//!
+//! The hidden `--compare-step` trains two steps of the small config on the CPU and on
+//! `--device` from the same weights and batches and fails when their losses or gradient norms
+//! differ beyond float rounding: the check that a GPU backend trains what the CPU trains.
 
 use anyhow::{anyhow, bail, Context, Result};
 use latte_model::burn::module::{Module, ModuleMapper, Param};
-use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_model::burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use latte_model::latte_nn::device::{autodiff_with, device_from_name, DeviceKind, DeviceSpec};
 use latte_model::latte_nn::init::{Init, ParamFactory};
 use latte_model::{Latte, LatteConfig};
-use latte_stages::train::{bench_train, BenchCase, BenchRow};
+use latte_stages::train::forward_model;
+use latte_train::{train, LatentClips, ModelInput, RunPaths, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -29,6 +42,43 @@ use std::process::Command;
 /// Largest forward difference, relative to the largest output magnitude, that still counts as
 /// the same network (float32 sums in another order differ by ~1e-6 relative).
 const FORWARD_REL_TOL: f64 = 1e-3;
+/// The same for a bf16 forward against PyTorch's f32 one: bf16 keeps 8 bits of mantissa
+/// (3.9e-3 relative per rounding), and rounding errors grow through the blocks.
+const BF16_FORWARD_REL_TOL: f64 = 5e-2;
+/// `--compare-step`: largest relative difference of a step's loss or gradient norm between the
+/// CPU and the device in f32 (reductions in another order: ~1e-6), and in bf16 against the
+/// CPU's f32.
+const STEP_REL_TOL: f64 = 1e-3;
+const BF16_STEP_REL_TOL: f64 = 5e-2;
+
+/// Open-Sora's reported training throughput of Latte-XL/2 on 16×256² clips, the published
+/// anchor beside which the `--xl` summary puts ours.
+const OPEN_SORA_ANCHOR: &str = "Open-Sora reports Latte-XL/2 16×256² training at about 10 clips/s per H800 \
+     (bf16, flash attention, gradient checkpointing, ZeRO-2); an H800 is an H100 with less interconnect bandwidth, \
+     and both sides here use the reference's math attention (materialised scores), not flash attention";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Precision {
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The model's compute dtype (`Latte::with_compute_dtype`): f32 is the plain path.
+    fn dtype(self) -> Option<FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,47 +96,140 @@ pub struct Args {
     /// Skip the PyTorch comparison.
     #[arg(long)]
     no_torch: bool,
+    /// Device of the Rust side: `cpu`, `wgpu`, `cuda` or `cuda:N` (CUDA needs a build with
+    /// `--features cuda`). On CUDA the PyTorch side runs on the same GPU; otherwise on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype of the forward, f32 master weights either way: `f32` or `bf16` (PyTorch:
+    /// autocast). Default f32; with `--xl` both unless given.
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
+    /// Gradient checkpointing (burn's; PyTorch: `torch.utils.checkpoint` around each block);
+    /// `--checkpointing=false` pins it off. Default off; with `--xl` both unless given.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    checkpointing: Option<bool>,
+    /// Latte-XL/2 on 16 frames of 32×32 latents (16×256² videos) instead of the two CPU-sized
+    /// cases: the GPU benchmark, beside Open-Sora's published figure.
+    #[arg(long)]
+    xl: bool,
+    /// Clips per step of the `--xl` case (default 4).
+    #[arg(long, requires = "xl")]
+    batch: Option<usize>,
     /// Internal: time only the Rust side of case N in this process and print its ROW line.
     #[arg(long, hide = true)]
     case: Option<usize>,
+    /// Internal (with `--case`, off the CPU): after the timing, write the forward parity inputs
+    /// for the PyTorch check into DIR from this device and precision.
+    #[arg(long, hide = true, requires = "case")]
+    parity: Option<PathBuf>,
+    /// Internal: train two steps of the small config on the CPU and on `--device` from the same
+    /// weights and batches; fail when loss or gradient norm differ beyond rounding.
+    #[arg(long, hide = true)]
+    compare_step: bool,
 }
 
-fn cases(s2_frames: usize) -> Result<Vec<BenchCase>> {
+/// The benchmarked configurations: two CPU-sized ones, or Latte-XL/2 with `--xl`, each in
+/// every precision and checkpointing setting asked for.
+fn cases(args: &Args) -> Result<Vec<BenchCase>> {
     let s2 = LatteConfig::preset("Latte-S/2")?;
-    Ok(vec![
-        BenchCase {
-            name: "small (D 192, depth 6, 8 frames of 8×8 latents, batch 4)".into(),
-            model: LatteConfig { input_size: 8, num_frames: 8, depth: 6, hidden_size: 192, num_heads: 3, ..s2.clone() },
-            batch_size: 4,
-        },
-        BenchCase {
-            name: format!("Latte-S/2 ({s2_frames} frames of 32×32 latents, batch 1)"),
-            model: LatteConfig { num_frames: s2_frames, ..s2 },
-            batch_size: 1,
-        },
-    ])
+    let shapes = if args.xl {
+        let xl = LatteConfig::preset("Latte-XL/2")?;
+        let b = args.batch.unwrap_or(4);
+        if b == 0 {
+            bail!("--batch 0: a step needs at least one clip");
+        }
+        // A 2-block slice has every shape of the network at 1/14 of the forward's cost: the
+        // full XL forward on the parent's CPU would take minutes.
+        vec![(format!("Latte-XL/2 (16 frames of 32×32 latents, batch {b})"), LatteConfig { num_frames: 16, input_size: 32, ..xl }, b, Some(2))]
+    } else {
+        let s2_frames = args.s2_frames;
+        vec![
+            (
+                "small (D 192, depth 6, 8 frames of 8×8 latents, batch 4)".to_string(),
+                LatteConfig { input_size: 8, num_frames: 8, depth: 6, hidden_size: 192, num_heads: 3, ..s2.clone() },
+                4,
+                None,
+            ),
+            (format!("Latte-S/2 ({s2_frames} frames of 32×32 latents, batch 1)"), LatteConfig { num_frames: s2_frames, ..s2 }, 1, None),
+        ]
+    };
+    let precisions = match args.precision {
+        Some(p) => vec![p],
+        // bf16 first: the figure to put beside Open-Sora's, kept should a time limit cut the run
+        None if args.xl => vec![Precision::Bf16, Precision::F32],
+        None => vec![Precision::F32],
+    };
+    let checkpointing = match args.checkpointing {
+        Some(c) => vec![c],
+        None if args.xl => vec![false, true],
+        None => vec![false],
+    };
+    let mut out = Vec::new();
+    for (name, model, batch_size, check_depth) in shapes {
+        for &p in &precisions {
+            for &c in &checkpointing {
+                // the default cases keep their names
+                let mut tags = Vec::new();
+                if args.xl || p != Precision::F32 {
+                    tags.push(p.as_str());
+                }
+                if args.xl || c {
+                    tags.push(if c { "checkpointing" } else { "no checkpointing" });
+                }
+                let name = if tags.is_empty() { name.clone() } else { format!("{name}, {}", tags.join(", ")) };
+                out.push(BenchCase { name, model: model.clone(), batch_size, dtype: p.dtype(), checkpointing: c, check_depth });
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn run(args: Args) -> Result<()> {
     // rayon reads this when its global pool starts, i.e. at the first parallel op; children
     // inherit it.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
-    let cases = cases(args.s2_frames)?;
+    let spec = DeviceSpec::parse(&args.device).map_err(|e| anyhow!("--device: {e}"))?;
+    if args.compare_step {
+        return compare_step(&args);
+    }
+    let cases = cases(&args)?;
     if let Some(i) = args.case {
         let case = cases.get(i).ok_or_else(|| anyhow!("--case {i}: there are {} cases", cases.len()))?;
+        let device = device_from_name(&args.device)?;
         let dir = tempfile::tempdir().context("creating a temporary folder for the bench's checkpoints")?;
         // as the engine runs the train stage: inside a pool, the calling thread one of its workers
         let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
         let row = pool
-            .install(|| bench_train(case, args.warmup, args.iters, dir.path()))
+            .install(|| bench_train(case, &device, args.warmup, args.iters, dir.path()))
             .map_err(|e| anyhow!("bench train, {}: {e:#}", case.name))?;
         println!(
-            "ROW params={} step_ms={} step_min_ms={} gflop={} peak_mib={}",
-            row.params, row.step_ms, row.step_min_ms, row.gflop_per_step, row.peak_rss_mib
+            "ROW params={} step_ms={} step_min_ms={} gflop={} peak_mib={} peak_dev_mib={}",
+            row.params,
+            row.step_ms,
+            row.step_min_ms,
+            row.gflop_per_step,
+            row.peak_rss_mib,
+            row.peak_device_mib.unwrap_or(f64::NAN)
         );
+        if let Some(parity) = &args.parity {
+            let (cfg, batch) = check_shape(case);
+            pool.install(|| write_parity_inputs(&cfg, batch, parity, &device, case.dtype))
+                .map_err(|e| anyhow!("bench train, {}: writing the forward parity inputs: {e:#}", case.name))?;
+        }
         return Ok(());
     }
 
+    let on_cpu = spec.kind == DeviceKind::Cpu;
+    // PyTorch has no wgpu device: off CUDA it runs on the CPU.
+    let torch_device = match (spec.kind, spec.ordinals.as_deref()) {
+        (DeviceKind::Cuda, Some([n])) => format!("cuda:{n}"),
+        (DeviceKind::Cuda, None) => "cuda".to_string(),
+        (DeviceKind::Cuda, Some(_)) => bail!("--device {}: the bench runs on one GPU; write e.g. `cuda:0`", args.device),
+        _ => "cpu".to_string(),
+    };
+    // Off the default CPU run, a case that fails (a GPU out of memory) is reported and the
+    // others still run: each is a figure of its own.
+    let keep_going = args.xl || !on_cpu;
     let python = std::env::var("LATTE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let has_torch = !args.no_torch && Command::new(&python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
     if !args.no_torch && !has_torch {
@@ -108,7 +251,17 @@ pub fn run(args: Args) -> Result<()> {
             args.iters
         );
     }
+    if !on_cpu {
+        println!(
+            "Rust on {}, PyTorch on {torch_device}{}; clips/s = batch / median step; peak GPU memory: what each allocator \
+             reserved (burn's pools, torch's max_memory_reserved)",
+            args.device,
+            if torch_device == "cpu" { " (it has no wgpu device: the ratio compares two devices)" } else { " (TF32 matmuls; bf16: autocast)" }
+        );
+    }
     let mut failures = Vec::new();
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
     if has_torch {
         if let Err(e) = selftest(&python) {
             println!("  MISMATCH: {e:#}");
@@ -116,16 +269,51 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for (i, case) in cases.iter().enumerate() {
-        let (rust, rust_others) = rust_row(i, case, &args)?;
+        let parity = tempfile::tempdir().context("creating a temporary folder for the parity check")?;
+        let rust_parity = (!on_cpu && has_torch).then(|| parity.path());
+        let (rust, rust_others) = match rust_row(i, case, &args, rust_parity) {
+            Ok(r) => r,
+            Err(e) if keep_going => {
+                println!("RESULT-FAILED {}: {e:#}", case.name);
+                failed.push(case.name.clone());
+                summary.push(format!("{:<62} rust failed (see RESULT-FAILED above)", case.name));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let rust_gflops = rust.gflop_per_step / (rust.step_ms * 1e-3);
+        let rust_clips = case.batch_size as f64 / (rust.step_ms * 1e-3);
         println!(
-            "rust  {}: params={} step_median_ms={:.1} GFLOP/step={:.2} GFLOP/s={:.1} peak_rss_MiB={:.0} others_cores={:.2}",
-            case.name, rust.params, rust.step_ms, rust.gflop_per_step, rust_gflops, rust.peak_rss_mib, rust_others
+            "rust  {}: params={} step_median_ms={:.1} GFLOP/step={:.2} GFLOP/s={:.1} peak_rss_MiB={:.0} others_cores={:.2} \
+             clips/s={:.3} peak_device_MiB={}",
+            case.name,
+            rust.params,
+            rust.step_ms,
+            rust.gflop_per_step,
+            rust_gflops,
+            rust.peak_rss_mib,
+            rust_others,
+            rust_clips,
+            mib(rust.peak_device_mib)
         );
         if !has_torch {
+            summary.push(format!("{:<62} rust {rust_clips:>7.3} clips/s, {:>6} MiB", case.name, mib(rust.peak_device_mib)));
             continue;
         }
-        let torch = torch_row(&python, case, &args)?;
+        let torch = match torch_row(&python, case, &args, &torch_device, parity.path(), on_cpu) {
+            Ok(t) => t,
+            Err(e) if keep_going => {
+                println!("RESULT-FAILED {}: PyTorch side: {e:#}", case.name);
+                failed.push(format!("{} (PyTorch)", case.name));
+                summary.push(format!(
+                    "{:<62} rust {rust_clips:>7.3} clips/s, {:>6} MiB; torch failed (see RESULT-FAILED above)",
+                    case.name,
+                    mib(rust.peak_device_mib)
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut problems = Vec::new();
         println!("params {}: rust={} torch={} (torch trainable {})", case.name, rust.params, torch.params, torch.trainable);
         if rust.params != torch.params {
@@ -134,13 +322,23 @@ pub fn run(args: Args) -> Result<()> {
         if (torch.gflop_per_step - rust.gflop_per_step).abs() > 1e-3 * rust.gflop_per_step {
             problems.push(format!("FLOP counts differ: rust {:.4} vs torch {:.4} GFLOP/step", rust.gflop_per_step, torch.gflop_per_step));
         }
+        let tol = if case.dtype.is_some() { BF16_FORWARD_REL_TOL } else { FORWARD_REL_TOL };
         match &torch.check {
             Some(c) => {
+                let slice = match case.check_depth {
+                    Some(d) => format!(", {d}-block slice, batch 1"),
+                    None => String::new(),
+                };
+                let against = if case.dtype.is_some() || !on_cpu {
+                    format!(" [rust {} on {}{slice} vs torch f32; tolerance {tol:.0e} relative]", precision_name(case.dtype), args.device)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "parity {}: forward max|rust - torch| = {:.2e} (max |y| {:.2e}); frozen tables: pos_embed {:.1e}, temp_embed {:.1e}",
+                    "parity {}: forward max|rust - torch| = {:.2e} (max |y| {:.2e}); frozen tables: pos_embed {:.1e}, temp_embed {:.1e}{against}",
                     case.name, c.forward, c.out_max, c.pos, c.temp
                 );
-                if !(c.forward <= FORWARD_REL_TOL * c.out_max.max(1e-3)) || !(c.pos <= 1e-5) || !(c.temp <= 1e-5) {
+                if !(c.forward <= tol * c.out_max.max(1e-3)) || !(c.pos <= 1e-5) || !(c.temp <= 1e-5) {
                     problems.push(format!(
                         "the PyTorch model does not compute what the Rust model computes (forward max diff {:.2e}, pos {:.1e}, temp {:.1e})",
                         c.forward, c.pos, c.temp
@@ -150,27 +348,60 @@ pub fn run(args: Args) -> Result<()> {
             None => problems.push(format!("the PyTorch forward check gave no CHECK line: {}", torch.check_error)),
         }
         let tag = if problems.is_empty() { "RESULT" } else { "RESULT-MISMATCH (not the same network; ratio meaningless)" };
-        println!(
-            "{tag} {}: rust step_ms={:.1} torch step_ms={:.1} ratio={:.2} rust GFLOP/s={:.1} torch GFLOP/s={:.1} \
-             rust peak_MiB={:.0} torch peak_MiB={:.0} | fastest step: rust {:.1} torch {:.1} ratio {:.2} | \
-             torch after import {:.0} MiB, threads={} torch_omp={} others_cores: rust {:.2} torch {:.2}",
+        if on_cpu {
+            println!(
+                "{tag} {}: rust step_ms={:.1} torch step_ms={:.1} ratio={:.2} rust GFLOP/s={:.1} torch GFLOP/s={:.1} \
+                 rust peak_MiB={:.0} torch peak_MiB={:.0} | fastest step: rust {:.1} torch {:.1} ratio {:.2} | \
+                 torch after import {:.0} MiB, threads={} torch_omp={} others_cores: rust {:.2} torch {:.2}",
+                case.name,
+                rust.step_ms,
+                torch.step_ms,
+                rust.step_ms / torch.step_ms,
+                rust_gflops,
+                rust.gflop_per_step / (torch.step_ms * 1e-3),
+                rust.peak_rss_mib,
+                torch.peak_mib,
+                rust.step_min_ms,
+                torch.step_min_ms,
+                rust.step_min_ms / torch.step_min_ms,
+                torch.base_mib,
+                args.threads,
+                omp_setting(),
+                rust_others,
+                torch.others_cores
+            );
+        } else {
+            println!(
+                "{tag} {}: rust clips/s={:.3} torch clips/s={:.3} ratio={:.2} | step_ms rust {:.1} torch {:.1} | \
+                 TFLOP/s rust {:.1} torch {:.1} | peak GPU MiB rust {} torch {} (torch allocated {}) | peak RSS MiB \
+                 rust {:.0} torch {:.0} | fastest step: rust {:.1} torch {:.1} ratio {:.2}",
+                case.name,
+                rust_clips,
+                torch.clips_per_s,
+                rust.step_ms / torch.step_ms,
+                rust.step_ms,
+                torch.step_ms,
+                rust_gflops * 1e-3,
+                rust.gflop_per_step / torch.step_ms,
+                mib(rust.peak_device_mib),
+                mib(Some(torch.peak_gpu_mib)),
+                mib(Some(torch.peak_gpu_alloc_mib)),
+                rust.peak_rss_mib,
+                torch.peak_mib,
+                rust.step_min_ms,
+                torch.step_min_ms,
+                rust.step_min_ms / torch.step_min_ms
+            );
+        }
+        summary.push(format!(
+            "{:<62} rust {rust_clips:>7.3} clips/s, {:>6} MiB | torch {:>7.3} clips/s, {:>6} MiB | ratio {:.2}{}",
             case.name,
-            rust.step_ms,
-            torch.step_ms,
+            mib(rust.peak_device_mib),
+            torch.clips_per_s,
+            mib(Some(torch.peak_gpu_mib)),
             rust.step_ms / torch.step_ms,
-            rust_gflops,
-            rust.gflop_per_step / (torch.step_ms * 1e-3),
-            rust.peak_rss_mib,
-            torch.peak_mib,
-            rust.step_min_ms,
-            torch.step_min_ms,
-            rust.step_min_ms / torch.step_min_ms,
-            torch.base_mib,
-            args.threads,
-            omp_setting(),
-            rust_others,
-            torch.others_cores
-        );
+            if problems.is_empty() { "" } else { " MISMATCH" }
+        ));
         let others = rust_others.max(torch.others_cores);
         if others > 0.25 {
             println!(
@@ -185,22 +416,78 @@ pub fn run(args: Args) -> Result<()> {
             failures.push(format!("{}: {p}", case.name));
         }
     }
+    if args.xl {
+        println!("summary on {} (clips/s = batch / median step; MiB = peak GPU memory reserved; ratio = rust / torch step time):", args.device);
+        for line in &summary {
+            println!("  {line}");
+        }
+        println!("anchor: {OPEN_SORA_ANCHOR}");
+    }
     if !failures.is_empty() {
         bail!("the Rust and PyTorch sides did not time the same network:\n  {}", failures.join("\n  "));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} case(s) failed (see their RESULT-FAILED lines; out of GPU memory: pin `--checkpointing` or lower `--batch`):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
     }
     Ok(())
 }
 
-/// Runs case `i` in a child process of this binary and parses its ROW line.
-fn rust_row(i: usize, case: &BenchCase, args: &Args) -> Result<(BenchRow, f64)> {
+fn precision_name(dtype: Option<FloatDType>) -> &'static str {
+    if dtype.is_some() { "bf16" } else { "f32" }
+}
+
+/// A memory figure in MiB, `n/a` where the backend does not report one.
+fn mib(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.0}"),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// The flags that pick the cases, for a child process to rebuild the same list.
+fn case_flags(args: &Args) -> Vec<String> {
+    let mut v = vec![
+        "--iters".to_string(),
+        args.iters.to_string(),
+        "--warmup".into(),
+        args.warmup.to_string(),
+        "--threads".into(),
+        args.threads.to_string(),
+        "--s2-frames".into(),
+        args.s2_frames.to_string(),
+        "--device".into(),
+        args.device.clone(),
+    ];
+    if let Some(p) = args.precision {
+        v.extend(["--precision".into(), p.as_str().into()]);
+    }
+    if let Some(c) = args.checkpointing {
+        v.push(format!("--checkpointing={c}"));
+    }
+    if args.xl {
+        v.push("--xl".into());
+    }
+    if let Some(b) = args.batch {
+        v.extend(["--batch".into(), b.to_string()]);
+    }
+    v
+}
+
+/// Runs case `i` in a child process of this binary and parses its ROW line; with `parity`, the
+/// child also writes the forward parity inputs there from its device.
+fn rust_row(i: usize, case: &BenchCase, args: &Args, parity: Option<&Path>) -> Result<(BenchRow, f64)> {
     let exe = std::env::current_exe().context("locating the xtask binary to run the Rust case in a child process")?;
     let clock = CpuClock::now();
-    let out = Command::new(&exe)
-        .args(["bench", "train", "--case", &i.to_string()])
-        .args(["--iters", &args.iters.to_string(), "--warmup", &args.warmup.to_string()])
-        .args(["--threads", &args.threads.to_string(), "--s2-frames", &args.s2_frames.to_string()])
-        .output()
-        .with_context(|| format!("running {} bench train --case {i}", exe.display()))?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["bench", "train", "--case", &i.to_string()]).args(case_flags(args));
+    if let Some(dir) = parity {
+        cmd.arg("--parity").arg(dir);
+    }
+    let out = cmd.output().with_context(|| format!("running {} bench train --case {i}", exe.display()))?;
     let others = clock.others_cores();
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -217,6 +504,7 @@ fn rust_row(i: usize, case: &BenchCase, args: &Args) -> Result<(BenchRow, f64)> 
         step_min_ms: field(line, "step_min_ms")?,
         gflop_per_step: field(line, "gflop")?,
         peak_rss_mib: field(line, "peak_mib")?,
+        peak_device_mib: Some(field(line, "peak_dev_mib")?).filter(|v| v.is_finite()),
     };
     Ok((row, others))
 }
@@ -335,6 +623,10 @@ struct TorchRow {
     gflop_per_step: f64,
     peak_mib: f64,
     base_mib: f64,
+    clips_per_s: f64,
+    /// Peak GPU memory reserved / allocated by torch's caching allocator (NaN on the CPU).
+    peak_gpu_mib: f64,
+    peak_gpu_alloc_mib: f64,
     /// Cores other processes kept busy on average while the script ran.
     others_cores: f64,
     check: Option<Check>,
@@ -348,16 +640,19 @@ struct Check {
     temp: f64,
 }
 
-/// Writes the parity inputs for `case`, runs the PyTorch script on the same config and thread
-/// count, and parses its RESULT and CHECK lines.
-fn torch_row(python: &str, case: &BenchCase, args: &Args) -> Result<TorchRow> {
+/// Runs the PyTorch script on the same config, thread count, precision and checkpointing on
+/// `device`, and parses its RESULT and CHECK lines. The forward check reads its inputs from
+/// `dir`: on the CPU they are written here (flex, f32), elsewhere the Rust child wrote them.
+fn torch_row(python: &str, case: &BenchCase, args: &Args, device: &str, dir: &Path, write_inputs: bool) -> Result<TorchRow> {
     let m = &case.model;
-    let dir = tempfile::tempdir().context("creating a temporary folder for the parity check")?;
-    write_parity_inputs(m, case.batch_size, dir.path())?;
+    if write_inputs {
+        write_parity_inputs(m, case.batch_size, dir, &Device::flex(), None)?;
+    }
     let config = serde_json::json!({
         "hidden_size": m.hidden_size, "depth": m.depth, "num_heads": m.num_heads, "patch_size": m.patch_size,
         "num_frames": m.num_frames, "input_size": m.input_size, "in_channels": m.in_channels,
         "batch_size": case.batch_size, "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
+        "device": device, "precision": precision_name(case.dtype), "checkpointing": case.checkpointing,
     });
     let script = script_path()?;
     let threads = args.threads.to_string();
@@ -365,7 +660,7 @@ fn torch_row(python: &str, case: &BenchCase, args: &Args) -> Result<TorchRow> {
     let out = Command::new(python)
         .arg(&script)
         .args(["--config", &config.to_string(), "--check"])
-        .arg(dir.path())
+        .arg(dir)
         .env("OMP_NUM_THREADS", &threads)
         .env("MKL_NUM_THREADS", &threads)
         .output()
@@ -395,6 +690,9 @@ fn torch_row(python: &str, case: &BenchCase, args: &Args) -> Result<TorchRow> {
         gflop_per_step: field(line, "gflop_per_step")?,
         peak_mib: field(line, "peak_rss_mib")?,
         base_mib: field(line, "base_rss_mib")?,
+        clips_per_s: field(line, "clips_per_s")?,
+        peak_gpu_mib: field(line, "peak_gpu_mib")?,
+        peak_gpu_alloc_mib: field(line, "peak_gpu_alloc_mib")?,
         others_cores,
         check,
         check_error,
@@ -424,16 +722,26 @@ impl ModuleMapper for Perturb {
             let a = 0.5 * (3.0 / fan_in as f32).sqrt();
             let n: usize = dims.iter().product();
             let v: Vec<f32> = (0..n).map(|_| a * (2.0 * rng.random::<f32>() - 1.0)).collect();
-            Tensor::from_data(TensorData::new(v, dims), &t.device())
+            // on an autodiff device (`--compare-step`) the new value must stay trainable
+            Tensor::from_data(TensorData::new(v, dims), &t.device()).set_require_grad(t.is_require_grad())
         })
     }
 }
 
+/// The model and batch of `case`'s forward parity check: the whole case, or a slice of
+/// `check_depth` blocks on one clip.
+fn check_shape(case: &BenchCase) -> (LatteConfig, usize) {
+    match case.check_depth {
+        Some(depth) => (LatteConfig { depth, ..case.model.clone() }, 1),
+        None => (case.model.clone(), case.batch_size),
+    }
+}
+
 /// The Rust model (perturbed) under the reference's key names, one input batch, its timesteps
-/// and the Rust output, for the PyTorch script's `--check`.
-fn write_parity_inputs(cfg: &LatteConfig, batch: usize, dir: &Path) -> Result<()> {
-    let device = Device::flex();
-    let model = Latte::new(cfg, &device, 0)?.map(&mut Perturb(ChaCha8Rng::seed_from_u64(7)));
+/// and the Rust output computed on `device` in `dtype`, for the PyTorch script's `--check`.
+fn write_parity_inputs(cfg: &LatteConfig, batch: usize, dir: &Path, device: &Device, dtype: Option<FloatDType>) -> Result<()> {
+    let device = device.clone();
+    let model = Latte::new(cfg, &device, 0)?.map(&mut Perturb(ChaCha8Rng::seed_from_u64(7))).with_compute_dtype(dtype);
     model.save_safetensors(&dir.join("weights.safetensors"))?;
     let shape = [batch, cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size];
     let x: Tensor<5> = ParamFactory::new(1, &device).float("x", shape, Init::Normal { std: 1.0 }, false).val();
@@ -448,7 +756,171 @@ fn write_parity_inputs(cfg: &LatteConfig, batch: usize, dir: &Path) -> Result<()
     };
     raw(x, "x.f32")?;
     raw(y, "out.f32")?;
-    let meta = serde_json::json!({ "x_shape": shape, "out_shape": out_shape, "t": t });
+    let meta = serde_json::json!({ "x_shape": shape, "out_shape": out_shape, "t": t, "depth": cfg.depth });
     std::fs::write(dir.join("meta.json"), meta.to_string()).context("writing the parity meta.json")?;
+    Ok(())
+}
+
+/// One configuration timed by [`bench_train`].
+pub struct BenchCase {
+    pub name: String,
+    pub model: LatteConfig,
+    pub batch_size: usize,
+    /// The forward's compute dtype (`Latte::with_compute_dtype`; `None`: f32).
+    pub dtype: Option<FloatDType>,
+    /// burn's gradient checkpointing on the autodiff device.
+    pub checkpointing: bool,
+    /// Blocks of the model the forward parity check runs (`None`: all of them): a 2-block
+    /// slice of Latte-XL/2 has every shape of the network at 1/14 of its forward's cost.
+    pub check_depth: Option<usize>,
+}
+
+/// What [`bench_train`] measured.
+pub struct BenchRow {
+    pub name: String,
+    pub params: usize,
+    /// Median wall time of a full optimizer step (data, forward, loss, backward, AdamW, EMA).
+    pub step_ms: f64,
+    /// Fastest timed step: the least disturbed by other processes on a shared machine.
+    pub step_min_ms: f64,
+    /// Forward + backward FLOPs of one step (3 × forward, as usual).
+    pub gflop_per_step: f64,
+    /// Peak resident memory of the process while this case ran (MiB).
+    pub peak_rss_mib: f64,
+    /// Peak of the device memory the backend's pools reserved, sampled after every step (MiB);
+    /// `None` where the backend reports none (flex).
+    pub peak_device_mib: Option<f64>,
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Random in-memory latents for `m`'s clips: deterministic filler, since the cost does not
+/// depend on the values.
+fn bench_clips(m: &LatteConfig) -> Result<LatentClips> {
+    let (c, side, f) = (m.in_channels, m.input_size, m.num_frames);
+    let counts = vec![2 * f; 4];
+    let n = 2 * counts.iter().sum::<usize>() * c * side * side;
+    let mean: Vec<f32> = (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0).collect();
+    let logvar = vec![-4.0f32; n];
+    let window = Box::new(move |total: usize, _: &mut rand_chacha::ChaCha8Rng| Ok((0..f.min(total)).collect()));
+    Ok(LatentClips::in_memory(mean, logvar, counts, [c, side, side], window)?)
+}
+
+/// Times `warmup + iters` real training steps of `case` (the `latte-train` loop on random
+/// in-memory latents) on `device` (a plain device: autodiff, checkpointing and the compute
+/// dtype come from `case`) and returns the median of the last `iters`. Checkpoints go under
+/// `dir`.
+pub fn bench_train(case: &BenchCase, device: &Device, warmup: usize, iters: usize, dir: &Path) -> anyhow::Result<BenchRow> {
+    let m = &case.model;
+    let clips = bench_clips(m)?;
+    let steps = (warmup + iters) as u64;
+    let cfg = TrainConfig { steps, batch_size: case.batch_size, num_frames: m.num_frames, checkpoint_every: steps, ..TrainConfig::default() };
+    let model = Latte::new(m, &autodiff_with(device, case.checkpointing), 0)?.with_compute_dtype(case.dtype);
+    let params = model.num_params();
+    // Reset the peak-RSS counter so the figure is this case's (Linux; ignored elsewhere).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut secs = Vec::new();
+    let mut peak_bytes: Option<u64> = None;
+    let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
+    let _ = std::fs::remove_dir_all(dir);
+    // Off the CPU the loop's final checkpoint (weights, EMA and AdamW moments: 16 bytes a
+    // parameter, 11 GB for Latte-XL/2, copied off the device and fsynced) would take longer
+    // than the timed steps and measures nothing: its folder is put under a file, so the save
+    // fails at once after the last step, and that one error is expected.
+    let skip_checkpoint = *device != Device::flex();
+    let paths = if skip_checkpoint {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let blocker = dir.join("no-checkpoints");
+        std::fs::write(&blocker, b"").with_context(|| format!("writing {}", blocker.display()))?;
+        RunPaths { checkpoints: blocker.join("checkpoints"), ..RunPaths::in_dir(dir) }
+    } else {
+        RunPaths::in_dir(dir)
+    };
+    let trained = train(model, forward, clips, &cfg, &paths, &serde_json::Value::Null, |l| {
+        secs.push(l.secs);
+        if let Some(usage) = device.memory_pool_usage() {
+            peak_bytes = Some(peak_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        }
+    });
+    match trained {
+        Ok(_) => {}
+        Err(_) if skip_checkpoint && secs.len() as u64 == steps => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut timed = secs.split_off(warmup.min(secs.len()));
+    timed.sort_by(f64::total_cmp);
+    let step_ms = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN) * 1e3;
+    let step_min_ms = timed.first().copied().unwrap_or(f64::NAN) * 1e3;
+    Ok(BenchRow {
+        name: case.name.clone(),
+        params,
+        step_ms,
+        step_min_ms,
+        gflop_per_step: 3.0 * latte_model::flops::forward_gflops(m) * case.batch_size as f64,
+        peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
+        peak_device_mib: peak_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
+    })
+}
+
+/// `--compare-step`: two training steps of the small config from the same perturbed weights
+/// and the same batches on the CPU (f32) and on `--device` (its precision and checkpointing);
+/// the losses and gradient norms must agree to float rounding (bf16: to bf16 rounding).
+fn compare_step(args: &Args) -> Result<()> {
+    let precision = args.precision.unwrap_or(Precision::F32);
+    let checkpointing = args.checkpointing.unwrap_or(false);
+    let s2 = LatteConfig::preset("Latte-S/2")?;
+    let m = LatteConfig { input_size: 8, num_frames: 8, depth: 6, hidden_size: 192, num_heads: 3, ..s2 };
+    let (batch_size, steps) = (4, 2u64);
+    let device = device_from_name(&args.device)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let run_on = |device: &Device, dtype: Option<FloatDType>, checkpointing: bool| -> Result<Vec<(f64, f64)>> {
+        let dir = tempfile::tempdir().context("creating a temporary folder for the compared steps")?;
+        let cfg = TrainConfig { steps, batch_size, num_frames: m.num_frames, checkpoint_every: steps, ..TrainConfig::default() };
+        // perturbed: from the adaLN-Zero init every block is the identity and the step would
+        // exercise little of the network
+        let model = Latte::new(&m, &autodiff_with(device, checkpointing), 0)?
+            .map(&mut Perturb(ChaCha8Rng::seed_from_u64(7)))
+            .with_compute_dtype(dtype);
+        let clips = bench_clips(&m)?;
+        let mut logs = Vec::new();
+        let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
+        pool.install(|| {
+            train(model, forward, clips, &cfg, &RunPaths::in_dir(dir.path()), &serde_json::Value::Null, |l| {
+                logs.push((l.loss, l.grad_norm))
+            })
+        })?;
+        Ok(logs)
+    };
+    let label = format!("{} {}{}", args.device, precision.as_str(), if checkpointing { ", checkpointing" } else { "" });
+    println!("compare-step: {steps} steps of the small config (D 192, depth 6, 8 frames of 8×8 latents, batch {batch_size}), cpu f32 vs {label}");
+    let cpu = run_on(&Device::flex(), None, false).context("the CPU's steps")?;
+    let dev = run_on(&device, precision.dtype(), checkpointing).with_context(|| format!("the steps on {label}"))?;
+    let tol = if precision == Precision::F32 { STEP_REL_TOL } else { BF16_STEP_REL_TOL };
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(1e-12);
+    let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
+    for (i, ((cl, cn), (dl, dn))) in cpu.iter().zip(&dev).enumerate() {
+        let (rl, rn) = (rel(*cl, *dl), rel(*cn, *dn));
+        // NaN must fail: max would drop it
+        worst_loss = if rl.is_nan() { f64::NAN } else { worst_loss.max(rl) };
+        worst_norm = if rn.is_nan() { f64::NAN } else { worst_norm.max(rn) };
+        println!("STEP {}: loss cpu={cl:.6} device={dl:.6} rel={rl:.2e} | grad_norm cpu={cn:.6} device={dn:.6} rel={rn:.2e}", i + 1);
+    }
+    let ok = cpu.len() == dev.len() && cpu.len() as u64 == steps && worst_loss <= tol && worst_norm <= tol;
+    println!(
+        "COMPARE-STEP {} {label}: max relative difference loss {worst_loss:.2e}, grad_norm {worst_norm:.2e} (tolerance {tol:.0e})",
+        if ok { "ok" } else { "FAILED" }
+    );
+    if !ok {
+        bail!(
+            "a training step on {label} differs from the CPU's beyond {tol:.0e} relative: the backend computes another \
+             step (rerun `bench train --compare-step --device cpu` to rule out the CPU side, then narrow it down with \
+             `model forward --device {}`)",
+            args.device
+        );
+    }
     Ok(())
 }

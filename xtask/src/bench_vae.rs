@@ -44,7 +44,7 @@ fn input(n: usize, s: usize, device: &Device) -> Tensor<4> {
 }
 
 fn bench(name: &str, cfg: &VaeConfig, n: usize, s: usize, iters: usize) -> anyhow::Result<()> {
-    let device = Device::default();
+    let device = Device::flex();
     let vae = AutoencoderKL::init(cfg, 0, &device)?;
     let x = input(n, s, &device);
     let mut times = Vec::with_capacity(iters);
@@ -73,7 +73,7 @@ fn bench(name: &str, cfg: &VaeConfig, n: usize, s: usize, iters: usize) -> anyho
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let iters = args.iters.max(1);
-    println!("VAE encode throughput (burn {:?}, median of {iters} after 1 warm-up)", Device::default());
+    println!("VAE encode throughput (burn {:?}, median of {iters} after 1 warm-up)", Device::flex());
     let small = VaeConfig::new(vec![32, 32, 64, 64], 1, 8, 4);
     bench("small (vae_train default)", &small, args.frames.max(1), args.size, iters)?;
     if args.sd_frames > 0 {

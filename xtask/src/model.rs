@@ -1,9 +1,9 @@
 //! `cargo xtask model`: the parity contract (`forward`) and model facts (`info`).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use latte_model::flops::forward_gflops;
-use latte_model::reference::{expected_path, run_dir};
+use latte_model::reference::{expected_path, run_dir_as};
 use latte_model::{Latte, LatteConfig};
 use latte_model::latte_nn::device::device_from_name;
 use latte_model::latte_nn::host::{max_abs_diff, read_safetensors, write_safetensors};
@@ -24,9 +24,12 @@ enum ModelCommand {
         dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// burn device: flex (CPU) or default.
-        #[arg(long, default_value = "flex")]
+        /// Compute device: `cpu`, `wgpu`, `cuda`, `cuda:N` (CUDA needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
         device: String,
+        /// The network's compute dtype: `f32`, `bf16` or `f16` (the output is f32).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Print trainable parameter counts and forward GFLOPs (one 16-frame clip) of the presets,
     /// and of the four variants of one preset beside the paper's Table 3.
@@ -46,14 +49,21 @@ const TABLE3_XL: [f64; 4] = [5572.69, 5572.69, 6153.15, 1545.15];
 
 pub fn run(args: Args) -> Result<()> {
     match args.command {
-        ModelCommand::Forward { dir, out, device } => forward(dir, out, &device),
+        ModelCommand::Forward { dir, out, device, precision } => forward(dir, out, &device, &precision),
         ModelCommand::Info { presets, variants_of } => info(presets, &variants_of),
     }
 }
 
-fn forward(dir: PathBuf, out: PathBuf, device: &str) -> Result<()> {
+fn forward(dir: PathBuf, out: PathBuf, device: &str, precision: &str) -> Result<()> {
+    use latte_model::burn::tensor::FloatDType;
     let device = device_from_name(device)?;
-    let outputs = run_dir(&dir, &device).with_context(|| format!("model forward on {}", dir.display()))?;
+    let compute = match precision {
+        "f32" => None,
+        "bf16" => Some(FloatDType::BF16),
+        "f16" => Some(FloatDType::F16),
+        other => bail!("--precision {other}: use f32, bf16 or f16"),
+    };
+    let outputs = run_dir_as(&dir, &device, compute).with_context(|| format!("model forward on {}", dir.display()))?;
     write_safetensors(&out, &outputs)?;
     for (name, t) in &outputs {
         println!("{name}: shape {:?}", t.shape);

@@ -72,9 +72,12 @@ pub struct Args {
     /// Frames decoded by the VAE at once.
     #[arg(long, default_value_t = 16)]
     decode_batch: usize,
-    /// burn device: `default`, `flex`/`cpu`.
-    #[arg(long, default_value = "default")]
+    /// Compute device: `cpu`, `wgpu`, `cuda`, `cuda:N` (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
     device: String,
+    /// The network's compute dtype: `f32`, `f16` (the reference samples in fp16) or `bf16`.
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 struct Bar(ProgressBar);
@@ -107,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         grid_n: args.grid_n,
         decode_batch: args.decode_batch,
         device: args.device.clone(),
+        precision: args.precision.clone(),
     };
     // Flags carry the parameters' names with dashes; the messages name the parameter.
     opts.validate().context("checking the flags")?;

@@ -131,7 +131,7 @@ fn ddim_strides_pick_fixed_integer_spacing() {
 #[test]
 fn q_sample_matches() {
     let fx = Fixture::load();
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("").unwrap();
     let x_t = d.q_sample(fx.tensor5("x0", &dev), &fx.timesteps(), fx.tensor5("noise", &dev)).unwrap();
     expect_close("x_t", x_t, &fx, 1e-6);
@@ -140,7 +140,7 @@ fn q_sample_matches() {
 #[test]
 fn training_losses_match() {
     let fx = Fixture::load();
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("").unwrap();
     let model_out = fx.tensor5("model_out", &dev);
     let losses = d
@@ -161,7 +161,7 @@ fn respaced_k(fx: &Fixture) -> Vec<usize> {
 #[test]
 fn p_mean_variance_matches_respaced() {
     let fx = Fixture::load();
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("250").unwrap();
     let k = respaced_k(&fx);
     let out = d.p_mean_variance(fx.tensor5("model_out", &dev), fx.tensor5("x_t", &dev), &k, false).unwrap();
@@ -173,7 +173,7 @@ fn p_mean_variance_matches_respaced() {
 #[test]
 fn ddpm_and_ddim_steps_match() {
     let fx = Fixture::load();
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("250").unwrap();
     let k = respaced_k(&fx);
     let ddpm = d
@@ -188,7 +188,7 @@ fn ddpm_and_ddim_steps_match() {
 
 #[test]
 fn bad_inputs_are_errors_not_panics() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("250").unwrap();
     let x = Tensor::<5>::zeros([2, 3, 4, 2, 2], &dev);
     assert!(d.q_sample(x.clone(), &[0, 250], x.clone()).is_err(), "timestep past the respaced range");
@@ -202,7 +202,7 @@ fn bad_inputs_are_errors_not_panics() {
 fn gradient_of_vb_reaches_only_variance_channels() {
     // With ε̂ exactly the noise, MSE is 0 and its gradient vanishes, so any gradient on the ε̂
     // channels could only come from the VLB term — which must not produce one.
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let d = GaussianDiffusion::create("").unwrap();
     let shape = [2, 2, 4, 2, 2];
     let x0 = Tensor::<5>::ones(shape, &dev) * 0.3;
@@ -221,7 +221,7 @@ fn gradient_of_vb_reaches_only_variance_channels() {
 #[test]
 fn ddpm_loop_is_seeded_and_uses_original_timesteps() {
     use rand::SeedableRng;
-    let dev = Device::default();
+    let dev = Device::flex();
     let d = GaussianDiffusion::create("ddim10").unwrap();
     let run = |seed: u64| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

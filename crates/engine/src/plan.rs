@@ -232,6 +232,7 @@ fn entry_for(decl: &StageDecl, keys: &BTreeMap<String, String>, store: &Store, h
                 path_digests.insert(name.clone(), d.clone());
                 toml::Value::String(d)
             }
+            Some(dev) if ty == Some(ParamType::Device) => toml::Value::String(crate::stage::device_kind(dev)),
             _ => value.clone(),
         };
         key_params.insert(name.clone(), keyed);

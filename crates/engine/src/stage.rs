@@ -48,6 +48,21 @@ pub enum ParamType {
     IntList,
     FloatList,
     StrList,
+    /// A compute device name (`cpu`, `wgpu`, `cuda`, `cuda:1`, `cuda:0,1`). Float results
+    /// differ between backends but not between GPUs of one kind, so the cache key records the
+    /// kind only ([`device_kind`]): moving a run to another GPU, or to more of them, reuses its
+    /// cached outputs; moving it between CPU and GPU does not.
+    Device,
+}
+
+/// The part of a device name a cache key records: the backend kind, lower-case, without GPU
+/// numbers; `flex` and `default` (older names of the CPU backend) and an empty name are `cpu`.
+pub fn device_kind(name: &str) -> String {
+    let head = name.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+    match head.as_str() {
+        "" | "flex" | "default" => "cpu".to_owned(),
+        _ => head,
+    }
 }
 
 /// One parameter a stage kind accepts.

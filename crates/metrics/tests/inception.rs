@@ -94,7 +94,7 @@ fn parity_with_fid_helper_fixture() {
         println!("SKIPPED parity_with_fid_helper_fixture: no weights at {} (run `cargo xtask weights fetch inception`)", weights.display());
         return;
     }
-    let dev = Device::default();
+    let dev = Device::flex();
     let net = InceptionV3::load(&weights, &dev).unwrap();
     for (file, size) in [("img_a.safetensors", 299), ("img_a_256.safetensors", 256)] {
         let fx = read_safetensors(&common::fixtures().join("inception").join(file)).unwrap();
@@ -246,7 +246,7 @@ fn random_inception(seed: u64) -> latte_metrics::tensors::TensorMap {
 
 #[test]
 fn whole_network_on_random_weights_written_here() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random.safetensors");
     latte_metrics::tensors::write_safetensors(&path, &random_inception(4), None).unwrap();

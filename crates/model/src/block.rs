@@ -9,7 +9,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
 use latte_nn::init::{Init, ParamFactory};
-use latte_nn::ops::{gelu_tanh, linear, ln_modulate};
+use latte_nn::ops::{gelu_tanh, layer_norm_affine, linear, ln_modulate};
 
 pub const LN_EPS: f64 = 1e-6;
 
@@ -109,7 +109,7 @@ impl Block {
 
     fn norm(ln: &Option<LayerNorm>, x: Tensor<4>) -> Tensor<4> {
         match ln {
-            Some(ln) => ln.forward(x),
+            Some(ln) => layer_norm_affine(ln, x),
             None => latte_nn::ops::layer_norm(x, LN_EPS),
         }
     }
@@ -126,7 +126,7 @@ impl Block {
     /// Normalised prefix tokens (B, 1 or T, P, D) for all-tokens mode.
     fn prefix(ln: &Option<LayerNorm>, cond: &Cond) -> Option<Tensor<4>> {
         match (cond, ln) {
-            (Cond::Tokens(e), Some(ln)) => Some(ln.forward(e.clone())),
+            (Cond::Tokens(e), Some(ln)) => Some(layer_norm_affine(ln, e.clone())),
             _ => None,
         }
     }

@@ -8,9 +8,9 @@ use crate::config::{LatteConfig, PatchEmbedKind};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use latte_nn::init::{Init, ParamFactory};
-use latte_nn::ops::linear;
+use latte_nn::ops::{cast_like, linear};
 
 /// MAE's 1-D table: `[sin(pos·ω) | cos(pos·ω)]`, `ω_k = 10000^(-k/(dim/2))`, in float64.
 pub fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
@@ -92,11 +92,23 @@ impl TimestepEmbedder {
 
     /// `t` (B,) original integer timesteps → (B, D).
     pub fn forward(&self, t: Tensor<1, Int>) -> Tensor<2> {
+        let freq = Self::frequencies(t);
+        linear(&self.mlp2, silu(linear(&self.mlp0, freq)))
+    }
+
+    /// [`forward`](Self::forward) computed in `dtype`: the f32 sinusoids are rounded to it
+    /// before the MLP, as autocast feeds them to its first Linear.
+    pub fn forward_as(&self, t: Tensor<1, Int>, dtype: DType) -> Tensor<2> {
+        let freq = Self::frequencies(t).cast(dtype);
+        linear(&self.mlp2, silu(linear(&self.mlp0, freq)))
+    }
+
+    /// The (B, 256) sinusoids, f32.
+    fn frequencies(t: Tensor<1, Int>) -> Tensor<2> {
         let device = t.device();
         let values: Vec<i64> = t.into_data().try_into_vec_as::<i64>().expect("converted to i64");
         let b = values.len();
-        let freq = Tensor::<2>::from_data(TensorData::new(timestep_frequencies(&values), [b, FREQ_DIM]), &device);
-        linear(&self.mlp2, silu(linear(&self.mlp0, freq)))
+        Tensor::<2>::from_data(TensorData::new(timestep_frequencies(&values), [b, FREQ_DIM]), &device)
     }
 }
 
@@ -182,8 +194,9 @@ impl PatchEmbed {
                     .reshape([b * t, c, h, p, w, p])
                     .permute([0, 2, 4, 1, 3, 5]) // (B·T) h w C p p
                     .reshape([b * t * h * w, c * p * p]);
-                let wt = proj.weight.val().reshape([d, c * p * p]).transpose(); // (C·p·p) D
-                (patches.matmul(wt) + proj.bias.val().unsqueeze::<2>()).reshape([b, t, h * w, d])
+                let wt = cast_like(proj.weight.val(), &patches).reshape([d, c * p * p]).transpose(); // (C·p·p) D
+                let bias = cast_like(proj.bias.val(), &patches);
+                (patches.matmul(wt) + bias.unsqueeze::<2>()).reshape([b, t, h * w, d])
             }
             PatchProj::Tubelet(proj) => {
                 let [d, _, s, _, _] = proj.weight.dims();
@@ -194,8 +207,9 @@ impl PatchEmbed {
                     .reshape([b * tf * h * w, s, c, p * p])
                     .swap_dims(1, 2) // M C s (p·p)
                     .reshape([b * tf * h * w, c * s * p * p]);
-                let wt = proj.weight.val().reshape([d, c * s * p * p]).transpose();
-                (patches.matmul(wt) + proj.bias.val().unsqueeze::<2>()).reshape([b, tf, h * w, d])
+                let wt = cast_like(proj.weight.val(), &patches).reshape([d, c * s * p * p]).transpose();
+                let bias = cast_like(proj.bias.val(), &patches);
+                (patches.matmul(wt) + bias.unsqueeze::<2>()).reshape([b, tf, h * w, d])
             }
         }
     }
@@ -233,8 +247,8 @@ pub fn temporal_upsample(up: &Proj3d, y: Tensor<5>) -> Tensor<5> {
     let [b, tf, c, hh, ww] = y.dims();
     let [_, co, s, _, _] = up.weight.dims();
     let flat = y.permute([0, 1, 3, 4, 2]).reshape([b * tf * hh * ww, c]); // M C
-    let w = up.weight.val().reshape([c, co * s]);
-    let bias = up.bias.val().unsqueeze_dim::<2>(1).repeat_dim(1, s).reshape([1, co * s]);
+    let w = cast_like(up.weight.val(), &flat).reshape([c, co * s]);
+    let bias = cast_like(up.bias.val(), &flat).unsqueeze_dim::<2>(1).repeat_dim(1, s).reshape([1, co * s]);
     (flat.matmul(w) + bias)
         .reshape([b, tf, hh, ww, co, s])
         .permute([0, 1, 5, 4, 2, 3]) // B T/s s C H W

@@ -12,7 +12,7 @@ use crate::embed::{
 };
 use crate::ModelError;
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, FloatDType, Int, Tensor};
 use latte_nn::init::ParamFactory;
 
 #[derive(Module, Debug)]
@@ -30,6 +30,10 @@ pub struct Latte {
     pub temporal_upsample: Option<Proj3d>,
     #[module(skip)]
     cfg: LatteConfig,
+    /// Runtime compute dtype of the forward (see [`Latte::with_compute_dtype`]); neither a
+    /// weight nor part of the configuration, so checkpoints and configs do not depend on it.
+    #[module(skip)]
+    compute: Option<FloatDType>,
 }
 
 /// Which kind block `i` of a variant is.
@@ -70,11 +74,32 @@ impl Latte {
                 PatchEmbedKind::Tubelet { stride } => Some(temporal_upsample_new(&f, cfg.out_channels(), stride)),
             },
             cfg: cfg.clone(),
+            compute: None,
         })
     }
 
     pub fn config(&self) -> &LatteConfig {
         &self.cfg
+    }
+
+    /// The forward's compute dtype: `Some(BF16 | F16)` runs it in that dtype (mixed precision),
+    /// `None` (the default) in the dtype of the input, i.e. the plain f32 path.
+    ///
+    /// In reduced precision the input is cast to `dtype`, every parameter is cast at its use
+    /// (the cast is differentiable, so gradients reach the f32 parameters in f32: the f32
+    /// parameters are the master weights, and the optimiser state stays f32), tensors made
+    /// inside the forward are made in `dtype`, LayerNorm and the attention softmax run in f32,
+    /// and the output is cast back to the input's dtype, so that a loss is reduced in f32.
+    /// Parameters stay f32: this is a property of the forward, kept through `map`, `valid`,
+    /// `clone` and optimiser steps, not of the weights.
+    pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.compute = dtype;
+        self
+    }
+
+    /// See [`with_compute_dtype`](Self::with_compute_dtype).
+    pub fn compute_dtype(&self) -> Option<FloatDType> {
+        self.compute
     }
 
     /// Parameters the optimiser updates: everything except the frozen sin-cos tables.
@@ -209,20 +234,27 @@ impl Latte {
         let cfg = &self.cfg;
         let p = cfg.patch_size;
         let fv = cfg.token_frames();
+        let out_dtype = x.dtype();
+        let x = match self.compute {
+            Some(dtype) => x.cast(dtype),
+            None => x,
+        };
+        let dtype = x.dtype();
 
-        let x = self.x_embedder.forward(x, p) + self.pos_embed.val().unsqueeze_dim::<4>(1); // B T' N D
+        let x = self.x_embedder.forward(x, p) + self.pos_embed.val().cast(dtype).unsqueeze_dim::<4>(1); // B T' N D
         let [b, tt, _, d] = x.dims();
 
-        let temb = self.t_embedder.forward(t); // B D
+        let temb = self.t_embedder.forward_as(t, dtype); // B D
+        // rows are gathered from the f32 table, then cast: the gradient scatters in f32
         let yemb = match (&self.y_embedder, y) {
-            (Some(e), Some(y)) => Some(e.forward(y)), // B D
+            (Some(e), Some(y)) => Some(e.forward(y).cast(dtype)), // B D
             _ => None,
         };
         // B K D: the image frames' own label embeddings
         let img_emb = match (&self.y_embedder, y_image) {
             (Some(e), Some(yi)) => {
                 let [bi, k] = yi.dims();
-                Some(e.forward(yi.reshape([bi * k])).reshape([bi, k, d]))
+                Some(e.forward(yi.reshape([bi * k])).cast(dtype).reshape([bi, k, d]))
             }
             _ => None,
         };
@@ -254,9 +286,9 @@ impl Latte {
 
         // (1, T', 1, D): the temporal table on video frames, zero on image frames
         let temp = self.temp_embed.as_ref().map(|te| {
-            let te = te.val().reshape([1, fv, 1, d]);
+            let te = te.val().cast(dtype).reshape([1, fv, 1, d]);
             if tt > fv {
-                Tensor::cat(vec![te, Tensor::zeros([1, tt - fv, 1, d], &x.device())], 1)
+                Tensor::cat(vec![te, Tensor::zeros([1, tt - fv, 1, d], (&x.device(), dtype))], 1)
             } else {
                 te
             }
@@ -286,7 +318,7 @@ impl Latte {
             None => out,
         };
         debug_assert_eq!(out.dims()[0], b);
-        out
+        out.cast(out_dtype)
     }
 
     /// The reference's `forward_with_cfg` (§1.12): x (2B, ...) whose second half is ignored

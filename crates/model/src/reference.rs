@@ -113,9 +113,16 @@ impl RefSpec {
 /// Runs the parity contract on `dir`: returns `out` and, when `cfg_scale` is set, `out_cfg`
 /// (the guided forward on `[x; x]` with labels `[y; num_classes]`).
 pub fn run_dir(dir: &Path, device: &Device) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+    run_dir_as(dir, device, None)
+}
+
+/// [`run_dir`] with the network computing in `compute` (`None`: f32; see
+/// [`Latte::with_compute_dtype`]); the outputs are f32 either way.
+pub fn run_dir_as(dir: &Path, device: &Device, compute: Option<burn::tensor::FloatDType>) -> Result<BTreeMap<String, HostTensor>, ModelError> {
     let spec = RefSpec::from_file(&dir.join("config.json"))?;
     let mut model = Latte::new(&spec.config, device, 0)?;
     model.load_safetensors(&dir.join("weights.safetensors"))?;
+    let model = model.with_compute_dtype(compute);
     let inputs_path = dir.join("inputs.safetensors");
     let inputs = read_safetensors(&inputs_path)?;
     let file_err = |message: String| ModelError::File { path: inputs_path.clone(), message };

@@ -8,6 +8,7 @@
 //! Legend: S sequences, H heads, L tokens per sequence, E head dim, P prefix tokens.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::ops::cast_like;
 
 /// `(cos, sin)` tables of shape `(P + L, E)`: identity for the `P` prefix rows, then positions
 /// `0..L`.
@@ -27,12 +28,13 @@ pub fn rope_tables(prefix: usize, len: usize, e: usize) -> (Vec<f32>, Vec<f32>) 
     (cos, sin)
 }
 
-/// Rotates `x` (S, H, P + L, E); the first `prefix` tokens are left as they are.
+/// Rotates `x` (S, H, P + L, E); the first `prefix` tokens are left as they are. The tables
+/// take `x`'s dtype.
 pub fn apply_rope(x: Tensor<4>, prefix: usize, device: &Device) -> Tensor<4> {
     let [_, _, l, e] = x.dims();
     let (cos, sin) = rope_tables(prefix, l - prefix, e);
-    let cos = Tensor::<2>::from_data(TensorData::new(cos, [l, e]), device).unsqueeze::<4>(); // 1 1 L E
-    let sin = Tensor::<2>::from_data(TensorData::new(sin, [l, e]), device).unsqueeze::<4>();
+    let cos = cast_like(Tensor::<2>::from_data(TensorData::new(cos, [l, e]), device), &x).unsqueeze::<4>(); // 1 1 L E
+    let sin = cast_like(Tensor::<2>::from_data(TensorData::new(sin, [l, e]), device), &x).unsqueeze::<4>();
     let half = e / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.clone().narrow(3, half, half);

@@ -24,8 +24,10 @@ pub enum NnError {
     Apply { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("unknown device `{name}`: use `flex` (CPU, default), `cpu`, or `default`{extra}")]
+    #[error("device `{name}` is not valid{extra}")]
     Device { name: String, extra: String },
+    #[error("device `{name}` cannot be used on this machine: {why}")]
+    DeviceUnavailable { name: String, why: String },
 }
 
 impl NnError {

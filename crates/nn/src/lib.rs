@@ -20,6 +20,8 @@
 
 pub mod adamw;
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod ema;
 pub mod error;

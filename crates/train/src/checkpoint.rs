@@ -42,7 +42,7 @@ pub struct CheckpointState {
     pub interrupted: bool,
 }
 
-fn step_dir(root: &Path, step: u64) -> PathBuf {
+pub(crate) fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 

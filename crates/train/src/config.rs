@@ -45,8 +45,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// How many of the newest checkpoints to keep on disk.
     pub keep_checkpoints: usize,
-    /// Micro-batches prepared ahead of compute by the loader thread.
+    /// Micro-batches prepared ahead of compute by each loader thread.
     pub prefetch: usize,
+    /// Loader threads drawing micro-batches in parallel (a GPU step outpaces one thread on
+    /// large clips); the batches do not depend on it.
+    pub loader_threads: usize,
     /// Latent scale factor applied after sampling the posterior (SD's VAE: 0.18215).
     pub scale_factor: f64,
 }
@@ -73,6 +76,7 @@ impl Default for TrainConfig {
             checkpoint_every: 10_000,
             keep_checkpoints: 2,
             prefetch: 2,
+            loader_threads: 1,
             scale_factor: 0.18215,
         }
     }

@@ -10,6 +10,7 @@
 //! so the loader can run ahead, and a resumed run continues with exactly the draws an
 //! uninterrupted one would have made.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -102,7 +103,8 @@ impl LatentClips {
     }
 }
 
-/// One micro-batch, host-side, ready to become tensors.
+/// One micro-batch, host-side, ready to become tensors. Under data parallelism it holds this
+/// rank's share of the micro-batch's clips (B = batch_size / world size).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// Global micro-batch index (optimizer step × grad_accum + micro-batch).
@@ -122,6 +124,7 @@ pub struct Batch {
 }
 
 /// Draws micro-batches deterministically from (seed, index).
+#[derive(Clone)]
 pub(crate) struct BatchSampler {
     clips: Arc<LatentClips>,
     cfg: TrainConfig,
@@ -129,6 +132,8 @@ pub(crate) struct BatchSampler {
     /// Shuffled clip order of the epoch in `cached_epoch`.
     order: Vec<usize>,
     cached_epoch: Option<u64>,
+    /// The clips of each micro-batch this rank keeps (data parallel); all of them alone.
+    share: Range<usize>,
 }
 
 /// Stream ids: micro-batch draws use `index`; epoch shuffles use the high half of the space.
@@ -137,7 +142,17 @@ const EPOCH_STREAM: u64 = 1 << 63;
 impl BatchSampler {
     pub(crate) fn new(clips: Arc<LatentClips>, cfg: &TrainConfig, num_timesteps: usize) -> Result<Self, TrainError> {
         clips.check()?;
-        Ok(Self { clips, cfg: cfg.clone(), num_timesteps, order: Vec::new(), cached_epoch: None })
+        let share = 0..cfg.batch_size;
+        Ok(Self { clips, cfg: cfg.clone(), num_timesteps, order: Vec::new(), cached_epoch: None, share })
+    }
+
+    /// Keeps only `share` of each micro-batch's clips. The draws of the others are still made
+    /// (and dropped), so every rank's clips are the ones a single rank would have drawn; their
+    /// latents are not read.
+    pub(crate) fn with_share(mut self, share: Range<usize>) -> Self {
+        debug_assert!(share.end <= self.cfg.batch_size && share.start < share.end);
+        self.share = share;
+        self
     }
 
     fn rng(&self, stream: u64) -> ChaCha8Rng {
@@ -168,13 +183,16 @@ impl BatchSampler {
         let (b, f, k) = (self.cfg.batch_size, self.cfg.num_frames, self.cfg.image_frames);
         let [c, h, w] = self.clips.frame_shape;
         let fl = c * h * w;
+        let share = self.share.clone();
+        let kept = share.len();
         let mut rng = self.rng(index);
-        let mut mean = Vec::with_capacity(b * (f + k) * fl);
-        let mut logvar = Vec::with_capacity(b * (f + k) * fl);
-        let mut ys = Vec::with_capacity(b);
-        let mut y_images = Vec::with_capacity(b * k);
+        let mut mean = Vec::with_capacity(kept * (f + k) * fl);
+        let mut logvar = Vec::with_capacity(kept * (f + k) * fl);
+        let mut ys = Vec::with_capacity(kept);
+        let mut y_images = Vec::with_capacity(kept * k);
         let labelled = self.clips.labels.is_some();
         for i in 0..b {
+            let mine = share.contains(&i);
             let clip = self.clip_of(index * b as u64 + i as u64);
             let clips = Arc::clone(&self.clips);
             let count = clips.counts[clip];
@@ -186,10 +204,12 @@ impl BatchSampler {
                 )));
             }
             let orient = usize::from(clips.flip && rng.random::<f64>() < 0.5);
-            let (m, l) = (clips.read)(clip, orient, &idx).map_err(|e| TrainError::Data(format!("reading clip {clip}: {e}")))?;
-            check_len(clip, &m, &l, f * fl)?;
-            mean.extend(m);
-            logvar.extend(l);
+            if mine {
+                let (m, l) = (clips.read)(clip, orient, &idx).map_err(|e| TrainError::Data(format!("reading clip {clip}: {e}")))?;
+                check_len(clip, &m, &l, f * fl)?;
+                mean.extend(m);
+                logvar.extend(l);
+            }
             if k > 0 {
                 // Extra frames are independent images from anywhere in the data set; one flip
                 // decision covers all of them.
@@ -198,6 +218,9 @@ impl BatchSampler {
                 let image_drop = rng.random::<f64>() < self.cfg.class_dropout_prob;
                 for _ in 0..k {
                     let (img_clip, frame) = locate(&clips.counts, rng.random_range(0..total));
+                    if !mine {
+                        continue;
+                    }
                     let (m, l) = (clips.read)(img_clip, orient, &[frame])
                         .map_err(|e| TrainError::Data(format!("reading clip {img_clip}: {e}")))?;
                     check_len(img_clip, &m, &l, fl)?;
@@ -210,27 +233,37 @@ impl BatchSampler {
             }
             if let Some(labels) = &clips.labels {
                 let drop = rng.random::<f64>() < self.cfg.class_dropout_prob;
-                ys.push(if drop { self.null_class() } else { labels[clip] });
+                if mine {
+                    ys.push(if drop { self.null_class() } else { labels[clip] });
+                }
             }
         }
         // `DiagonalGaussianDistribution.sample()`: logvar clamped to [−30, 20], then scaled.
+        // The other ranks' ε are drawn and dropped: the stream stays the single rank's.
         let scale = self.cfg.scale_factor as f32;
-        let x0: Vec<f32> = mean
-            .iter()
-            .zip(&logvar)
-            .map(|(&m, &lv)| {
-                let e: f32 = rng.sample(StandardNormal);
-                (m + (0.5 * lv.clamp(-30.0, 20.0)).exp() * e) * scale
-            })
-            .collect();
+        let per_clip = (f + k) * fl;
+        let mut x0 = Vec::with_capacity(kept * per_clip);
+        for i in 0..b {
+            if share.contains(&i) {
+                let at = (i - share.start) * per_clip;
+                x0.extend(mean[at..at + per_clip].iter().zip(&logvar[at..at + per_clip]).map(|(&m, &lv)| {
+                    let e: f32 = rng.sample(StandardNormal);
+                    (m + (0.5 * lv.clamp(-30.0, 20.0)).exp() * e) * scale
+                }));
+            } else {
+                for _ in 0..per_clip {
+                    let _: f32 = rng.sample(StandardNormal);
+                }
+            }
+        }
         let t: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.num_timesteps)).collect();
-        let noise: Vec<f32> = (0..x0.len()).map(|_| rng.sample(StandardNormal)).collect();
+        let noise: Vec<f32> = (0..b * per_clip).map(|_| rng.sample(StandardNormal)).collect();
         Ok(Batch {
             index,
             x0,
-            noise,
-            shape: [b, f + k, c, h, w],
-            t,
+            noise: noise[share.start * per_clip..share.end * per_clip].to_vec(),
+            shape: [kept, f + k, c, h, w],
+            t: t[share].to_vec(),
             y: labelled.then_some(ys),
             y_image: (labelled && k > 0).then_some(y_images),
         })
@@ -259,46 +292,70 @@ fn locate(counts: &[usize], mut g: usize) -> (usize, usize) {
     unreachable!("global frame index below total_frames")
 }
 
-/// Micro-batches `first..last` drawn on their own thread, `prefetch` ahead of the consumer.
+/// Micro-batches `first..last` drawn on `threads` threads, each `prefetch` ahead of the
+/// consumer: thread `w` draws the micro-batches `first + w + k·threads`, and `next` takes them
+/// back in order. A batch depends only on its index (its own seeded stream), so the number of
+/// threads changes no value.
 pub(crate) struct Loader {
-    pub(crate) rx: Receiver<Result<Batch, TrainError>>,
-    handle: Option<JoinHandle<()>>,
+    rxs: Vec<Receiver<Result<Batch, TrainError>>>,
+    handles: Vec<JoinHandle<()>>,
+    next: std::cell::Cell<usize>,
 }
 
 impl Loader {
-    pub(crate) fn spawn(mut sampler: BatchSampler, first: u64, last: u64, prefetch: usize) -> Result<Self, TrainError> {
-        let (tx, rx) = bounded(prefetch.max(1));
-        let handle = std::thread::Builder::new()
-            .name("latte-train-loader".into())
-            .spawn(move || {
-                for index in first..last {
-                    let batch = sampler.draw(index);
-                    let failed = batch.is_err();
-                    // A closed channel means training stopped; just end.
-                    if tx.send(batch).is_err() || failed {
-                        return;
+    pub(crate) fn spawn(sampler: BatchSampler, first: u64, last: u64, prefetch: usize, threads: usize) -> Result<Self, TrainError> {
+        let threads = threads.max(1);
+        let (mut rxs, mut handles) = (Vec::new(), Vec::new());
+        for w in 0..threads {
+            let (tx, rx) = bounded(prefetch.max(1));
+            let mut sampler = sampler.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("latte-train-loader-{w}"))
+                .spawn(move || {
+                    for index in (first + w as u64..last).step_by(threads) {
+                        let batch = sampler.draw(index);
+                        let failed = batch.is_err();
+                        // A closed channel means training stopped; just end.
+                        if tx.send(batch).is_err() || failed {
+                            return;
+                        }
                     }
-                }
-            })
-            .map_err(|e| TrainError::Io { path: "<loader thread>".into(), source: e })?;
-        Ok(Self { rx, handle: Some(handle) })
+                })
+                .map_err(|e| TrainError::Io { path: "<loader thread>".into(), source: e })?;
+            rxs.push(rx);
+            handles.push(handle);
+        }
+        Ok(Self { rxs, handles, next: std::cell::Cell::new(0) })
     }
 
     pub(crate) fn next(&self) -> Result<Batch, TrainError> {
-        self.rx.recv().map_err(|_| TrainError::Data("the loader thread stopped early".into()))?
+        let i = self.next.get();
+        self.next.set(i + 1);
+        self.rxs[i % self.rxs.len()].recv().map_err(|_| TrainError::Data("a loader thread stopped early".into()))?
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Unblock a sender waiting on a full channel, then wait for the thread to end.
-        let (_, dummy) = bounded(0);
-        let rx = std::mem::replace(&mut self.rx, dummy);
-        drop(rx);
-        if let Some(h) = self.handle.take() {
+        // Unblock senders waiting on full channels, then wait for the threads to end.
+        self.rxs.clear();
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
+}
+
+/// Clips per second the loader alone delivers for `cfg` (`cfg.loader_threads` threads, no
+/// training): what it can feed a GPU, for `bench train`.
+pub fn loader_clips_per_second(clips: LatentClips, cfg: &TrainConfig, micro_batches: u64) -> Result<f64, TrainError> {
+    let sampler = BatchSampler::new(Arc::new(clips), cfg, 1000)?;
+    let started = std::time::Instant::now();
+    let loader = Loader::spawn(sampler, 0, micro_batches, cfg.prefetch, cfg.loader_threads)?;
+    let mut n = 0usize;
+    for _ in 0..micro_batches {
+        n += loader.next()?.shape[0];
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
@@ -316,6 +373,30 @@ mod tests {
     /// The value stored at (orientation, global frame, channel, y, x): every index recoverable.
     fn code(o: usize, g: usize, c: usize, y: usize, x: usize) -> f32 {
         (o * 100_000 + g * 1000 + c * 100 + y * 10 + x) as f32
+    }
+
+    /// Several loader threads hand out exactly the batches one thread does, in order.
+    #[test]
+    fn loader_threads_change_no_batch() {
+        let counts = vec![5, 7, 6];
+        let n = 2 * counts.iter().sum::<usize>() * C * H * W;
+        let mean: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 50.0 - 1.0).collect();
+        let window = || Box::new(|total: usize, _: &mut ChaCha8Rng| Ok(vec![total - 4, total - 3, total - 1])) as Box<WindowRule>;
+        let cfg = TrainConfig { batch_size: 3, num_frames: 3, data_seed: 9, ..TrainConfig::default() };
+        let draw = |threads: usize| {
+            let clips = LatentClips::in_memory(mean.clone(), vec![-2.0; n], counts.clone(), [C, H, W], window()).unwrap();
+            let sampler = BatchSampler::new(Arc::new(clips), &cfg, 1000).unwrap();
+            let loader = Loader::spawn(sampler, 2, 9, 2, threads).unwrap();
+            (2..9).map(|_| loader.next().unwrap()).collect::<Vec<_>>()
+        };
+        let one = draw(1);
+        assert_eq!(one.iter().map(|b| b.index).collect::<Vec<_>>(), (2..9).collect::<Vec<_>>());
+        for threads in [2, 3, 8] {
+            assert_eq!(draw(threads), one, "{threads} loader threads");
+        }
+        let clips = LatentClips::in_memory(mean.clone(), vec![-2.0; n], counts.clone(), [C, H, W], window()).unwrap();
+        let rate = loader_clips_per_second(clips, &TrainConfig { loader_threads: 2, ..cfg.clone() }, 4).unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{rate}");
     }
 
     #[test]
@@ -370,5 +451,64 @@ mod tests {
             }
         }
         assert!(orientations[0] > 0 && orientations[1] > 0, "both flip orientations drawn: {orientations:?}");
+    }
+
+    /// Data parallel: each rank's share of a micro-batch is exactly that slice of the single
+    /// rank's batch (the same clips, windows, flips, ε, timesteps, noise and labels), and a rank
+    /// reads only its own clips' latents.
+    #[test]
+    fn a_share_is_the_slice_of_the_whole_batch_and_reads_only_its_clips() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let counts = vec![5, 7, 6, 8, 9];
+        let total: usize = counts.iter().sum();
+        let n = 2 * total * C * H * W;
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mean: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let logvar: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0..-1.0)).collect();
+        let window = Box::new(|total: usize, rng: &mut ChaCha8Rng| {
+            let begin = rng.random_range(0..=total - 3);
+            Ok((begin..begin + 3).collect())
+        });
+        let reads = Arc::new(AtomicUsize::new(0));
+        let make = |reads: Arc<AtomicUsize>| {
+            let mut clips = LatentClips::in_memory(mean.clone(), logvar.clone(), counts.clone(), [C, H, W], window.clone()).unwrap();
+            clips.labels = Some(vec![0, 1, 2, 0, 1]);
+            clips.num_classes = Some(3);
+            let inner = std::mem::replace(&mut clips.read, Box::new(|_, _, _| Err("replaced".into())));
+            clips.read = Box::new(move |c, o, i| {
+                reads.fetch_add(1, Ordering::Relaxed);
+                inner(c, o, i)
+            });
+            Arc::new(clips)
+        };
+        let cfg = TrainConfig {
+            batch_size: 4,
+            num_frames: 3,
+            image_frames: 2,
+            class_dropout_prob: 0.5,
+            data_seed: 9,
+            ..TrainConfig::default()
+        };
+        let per_clip = (3 + 2) * C * H * W;
+        let mut whole = BatchSampler::new(make(Arc::new(AtomicUsize::new(0))), &cfg, 1000).unwrap();
+        let mut halves: Vec<BatchSampler> =
+            (0..2).map(|r| BatchSampler::new(make(Arc::clone(&reads)), &cfg, 1000).unwrap().with_share(2 * r..2 * r + 2)).collect();
+        for index in [0, 1, 7] {
+            let all = whole.draw(index).unwrap();
+            for (r, half) in halves.iter_mut().enumerate() {
+                let before = reads.load(Ordering::Relaxed);
+                let part = half.draw(index).unwrap();
+                // Two clips: one read of the window and two of the image frames each.
+                assert_eq!(reads.load(Ordering::Relaxed) - before, 2 * 3, "batch {index} rank {r}: reads");
+                let clips = 2 * r..2 * r + 2;
+                assert_eq!(part.shape, [2, 5, C, H, W]);
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len();
+                assert!(same(&part.x0, &all.x0[clips.start * per_clip..clips.end * per_clip]), "batch {index} rank {r}: x0");
+                assert!(same(&part.noise, &all.noise[clips.start * per_clip..clips.end * per_clip]), "batch {index} rank {r}: noise");
+                assert_eq!(part.t, all.t[clips.clone()]);
+                assert_eq!(part.y.as_deref(), Some(&all.y.as_ref().unwrap()[clips.clone()]));
+                assert_eq!(part.y_image.as_deref(), Some(&all.y_image.as_ref().unwrap()[2 * clips.start..2 * clips.end]));
+            }
+        }
     }
 }

@@ -24,6 +24,14 @@ pub enum TrainError {
     /// `on_step` asked to stop; the run resumes from `checkpoint` (the stopped step's).
     #[error("training interrupted after step {step}; checkpoint {} written, the next run resumes from it", checkpoint.display())]
     Interrupted { step: u64, checkpoint: PathBuf },
+    /// A launcher variable (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`)
+    /// is missing or unusable.
+    #[error("environment variable {var}{}: {reason}", match value { Some(v) => format!(" = {v:?}"), None => String::new() })]
+    Env { var: &'static str, value: Option<String>, reason: String },
+    /// Talking to another rank of a data-parallel group failed (`peer` names it and, over
+    /// TCP, its address).
+    #[error("data parallel, {peer}: {message}")]
+    Collective { peer: String, message: String },
 }
 
 impl TrainError {

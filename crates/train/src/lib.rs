@@ -9,6 +9,9 @@
 //! checkpoint of that step ([`StepControl`]). Each step is logged to `loss.jsonl` ([`StepLog`]);
 //! `loss.png` is drawn at the end.
 //!
+//! [`train_with`] runs the same loop as one rank of a data-parallel group ([`parallel`]):
+//! gradients summed over the ranks, weights independent of the number of ranks.
+//!
 //! **Architecture invariant:** this crate knows nothing of the pipeline, the latents store or
 //! the Latte model; the caller fills [`LatentClips`] and passes the forward closure.
 
@@ -19,16 +22,18 @@ mod ema;
 mod error;
 mod grad_norm;
 mod log;
+pub mod parallel;
 mod plot;
 mod trainer;
 
 pub use config::TrainConfig;
-pub use data::{Batch, ClipReader, LatentClips, ReadError, WindowRule};
+pub use data::{loader_clips_per_second, Batch, ClipReader, LatentClips, ReadError, WindowRule};
 pub use ema::update_ema;
 pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};
 pub use log::{read_log, StepLog};
 pub use plot::plot_loss;
-pub use trainer::{step_gradients, train, MicroLosses, ModelInput, RunPaths, StepControl, Trained};
+pub use parallel::{Collective, TcpOptions, World};
+pub use trainer::{step_gradients, train, train_with, MicroLosses, ModelInput, RunPaths, StepControl, Trained};
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;

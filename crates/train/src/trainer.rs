@@ -19,6 +19,7 @@ use crate::checkpoint::{self, list_checkpoints, read_state};
 use crate::data::{Batch, BatchSampler, Loader};
 use crate::grad_norm::clip_global_norm;
 use crate::log::{read_log, LossLog, StepLog};
+use crate::parallel::{all_gather_u64, fingerprint, grads_from_host, grads_to_host, Collective};
 use crate::{plot_loss, update_ema, LatentClips, TrainConfig, TrainError};
 
 /// What the network sees for one micro-batch.
@@ -87,13 +88,52 @@ impl StepControl for ControlFlow<()> {
 /// `cfg.steps` optimizer steps. `forward` runs the network; `model_meta` is stored in every
 /// checkpoint and must equal the resumed checkpoint's (the architecture). `on_step` sees every
 /// step's log record (progress bars) and may stop the run (see [`StepControl`]).
+///
+/// One rank alone: [`train_with`] and [`Collective::Single`].
 pub fn train<M, F, S>(
+    model: M,
+    forward: F,
+    clips: LatentClips,
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    model_meta: &serde_json::Value,
+    on_step: impl FnMut(&StepLog) -> S,
+) -> Result<Trained<M>, TrainError>
+where
+    M: Module + 'static,
+    F: FnMut(&M, ModelInput) -> Tensor<5>,
+    S: StepControl,
+{
+    train_with(model, forward, clips, cfg, paths, model_meta, Collective::Single, on_step)
+}
+
+/// [`train`] as one rank of a data-parallel group (`collective`; see [`crate::parallel`]).
+///
+/// `cfg.batch_size` is the *global* micro-batch, which must split evenly over the ranks: each
+/// rank draws the same micro-batches from the seeded stream and trains on its contiguous share
+/// of their clips (reading only those latents). Its loss is its share's mean divided by
+/// world size · `grad_accum`, so the gradients summed over the ranks are those of the global
+/// mean; clipping, the optimizer and the EMA then run on identical gradients and weights on
+/// every rank. The trained weights do not depend on the number of ranks up to float rounding,
+/// and a checkpoint resumes with any number of ranks.
+///
+/// Every rank must start from the same weights (the same model seed) and see the same
+/// checkpoint folder: each loads the newest checkpoint of `paths.checkpoints` (on several
+/// machines, a shared file system). Only rank 0 writes anything under `paths` (checkpoints,
+/// loss log, plot); the logged losses are global means. `on_step` runs on every rank with the
+/// same record; the run stops after a step when any rank's `on_step` asks.
+///
+/// `collective` is consumed: when a rank returns early (an error), the others' next gradient
+/// sum fails instead of waiting forever.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with<M, F, S>(
     model: M,
     mut forward: F,
     clips: LatentClips,
     cfg: &TrainConfig,
     paths: &RunPaths,
     model_meta: &serde_json::Value,
+    mut collective: Collective,
     mut on_step: impl FnMut(&StepLog) -> S,
 ) -> Result<Trained<M>, TrainError>
 where
@@ -102,8 +142,20 @@ where
     S: StepControl,
 {
     cfg.validate()?;
+    let (rank, world) = (collective.rank(), collective.world_size());
+    if !cfg.batch_size.is_multiple_of(world) {
+        return Err(TrainError::Config {
+            key: "batch_size",
+            reason: format!(
+                "the global batch of {} clips does not split evenly over {world} ranks; use a multiple of {world} \
+                 or another number of ranks",
+                cfg.batch_size
+            ),
+        });
+    }
+    let lead = rank == 0;
     let diffusion = GaussianDiffusion::create("")?;
-    let device = model.devices().first().cloned().unwrap_or_default();
+    let device = model.devices().first().cloned().unwrap_or_else(Device::flex);
     // one pass per parameter on flex, bit-identical to burn's AdamW (whose state it keeps)
     let mut optim: ModuleOptimizer = AdamW {
         beta_1: cfg.beta1 as f32,
@@ -128,17 +180,26 @@ where
         resumed_from = Some(step);
         last_checkpoint = Some(dir);
     }
-    let mut log = LossLog::open(&paths.log, start)?;
+    if world > 1 {
+        check_same_start(&mut collective, start, &model)?;
+    }
+    let mut log = if lead { Some(LossLog::open(&paths.log, start)?) } else { None };
 
     if start < cfg.steps {
-        let sampler = BatchSampler::new(Arc::new(clips), cfg, diffusion.num_timesteps())?;
+        let share = cfg.batch_size / world;
+        let sampler =
+            BatchSampler::new(Arc::new(clips), cfg, diffusion.num_timesteps())?.with_share(rank * share..(rank + 1) * share);
         let accum = cfg.grad_accum as u64;
-        let loader = Loader::spawn(sampler, start * accum, cfg.steps * accum, cfg.prefetch)?;
+        let loader = Loader::spawn(sampler, start * accum, cfg.steps * accum, cfg.prefetch, cfg.loader_threads)?;
         for step in start..cfg.steps {
             let began = Instant::now();
             let lr = cfg.lr_at(step);
             let batches = (0..accum).map(|_| loader.next()).collect::<Result<Vec<_>, _>>()?;
-            let (micro, mut grads) = step_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, &device)?;
+            let (mut micro, mut grads) =
+                share_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, world, &device)?;
+            if world > 1 {
+                grads = sum_over_ranks(&mut collective, &model, &grads, &mut micro, &device)?;
+            }
             let (mut loss_sum, mut mse_sum, mut vb_sum) = (0.0, 0.0, 0.0);
             for m in &micro {
                 for (what, v) in [("loss", m.loss), ("mse", m.mse), ("vb", m.vb)] {
@@ -169,24 +230,92 @@ where
                 clipped: clip && grad_norm > cfg.clip_max_norm,
                 secs: began.elapsed().as_secs_f64(),
             };
-            log.push(&record)?;
+            if let Some(log) = &mut log {
+                log.push(&record)?;
+            }
             // Stopping after the last step is finishing.
-            let stop = on_step(&record).stops() && done < cfg.steps;
+            let mut stop = on_step(&record).stops() && done < cfg.steps;
+            if world > 1 {
+                // A Ctrl-C reaches the ranks at different steps; all must stop at the same one.
+                let mut vote = [f32::from(u8::from(stop))];
+                collective.all_reduce_sum(&mut vote)?;
+                stop = vote[0] > 0.0 && done < cfg.steps;
+            }
             let scheduled = done % cfg.checkpoint_every == 0 || done == cfg.steps;
             if scheduled || stop {
-                log.sync()?;
-                let state = checkpoint::new_state(done, cfg, model_meta, !scheduled);
-                let dir = checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?;
+                let dir = match &log {
+                    Some(log) => {
+                        log.sync()?;
+                        let state = checkpoint::new_state(done, cfg, model_meta, !scheduled);
+                        checkpoint::save(&paths.checkpoints, &state, &model, &ema, &optim, cfg.keep_checkpoints)?
+                    }
+                    None => checkpoint::step_dir(&paths.checkpoints, done),
+                };
                 if stop {
+                    if world > 1 {
+                        // The others report the checkpoint only once rank 0 has written it.
+                        collective.all_reduce_sum(&mut [])?;
+                    }
                     return Err(TrainError::Interrupted { step: done, checkpoint: dir });
                 }
                 last_checkpoint = Some(dir);
             }
         }
     }
-    let points: Vec<(u64, f64)> = read_log(&paths.log)?.iter().map(|l| (l.step, l.loss)).collect();
-    plot_loss(&points, &paths.plot)?;
+    if lead {
+        let points: Vec<(u64, f64)> = read_log(&paths.log)?.iter().map(|l| (l.step, l.loss)).collect();
+        plot_loss(&points, &paths.plot)?;
+    }
     Ok(Trained { model, ema, step: cfg.steps.max(start), resumed_from, last_checkpoint })
+}
+
+/// Every rank must resume from the same step with the same weights, or their updates diverge
+/// silently.
+fn check_same_start<M: Module>(collective: &mut Collective, start: u64, model: &M) -> Result<(), TrainError> {
+    let steps = all_gather_u64(collective, start)?;
+    if let Some(r) = steps.iter().position(|&s| s != steps[0]) {
+        return Err(TrainError::Collective {
+            peer: format!("rank {r}"),
+            message: format!(
+                "resumes from step {} but rank 0 from step {}: give every rank the same checkpoint folder",
+                steps[r], steps[0]
+            ),
+        });
+    }
+    let prints = all_gather_u64(collective, fingerprint(model))?;
+    if let Some(r) = prints.iter().position(|&p| p != prints[0]) {
+        return Err(TrainError::Collective {
+            peer: format!("rank {r}"),
+            message: "starts from other weights than rank 0: build the model with the same seed on every rank".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Sums the step's gradients and loss terms over the ranks: one all-reduce of the gradients
+/// with the micro-batches' (loss, mse, vb) appended. `micro` becomes the global means.
+fn sum_over_ranks<M: Module>(
+    collective: &mut Collective,
+    model: &M,
+    grads: &GradientsParams,
+    micro: &mut [MicroLosses],
+    device: &Device,
+) -> Result<GradientsParams, TrainError> {
+    let mut flat = grads_to_host(model, grads);
+    let n = flat.len();
+    for m in micro.iter() {
+        flat.extend([m.loss as f32, m.mse as f32, m.vb as f32]);
+    }
+    collective.all_reduce_sum(&mut flat)?;
+    let world = collective.world_size() as f64;
+    for (m, terms) in micro.iter_mut().zip(flat[n..].chunks_exact(3)) {
+        *m = MicroLosses {
+            loss: f64::from(terms[0]) / world,
+            mse: f64::from(terms[1]) / world,
+            vb: f64::from(terms[2]) / world,
+        };
+    }
+    grads_from_host(model, &flat[..n], grads, &device.clone().inner())
 }
 
 /// A resumed run must draw the same data stream and build the same network.
@@ -248,11 +377,26 @@ pub fn step_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     image_frames: usize,
     device: &Device,
 ) -> Result<(Vec<MicroLosses>, GradientsParams), TrainError> {
-    let count = micro_batches.len();
+    share_gradients(model, forward, diffusion, micro_batches, image_frames, 1, device)
+}
+
+/// [`step_gradients`] on one rank's shares of the micro-batches: every loss is further divided
+/// by `world` (the ranks), so the sum over the ranks is the global mean's gradient. The losses
+/// returned are the shares' means.
+fn share_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
+    model: &M,
+    forward: &mut F,
+    diffusion: &GaussianDiffusion,
+    micro_batches: Vec<Batch>,
+    image_frames: usize,
+    world: usize,
+    device: &Device,
+) -> Result<(Vec<MicroLosses>, GradientsParams), TrainError> {
+    let divisor = micro_batches.len() * world;
     let mut acc = GradientsAccumulator::<M>::new();
-    let mut losses = Vec::with_capacity(count);
+    let mut losses = Vec::with_capacity(micro_batches.len());
     for batch in micro_batches {
-        let (l, grads) = micro_step(model, forward, diffusion, batch, image_frames, count, device)?;
+        let (l, grads) = micro_step(model, forward, diffusion, batch, image_frames, divisor, device)?;
         losses.push(l);
         acc.accumulate(model, grads);
     }
@@ -260,7 +404,7 @@ pub fn step_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
 }
 
 /// Forward and backward on one micro-batch; returns its mean loss terms and the gradients of
-/// its mean loss divided by `count` (the micro-batches of the step).
+/// its mean loss divided by `count` (the micro-batches of the step, times the ranks).
 fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     model: &M,
     forward: &mut F,

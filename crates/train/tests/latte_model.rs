@@ -66,7 +66,7 @@ fn bits<M: Module>(m: &M) -> Vec<u32> {
 }
 
 fn run(dir: &Path, steps: u64) -> (Vec<u32>, Vec<u32>) {
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let cfg = model_config();
     let model = Latte::new(&cfg, &dev, 7).unwrap();
     let meta = serde_json::to_value(&cfg).unwrap();
@@ -97,7 +97,7 @@ fn latte_learns_on_a_learnable_signal() {
     // Near-deterministic latents (logvar −20): at large t, x_t is mostly the noise, so even a
     // tiny network quickly beats the zero prediction's MSE of ≈ 1.
     let dir = tempfile::tempdir().unwrap();
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let mut cfg = model_config();
     cfg.num_classes = None;
     let counts = vec![4, 4];
@@ -157,7 +157,7 @@ fn grads_of(m: &Latte, g: &burn::optim::GradientsParams) -> Vec<f32> {
 /// gradient of one batch of the same four (relative error below 1e-6 of the largest entry).
 #[test]
 fn latte_two_micro_batches_of_two_equal_one_batch_of_four() {
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let model = Latte::new(&model_config(), &dev, 7).unwrap();
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);

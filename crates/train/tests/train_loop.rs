@@ -2,123 +2,16 @@
 //! plus timestep and class terms) and in-memory latents: exact resume, determinism, the
 //! non-finite stop, checkpoint rotation, logs and the data stream's invariants.
 
+mod common;
+
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
-use latte_train::{
-    checkpoint::list_checkpoints, read_log, train, LatentClips, ModelInput, RunPaths, TrainConfig, TrainError,
-};
+use common::{bits, clips, config, run, weights, Tiny, C, HW};
+use latte_train::{checkpoint::list_checkpoints, read_log, train, LatentClips, ModelInput, RunPaths, TrainConfig, TrainError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-const C: usize = 4;
-const HW: usize = 4;
-const CLASSES: usize = 3;
-
-#[derive(Module, Debug)]
-struct Tiny {
-    w: Param<Tensor<2>>,   // (C, 2C)
-    b: Param<Tensor<1>>,   // (2C)
-    wt: Param<Tensor<1>>,  // (2C)
-    emb: Param<Tensor<2>>, // (classes + 1, 2C)
-}
-
-fn param<const D: usize>(shape: [usize; D], rng: &mut ChaCha8Rng, dev: &Device) -> Param<Tensor<D>> {
-    let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
-    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), dev))
-}
-
-impl Tiny {
-    fn new(seed: u64, dev: &Device) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        Self {
-            w: param([C, 2 * C], &mut rng, dev),
-            b: param([2 * C], &mut rng, dev),
-            wt: param([2 * C], &mut rng, dev),
-            emb: param([CLASSES + 1, 2 * C], &mut rng, dev),
-        }
-    }
-
-    fn forward(&self, inp: ModelInput) -> Tensor<5> {
-        let [b, f, c, h, w] = inp.x_t.dims();
-        let x = inp.x_t.permute([0, 1, 3, 4, 2]).reshape([b * f * h * w, c]); // (BFHW, C)
-        let out = x.matmul(self.w.val()) + self.b.val().unsqueeze_dim(0); // (BFHW, 2C)
-        let out = out.reshape([b, f, h, w, 2 * c]);
-        let tt = inp.t.float().reshape([b, 1]) / 1000.0; // (B, 1)
-        let mut cond = tt * self.wt.val().unsqueeze_dim(0); // (B, 2C)
-        if let Some(y) = inp.y {
-            cond = cond + self.emb.val().select(0, y); // (B, 2C)
-        }
-        (out + cond.reshape([b, 1, 1, 1, 2 * c])).permute([0, 1, 4, 2, 3]) // (B, F, 2C, H, W)
-    }
-}
-
-/// Five clips of 6..10 frames with random posteriors, labelled, window = 3 consecutive frames.
-fn clips(seed: u64) -> LatentClips {
-    let counts = vec![6, 7, 8, 9, 10];
-    let total: usize = counts.iter().sum();
-    let n = 2 * total * C * HW * HW;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mean: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let logvar: Vec<f32> = (0..n).map(|_| rng.random_range(-6.0..-2.0)).collect();
-    let window = Box::new(|total: usize, rng: &mut ChaCha8Rng| {
-        if total < 3 {
-            return Err(format!("{total} frames < 3").into());
-        }
-        let begin = rng.random_range(0..=total - 3);
-        Ok((begin..begin + 3).collect())
-    });
-    let mut clips = LatentClips::in_memory(mean, logvar, counts, [C, HW, HW], window).unwrap();
-    clips.labels = Some(vec![0, 1, 2, 0, 1]);
-    clips.num_classes = Some(CLASSES);
-    clips
-}
-
-fn config(steps: u64) -> TrainConfig {
-    TrainConfig {
-        steps,
-        batch_size: 2,
-        grad_accum: 2,
-        num_frames: 3,
-        image_frames: 1,
-        lr: 1e-2,
-        warmup_steps: 2,
-        ema_decay: 0.8,
-        clip_max_norm: 0.5,
-        clip_from_step: Some(2),
-        class_dropout_prob: 0.3,
-        data_seed: 11,
-        checkpoint_every: 2,
-        keep_checkpoints: 2,
-        ..TrainConfig::default()
-    }
-}
-
-fn run(dir: &Path, cfg: &TrainConfig) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-    let dev = Device::default().autodiff();
-    let meta = serde_json::json!({"model": "tiny"});
-    let out = train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), cfg, &RunPaths::in_dir(dir), &meta, |_| {})?;
-    Ok((weights(&out.model), weights(&out.ema)))
-}
-
-struct Flat(Vec<f32>);
-impl ModuleVisitor for Flat {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0.extend(p.val().into_data().try_to_vec::<f32>().unwrap());
-    }
-}
-
-fn weights<M: Module>(m: &M) -> Vec<f32> {
-    let mut f = Flat(Vec::new());
-    m.visit(&mut f);
-    f.0
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 #[test]
 fn resume_is_bit_identical_to_an_uninterrupted_run() {
@@ -153,7 +46,7 @@ fn an_interrupted_run_checkpoints_its_step_and_resumes_bit_identically() {
     let straight = tempfile::tempdir().unwrap();
     let (model_a, ema_a) = run(straight.path(), &config(6)).unwrap();
     let steps_on_disk = |dir: &Path| -> Vec<u64> { list_checkpoints(&dir.join("checkpoints")).unwrap().into_iter().map(|c| c.0).collect() };
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let meta = serde_json::json!({"model": "tiny"});
     let interrupt_at = |dir: &Path, at: u64| {
         train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), &config(6), &RunPaths::in_dir(dir), &meta, |l| {
@@ -199,7 +92,7 @@ fn an_interrupted_run_checkpoints_its_step_and_resumes_bit_identically() {
 
 #[test]
 fn training_changes_weights_and_same_seed_gives_same_bits() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let init = weights(&Tiny::new(5, &dev));
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
@@ -218,7 +111,7 @@ fn training_changes_weights_and_same_seed_gives_same_bits() {
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let mut calls = 0;
     let cfg = config(6);
     let err = train(
@@ -255,7 +148,7 @@ fn resume_refuses_a_different_data_stream_or_model() {
     run(dir.path(), &config(2)).unwrap();
     let err = run(dir.path(), &TrainConfig { batch_size: 3, ..config(4) }).err().unwrap();
     assert!(err.to_string().contains("batch_size"), "{err}");
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let err = train(
         Tiny::new(5, &dev),
         |m: &Tiny, inp| m.forward(inp),
@@ -284,7 +177,7 @@ fn bad_config_and_short_clips_are_clear_errors() {
 
 #[test]
 fn ema_decay_zero_tracks_the_model_and_one_keeps_the_start() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let init = weights(&Tiny::new(5, &dev));
     let a = tempfile::tempdir().unwrap();
     let (model, ema) = run(a.path(), &TrainConfig { ema_decay: 0.0, ..config(2) }).unwrap();
@@ -298,7 +191,7 @@ fn ema_decay_zero_tracks_the_model_and_one_keeps_the_start() {
 fn global_norm_clipping_scales_all_gradients_together() {
     use burn::optim::GradientsParams;
     use latte_train::{clip_global_norm, global_norm};
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let model = Tiny::new(5, &dev);
     let x = Tensor::<5>::ones([1, 2, C, HW, HW], &dev);
     let t = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(vec![500i64], [1]), &dev);
@@ -366,7 +259,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     use burn::optim::AdamWConfig;
     use latte_train::step_gradients;
-    let dev = Device::default().autodiff();
+    let dev = Device::flex().autodiff();
     let model = Tiny::new(5, &dev);
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);

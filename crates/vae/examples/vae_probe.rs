@@ -83,7 +83,7 @@ fn main() {
     let cfg = VaeConfig::new(ch, layers, groups, 4);
     eprintln!("{} train / {} held-out frames; {:?}", tr.len(), he.len(), tc);
     let t = Instant::now();
-    let out = train(&cfg, &tc, batch, &tr_l, &he_l, &Device::default(), &mut |i, l| {
+    let out = train(&cfg, &tc, batch, &tr_l, &he_l, &Device::flex(), &mut |i, l| {
         if i % 25 == 0 {
             eprintln!("step {i} loss {l:.4} t {:.1}s", t.elapsed().as_secs_f64())
         }

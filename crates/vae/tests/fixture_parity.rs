@@ -26,7 +26,7 @@ fn max_abs_diff(got: Tensor<4>, want: &(Vec<usize>, Vec<f32>)) -> f32 {
 
 #[test]
 fn encode_and_decode_match_diffusers() {
-    let device = Device::default();
+    let device = Device::flex();
     let folder = VaeFolder::open(&fixture()).unwrap();
     assert_eq!(folder.config.block_out_channels, vec![32, 64]);
     let vae = folder.load(&device).unwrap();
@@ -50,7 +50,7 @@ fn mismatched_config_lists_every_offending_tensor() {
     let folder = VaeFolder::open(&fixture()).unwrap();
     // One more level than the weights have, and wider first level.
     let config = VaeConfig::new(vec![40, 64, 64], 1, 8, 4);
-    let err = load_weights(&config, &folder.weights, &Device::default()).unwrap_err();
+    let err = load_weights(&config, &folder.weights, &Device::flex()).unwrap_err();
     let VaeError::Weights { problems, .. } = &err else { panic!("expected a weights error, got {err}") };
     let has = |p: &str| problems.iter().any(|q| q.starts_with(p));
     assert!(has("wrong shape: encoder.conv_in.weight is [32, 3, 3, 3], expected [40, 3, 3, 3]"), "{err}");
@@ -63,7 +63,7 @@ fn extra_tensors_are_reported() {
     let folder = VaeFolder::open(&fixture()).unwrap();
     let mut config = folder.config.clone();
     config.mid_block_add_attention = false;
-    let err = load_weights(&config, &folder.weights, &Device::default()).unwrap_err();
+    let err = load_weights(&config, &folder.weights, &Device::flex()).unwrap_err();
     let VaeError::Weights { problems, .. } = &err else { panic!("expected a weights error, got {err}") };
     // 2 mid blocks × (group_norm + 4 projections) × (weight + bias).
     assert_eq!(problems.len(), 20, "{err}");
@@ -79,7 +79,7 @@ fn not_a_folder_is_a_clear_error() {
 
 #[test]
 fn forward_contract_writes_the_three_outputs() {
-    let result = latte_vae::forward::forward_dir(&fixture(), &Device::default()).unwrap();
+    let result = latte_vae::forward::forward_dir(&fixture(), &Device::flex()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
     latte_vae::forward::write_outputs(&result, &out).unwrap();

@@ -47,7 +47,7 @@ fn write(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, path: &Path) {
 #[test]
 fn every_parameter_gradient_matches_finite_differences() {
     let cfg = VaeConfig::new(vec![8, 16, 16], 1, 4, 4);
-    let dev = Device::default();
+    let dev = Device::flex();
     let ad = dev.clone().autodiff();
     let xs: Vec<f32> = (0..2 * 3 * 16 * 16).map(|i| ((i * 7919 % 255) as f32 / 127.5 - 1.0) * 0.8).collect();
     let ns: Vec<f32> = (0..2 * 4 * 4 * 4).map(|i| (i * 31 % 17) as f32 / 8.0 - 1.0).collect();

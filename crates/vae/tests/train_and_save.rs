@@ -35,7 +35,7 @@ fn same_seed_gives_the_same_bits() {
     let batch = FrameBatch { pixels: &px, count: 12, height: 16, width: 16 };
     let run = || {
         let mut seen = Vec::new();
-        let out = train(&tiny(), &config(3), batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::default(), &mut |_, l| seen.push(l)).unwrap();
+        let out = train(&tiny(), &config(3), batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::flex(), &mut |_, l| seen.push(l)).unwrap();
         (out.losses, state_dict(&out.model), seen)
     };
     let (a_loss, a_sd, a_seen) = run();
@@ -50,7 +50,7 @@ fn training_reduces_the_loss_and_reports_psnr() {
     let px = frames(16);
     let batch = FrameBatch { pixels: &px, count: 16, height: 16, width: 16 };
     let cfg = TrainConfig { crop: 0, ..config(80) };
-    let out = train(&tiny(), &cfg, batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::default(), &mut |_, _| {}).unwrap();
+    let out = train(&tiny(), &cfg, batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::flex(), &mut |_, _| {}).unwrap();
     let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = out.losses[70..].iter().sum::<f32>() / 10.0;
     eprintln!("loss {first:.4} -> {last:.4}, held-out PSNR {:?}, train PSNR {:.2}, scale {:.4}", out.heldout_psnr, out.train_psnr, out.config.scaling_factor);
@@ -64,7 +64,7 @@ fn training_reduces_the_loss_and_reports_psnr() {
 fn bad_training_inputs_fail_clearly() {
     let px = frames(4);
     let batch = FrameBatch { pixels: &px, count: 4, height: 16, width: 16 };
-    let dev = Device::default();
+    let dev = Device::flex();
     let err = train(&tiny(), &TrainConfig { crop: 7, ..config(1) }, batch, &[0, 1], &[], &dev, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("multiples of the downsampling factor 2"), "{err}");
     let err = train(&tiny(), &config(1), batch, &[0, 9], &[], &dev, &mut |_, _| {}).unwrap_err();
@@ -78,7 +78,7 @@ fn state_dict_has_diffusers_keys_and_shapes() {
     // The fixture's weights were written by diffusers' state_dict(): same keys, same shapes.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vae-kl-tiny");
     let folder = VaeFolder::open(&fixture).unwrap();
-    let model = AutoencoderKL::init(&folder.config, 0, &Device::default()).unwrap();
+    let model = AutoencoderKL::init(&folder.config, 0, &Device::flex()).unwrap();
     let ours: Vec<(String, Vec<usize>)> = state_dict(&model).into_iter().map(|(k, (s, _))| (k, s)).collect();
     let bytes = std::fs::read(&folder.weights).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -90,7 +90,7 @@ fn state_dict_has_diffusers_keys_and_shapes() {
 
 #[test]
 fn saved_folder_loads_back_to_the_same_function() {
-    let dev = Device::default();
+    let dev = Device::flex();
     let cfg = tiny();
     let model = AutoencoderKL::init(&cfg, 5, &dev).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -120,14 +120,14 @@ fn input_not_divisible_by_the_downsampling_factor_is_rejected() {
 fn stable_diffusion_config_has_diffusers_parameter_count() {
     use latte_vae::burn::module::Module;
     // diffusers 0.42.1 builds this config with 83,653,863 parameters (fixture README).
-    let vae = AutoencoderKL::init(&VaeConfig::stable_diffusion(), 0, &Device::default()).unwrap();
+    let vae = AutoencoderKL::init(&VaeConfig::stable_diffusion(), 0, &Device::flex()).unwrap();
     assert_eq!(vae.num_params(), 83_653_863);
 }
 
 #[test]
 fn zero_residual_init_zeroes_only_the_ends_of_residual_branches() {
     let cfg = VaeConfig::new(vec![8, 16], 1, 4, 4);
-    let dev = Device::default();
+    let dev = Device::flex();
     let plain = state_dict(&AutoencoderKL::init_for_training(&cfg, 5, -6.0, false, &dev).unwrap());
     let zeroed = state_dict(&AutoencoderKL::init_for_training(&cfg, 5, -6.0, true, &dev).unwrap());
     assert_eq!(plain.keys().collect::<Vec<_>>(), zeroed.keys().collect::<Vec<_>>());
