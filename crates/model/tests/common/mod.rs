@@ -63,6 +63,27 @@ pub fn input(cfg: &LatteConfig, b: usize, images: usize, seed: u64, device: &Dev
     (x, t, y)
 }
 
+/// Runs the parity contract of fixture `name` (`../shared/fixtures/<name>`) on `device` and
+/// checks each output in `keys` against the reference's to `tol` max abs; returns the maxima.
+pub fn check_fixture(name: &str, keys: &[&str], device: &Device, tol: f32) -> Vec<f32> {
+    use latte_model::reference::{expected_path, run_dir};
+    use latte_nn::host::{max_abs_diff, read_safetensors};
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(name);
+    let out = run_dir(&dir, device).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let expected = read_safetensors(&expected_path(&dir)).unwrap();
+    let mut maxima = Vec::new();
+    for key in keys {
+        let (o, e) = (&out[*key], &expected[*key]);
+        assert_eq!(o.shape, e.shape, "{name}/{key} shape");
+        let d = max_abs_diff(o.as_f32().unwrap(), e.as_f32().unwrap());
+        println!("{device:?} {name}/{key}: max |diff| = {d:e}");
+        assert!(d <= tol, "{name}/{key} on {device:?}: max |diff| {d:e} > {tol:e}");
+        maxima.push(d);
+    }
+    assert_eq!(out.len(), keys.len(), "{name}: unexpected outputs {:?}", out.keys().collect::<Vec<_>>());
+    maxima
+}
+
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().unwrap()
 }
