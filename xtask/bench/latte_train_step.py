@@ -2,8 +2,14 @@
 unconditional, learn_sigma, adaLN-Zero, attention_mode 'math') with the reference's IDDPM hybrid
 loss (`diffusion/gaussian_diffusion.py`: MSE on eps + the VB term with eps detached, decoder NLL
 where t = 0), the reference's `clip_grad_norm_` (norm computed every step, clipping off),
-AdamW(lr 1e-4, weight decay 0) and EMA update, on the CPU. Written from
+AdamW(lr 1e-4, weight decay 0) and EMA update, on the CPU or a CUDA GPU. Written from
 shared/spec/latte-reference.md §1/§2/§3.
+
+The JSON config may also set `device` ("cpu", "cuda", "cuda:N"; default "cpu"), `precision`
+("f32": on CUDA with TF32 matmuls, as the reference's train.py allows; "bf16": forward and loss
+under `torch.autocast(dtype=torch.bfloat16)`, f32 master weights and optimizer) and
+`checkpointing` (`torch.utils.checkpoint` around each transformer block, use_reentrant=False,
+as the reference's `gradient_checkpointing`).
 
 Run by `cargo xtask bench train` (xtask/src/bench_train.rs) in the same run as the Rust side:
 
@@ -12,6 +18,10 @@ Run by `cargo xtask bench train` (xtask/src/bench_train.rs) in the same run as t
 Prints one machine-readable line
 
     RESULT torch params=… trainable=… step_median_ms=… step_min_ms=… gflop_per_step=… gflops=… peak_rss_mib=… base_rss_mib=…
+        clips_per_s=… peak_gpu_mib=… peak_gpu_alloc_mib=… device=… precision=… checkpointing=…
+
+(peak_gpu_mib: `torch.cuda.max_memory_reserved()`, peak_gpu_alloc_mib: `max_memory_allocated()`;
+nan on the CPU)
 
 and, with `--check DIR` (weights of the Rust model under the reference's key names, one input
 batch and the Rust model's output on it, written by the Rust side), after the timing (so it does
@@ -41,6 +51,7 @@ from copy import deepcopy
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 # ------------------------------------------------------------------------------------------
 # Model (models/latte.py)
@@ -194,6 +205,7 @@ class Latte(nn.Module):
         self.temp_embed = nn.Parameter(torch.zeros(1, num_frames, hidden_size), requires_grad=False)
         self.hidden_size = hidden_size
         self.blocks = nn.ModuleList([TransformerBlock(hidden_size, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
+        self.gradient_checkpointing = False
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
@@ -237,14 +249,20 @@ class Latte(nn.Module):
         t = self.t_embedder(t)
         timestep_spatial = t.repeat_interleave(self.temp_embed.shape[1], dim=0)  # 'n d -> (n c) d'
         timestep_temp = t.repeat_interleave(self.pos_embed.shape[1], dim=0)
+        def run(block, x, c):
+            # as the reference: recompute each block's activations in the backward pass
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                return torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False)
+            return block(x, c)
+
         for i in range(0, len(self.blocks), 2):
             spatial_block, temp_block = self.blocks[i : i + 2]
-            x = spatial_block(x, timestep_spatial)
+            x = run(spatial_block, x, timestep_spatial)
             n, d = x.shape[1], x.shape[2]
             x = x.reshape(b, f, n, d).permute(0, 2, 1, 3).reshape(b * n, f, d)  # '(b f) t d -> (b t) f d'
             if i == 0:
                 x = x + self.temp_embed
-            x = temp_block(x, timestep_temp)
+            x = run(temp_block, x, timestep_temp)
             x = x.reshape(b, n, f, d).permute(0, 2, 1, 3).reshape(b * f, n, d)  # '(b t) f d -> (b f) t d'
         x = self.final_layer(x, timestep_spatial)
         x = self.unpatchify(x)
@@ -428,10 +446,33 @@ def build_model(cfg):
     )
 
 
+def setup_device(cfg):
+    """The config's device; on CUDA, TF32 matmuls and convolutions as the reference's train.py
+    (also under bf16 autocast, for what stays f32)."""
+    device = torch.device(cfg.get("device", "cpu"))
+    precision = cfg.get("precision", "f32")
+    if precision not in ("f32", "bf16"):
+        sys.exit(f"precision must be f32 or bf16, not {precision!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit(f"device {device}: this torch ({torch.__version__}) sees no CUDA GPU; install a CUDA build of torch or use cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device, precision
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench(cfg):
     base_rss = rss_mib()
+    device, precision = setup_device(cfg)
     torch.manual_seed(cfg.get("seed", 3407))
-    model = build_model(cfg)
+    # built on the CPU, so that the init does not depend on the device
+    model = build_model(cfg).to(device)
+    model.gradient_checkpointing = bool(cfg.get("checkpointing", False))
     ema = deepcopy(model)
     ema.requires_grad_(False)
     update_ema(ema, model, decay=0)
@@ -442,20 +483,25 @@ def bench(cfg):
     b, f, c, s = cfg["batch_size"], cfg["num_frames"], cfg["in_channels"], cfg["input_size"]
     # Cached VAE posteriors (mean, log-variance) as the Rust side reads them; each step draws a
     # fresh sample `(mean + std * z) * 0.18215` as the reference's `latent_dist.sample()`.
-    mean = torch.randn(b, f, c, s, s)
-    logvar = torch.full((b, f, c, s, s), -4.0)
+    mean = torch.randn(b, f, c, s, s).to(device)
+    logvar = torch.full((b, f, c, s, s), -4.0).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for it in range(cfg["warmup"] + cfg["iters"]):
+        sync(device)
         t0 = time.perf_counter()
         x = (mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)) * 0.18215
-        t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],))
-        loss = diffusion.training_losses(model, x, t)["loss"].mean()
+        t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = diffusion.training_losses(model, x, t)["loss"].mean()
         loss.backward()
         grad_norm = clip_grad_norm_(model.parameters(), 0.1, clip_grad=False)
         opt.step()
         opt.zero_grad()
         update_ema(ema, model)
         loss_v, norm_v = loss.item(), grad_norm.item()
+        sync(device)
         dt = (time.perf_counter() - t0) * 1e3
         print(f"torch step {it}: loss {loss_v:.5f} grad_norm {norm_v:.4f} {dt:.1f} ms", file=sys.stderr)
         if it >= cfg["warmup"]:
@@ -467,9 +513,16 @@ def bench(cfg):
     gflop = 3.0 * forward_gflops(cfg) * b
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if device.type == "cuda":
+        gpu_reserved = torch.cuda.max_memory_reserved(device) / 2**20
+        gpu_alloc = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        gpu_reserved = gpu_alloc = float("nan")
     print(
         f"RESULT torch params={params} trainable={trainable} step_median_ms={step_ms:.2f} step_min_ms={step_min:.2f} gflop_per_step={gflop:.4f} "
         f"gflops={gflop / (step_ms * 1e-3):.2f} peak_rss_mib={peak:.1f} base_rss_mib={base_rss:.1f} "
+        f"clips_per_s={b / (step_ms * 1e-3):.4f} peak_gpu_mib={gpu_reserved:.1f} peak_gpu_alloc_mib={gpu_alloc:.1f} "
+        f"device={device} precision={precision} checkpointing={int(model.gradient_checkpointing)} "
         f"threads={torch.get_num_threads()} torch={torch.__version__}",
         flush=True,
     )
@@ -494,10 +547,14 @@ def load_safetensors(path):
 
 
 def check(cfg, check_dir):
-    """One forward of the reference model with the Rust model's weights on the Rust input."""
+    """One forward of the reference model with the Rust model's weights on the Rust input, in
+    true f32 (no TF32, no autocast) on the config's device: the reference the Rust output is
+    measured against, whatever precision the Rust side ran in. The Rust side may have written
+    a slice of the network (meta `depth`)."""
+    device, _ = setup_device(cfg)
     meta = json.load(open(os.path.join(check_dir, "meta.json")))
     state = load_safetensors(os.path.join(check_dir, "weights.safetensors"))
-    model = build_model(cfg)
+    model = build_model(dict(cfg, depth=meta.get("depth", cfg["depth"])))
     # The frozen sin-cos tables come from this file's own init: compare them before loading.
     pos = (model.pos_embed.detach() - state["pos_embed"]).abs().max().item()
     temp = (model.temp_embed.detach() - state["temp_embed"]).abs().max().item()
@@ -505,12 +562,15 @@ def check(cfg, check_dir):
     if missing or unexpected:
         print(f"CHECK-ERROR state dict keys differ: missing {missing[:8]} unexpected {unexpected[:8]}", flush=True)
         return
-    model.eval()
+    model.eval().to(device)
     x = torch.from_numpy(np.fromfile(os.path.join(check_dir, "x.f32"), dtype="<f4").reshape(meta["x_shape"]))
     want = torch.from_numpy(np.fromfile(os.path.join(check_dir, "out.f32"), dtype="<f4").reshape(meta["out_shape"]))
     t = torch.tensor(meta["t"], dtype=torch.int64)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     with torch.no_grad():
-        got = model(x, t)
+        got = model(x.to(device), t.to(device)).cpu()
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     diff = (got - want).abs().max().item()
     print(
         f"CHECK pos_embed_max_abs={pos:.3e} temp_embed_max_abs={temp:.3e} forward_max_abs={diff:.3e} "
@@ -545,7 +605,7 @@ def main():
     ap.add_argument(
         "--config",
         help="JSON: hidden_size, depth, num_heads, patch_size, num_frames, input_size, in_channels, "
-        "batch_size, threads, iters, warmup (optional seed)",
+        "batch_size, threads, iters, warmup (optional: seed, device, precision, checkpointing)",
     )
     ap.add_argument("--check", metavar="DIR", help="compare one forward with the Rust model's (see module doc)")
     ap.add_argument("--selftest", metavar="FIXTURES", help="only compare this file with the reference's tensors in shared/fixtures")
