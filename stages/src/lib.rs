@@ -56,18 +56,11 @@ pub(crate) fn open_device(p: &Params) -> anyhow::Result<latte_nn::burn::tensor::
 /// A `precision` parameter: `None` for f32 (the reference), else the compute dtype; `allowed`
 /// lists the names the stage accepts.
 pub(crate) fn precision(p: &Params, key: &str, allowed: &[&str]) -> Result<Option<latte_nn::burn::tensor::FloatDType>, String> {
-    use latte_nn::burn::tensor::FloatDType;
     let name = p.str(key).map_err(|e| e.to_string())?;
-    let dtype = match name {
-        "f32" => None,
-        "bf16" => Some(FloatDType::BF16),
-        "f16" => Some(FloatDType::F16),
-        _ => None,
-    };
-    if !allowed.contains(&name) {
-        return Err(format!("parameter `{key}` is \"{name}\"; use one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")));
+    match latte_nn::device::compute_dtype(name) {
+        Some(dtype) if allowed.contains(&name) => Ok(dtype),
+        _ => Err(format!("parameter `{key}` is \"{name}\"; use one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))),
     }
-    Ok(dtype)
 }
 
 /// A stage's `anyhow::Error` as the engine takes it, with an `Interrupted` anywhere in it kept

@@ -156,13 +156,8 @@ impl SampleOptions {
 
     /// The network's compute dtype (`None`: f32).
     pub fn compute_dtype(&self) -> anyhow::Result<Option<latte_nn::burn::tensor::FloatDType>> {
-        use latte_nn::burn::tensor::FloatDType;
-        match self.precision.as_str() {
-            "f32" => Ok(None),
-            "f16" => Ok(Some(FloatDType::F16)),
-            "bf16" => Ok(Some(FloatDType::BF16)),
-            other => bail!("parameter `precision` is \"{other}\"; use \"f32\", \"f16\" or \"bf16\""),
-        }
+        latte_nn::device::compute_dtype(&self.precision)
+            .ok_or_else(|| anyhow!("parameter `precision` is \"{}\"; use \"f32\", \"f16\" or \"bf16\"", self.precision))
     }
 
     fn from_params(p: &Params) -> anyhow::Result<Self> {

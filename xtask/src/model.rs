@@ -55,13 +55,9 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn forward(dir: PathBuf, out: PathBuf, device: &str, precision: &str) -> Result<()> {
-    use latte_model::burn::tensor::FloatDType;
     let device = device_from_name(device)?;
-    let compute = match precision {
-        "f32" => None,
-        "bf16" => Some(FloatDType::BF16),
-        "f16" => Some(FloatDType::F16),
-        other => bail!("--precision {other}: use f32, bf16 or f16"),
+    let Some(compute) = latte_model::latte_nn::device::compute_dtype(precision) else {
+        bail!("--precision {precision}: use f32, bf16 or f16");
     };
     let outputs = run_dir_as(&dir, &device, compute).with_context(|| format!("model forward on {}", dir.display()))?;
     write_safetensors(&out, &outputs)?;

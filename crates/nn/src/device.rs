@@ -181,6 +181,18 @@ fn probe_runs(device: &Device) -> Result<(), String> {
         .and_then(|v| if v == 2.0 { Ok(()) } else { Err(format!("a test sum gave {v} instead of 2")) })
 }
 
+/// The compute dtype a precision name stands for: `f32` is `Some(None)` (the plain path),
+/// `bf16`/`f16` the reduced dtype; any other name `None`.
+pub fn compute_dtype(name: &str) -> Option<Option<burn::tensor::FloatDType>> {
+    use burn::tensor::FloatDType;
+    match name {
+        "f32" => Some(None),
+        "bf16" => Some(Some(FloatDType::BF16)),
+        "f16" => Some(Some(FloatDType::F16)),
+        _ => None,
+    }
+}
+
 /// The single device a name stands for (see [`DeviceSpec`]), checked to start.
 pub fn device_from_name(name: &str) -> Result<Device, NnError> {
     DeviceSpec::parse(name)?.open_one()
