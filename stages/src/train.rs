@@ -22,7 +22,7 @@ use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, 
 use latte_model::burn::module::Module;
 use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_store::{f16, RaggedArray, RaggedReader, WindowKind};
+use latte_store::{Posterior, RaggedReader, WindowKind};
 use latte_train::{LatentClips, ModelInput, RunPaths, StepLog, TrainConfig, TrainError};
 use latte_video::{WindowRule, WindowSpec};
 
@@ -188,40 +188,6 @@ fn model_config(p: &Params) -> anyhow::Result<LatteConfig> {
     Ok(cfg)
 }
 
-/// `mean`/`logvar` as stored (f32 or f16).
-enum Posterior {
-    F32(RaggedArray<f32>, RaggedArray<f32>),
-    F16(RaggedArray<f16>, RaggedArray<f16>),
-}
-
-impl Posterior {
-    fn open(store: &RaggedReader, dir: &Path) -> anyhow::Result<Self> {
-        if let (Ok(m), Ok(l)) = (store.array::<f32>("mean"), store.array::<f32>("logvar")) {
-            return Ok(Self::F32(m, l));
-        }
-        let m = store.array::<f16>("mean").with_context(|| format!("{}: array `mean` (f32 or f16)", dir.display()))?;
-        let l = store.array::<f16>("logvar").with_context(|| format!("{}: array `logvar` (f32 or f16)", dir.display()))?;
-        Ok(Self::F16(m, l))
-    }
-
-    fn frame_shape(&self) -> Vec<u64> {
-        match self {
-            Self::F32(m, _) => m.frame_shape().to_vec(),
-            Self::F16(m, _) => m.frame_shape().to_vec(),
-        }
-    }
-
-    fn read(&self, orient: u64, global: &[u64]) -> Result<(Vec<f32>, Vec<f32>), latte_store::StoreError> {
-        Ok(match self {
-            Self::F32(m, l) => (m.read_frames(&[orient], global)?, l.read_frames(&[orient], global)?),
-            Self::F16(m, l) => {
-                let up = |v: Vec<f16>| v.into_iter().map(f16::to_f32).collect::<Vec<f32>>();
-                (up(m.read_frames(&[orient], global)?), up(l.read_frames(&[orient], global)?))
-            }
-        })
-    }
-}
-
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cfg = train_config(p)?;
@@ -229,8 +195,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let store_dir = ctx.input("latents").map_err(err)?.join("latents.zarr");
     let store = RaggedReader::open(&store_dir).with_context(|| format!("opening the latents store {}", store_dir.display()))?;
     let meta = store.meta().clone();
-    let posterior = Posterior::open(&store, &store_dir)?;
-    let &[c, h, w] = posterior.frame_shape().as_slice() else {
+    let posterior = Posterior::open(&store).with_context(|| format!("{}: arrays `mean` and `logvar` (f32 or f16)", store_dir.display()))?;
+    let &[c, h, w] = posterior.frame_shape() else {
         bail!("{}: latent frames have shape {:?}; expected [C, h, w]", store_dir.display(), posterior.frame_shape());
     };
     if h != w {
@@ -294,7 +260,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     let cfg = TrainConfig { scale_factor, ..cfg };
 
-    let (devices, mut collectives) = ranks(p)?;
+    let (devices, mut collectives) = ranks(p, |line| ctx.progress.log(line))?;
     let checkpointing = p.bool("checkpointing").map_err(err)?;
     let compute = crate::precision(p, "precision", &["f32", "bf16"]).map_err(anyhow::Error::msg)?;
     let seed = p.u64("seed").map_err(err)?;
@@ -419,7 +385,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 /// Under a torchrun-style launch (`WORLD_SIZE` > 1, with `RANK`, `LOCAL_RANK`, `MASTER_ADDR`,
 /// `MASTER_PORT`) this process is one rank of a group over TCP on one device: `cuda` means GPU
 /// `LOCAL_RANK`.
-fn ranks(p: &Params) -> anyhow::Result<(Vec<latte_model::burn::tensor::Device>, Vec<latte_train::Collective>)> {
+fn ranks(p: &Params, log: impl Fn(&str)) -> anyhow::Result<(Vec<latte_model::burn::tensor::Device>, Vec<latte_train::Collective>)> {
     use latte_nn::device::{DeviceKind, DeviceSpec};
     let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
     let world = latte_train::World::from_env()?;
@@ -433,7 +399,17 @@ fn ranks(p: &Params) -> anyhow::Result<(Vec<latte_model::burn::tensor::Device>, 
         return Ok((vec![device], vec![collective]));
     }
     let devices = spec.open().map_err(|e| anyhow!("parameter `device`: {e}"))?;
-    let collectives = latte_train::Collective::threads(devices.len());
+    if devices.len() == 1 {
+        return Ok((devices, vec![latte_train::Collective::Single]));
+    }
+    // Local GPUs sum their gradients on the GPUs (NCCL) when they can, else through host memory.
+    let collectives = match latte_nn::device::device_collectives(spec.kind) {
+        Ok(()) => latte_train::Collective::on_devices(devices.clone()),
+        Err(why) => {
+            log(&format!("train: {why}; summing the {} GPUs' gradients through host memory (slower)", devices.len()));
+            latte_train::Collective::threads(devices.len())
+        }
+    };
     Ok((devices, collectives))
 }
 
@@ -963,41 +939,6 @@ mod tests {
 
     fn train_config_json(store: &Path, key: &str) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(store.join("out").join(key).join("config.json")).unwrap()).unwrap()
-    }
-
-    /// The store's `[2, N, C, h, w]` arrays come back frame-major for the orientation asked:
-    /// each frame's whole (C, h, w) block, frames in the order of the global indices.
-    #[test]
-    fn posterior_reads_whole_frames_of_one_orientation() {
-        let dir = std::env::temp_dir().join(format!("latte-train-posterior-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let code = |o: usize, g: usize, k: usize| (o * 10_000 + g * 100 + k) as f32; // k: c·h·w + y·w + x
-        let mut w = RaggedWriter::create(&dir.join("latents.zarr")).unwrap();
-        for name in ["mean", "logvar"] {
-            w.add_array::<f32>(&ArraySpec::new(name, &[2], &[4, 2, 3])).unwrap();
-        }
-        let counts = [5usize, 4];
-        let mut g0 = 0;
-        for (v, &n) in counts.iter().enumerate() {
-            let block: Vec<f32> = (0..2).flat_map(|o| (g0..g0 + n).flat_map(move |g| (0..24).map(move |k| code(o, g, k)))).collect();
-            w.append("mean", &block).unwrap();
-            w.append("logvar", &block.iter().map(|x| -x).collect::<Vec<_>>()).unwrap();
-            w.end_video(&format!("v{v}"), None).unwrap();
-            g0 += n;
-        }
-        w.finish(GroupInfo { dataset: "test".into(), num_classes: None, window: WindowKind::Stride, flip: true, extra: Default::default() }).unwrap();
-        let store = RaggedReader::open(&dir.join("latents.zarr")).unwrap();
-        let posterior = Posterior::open(&store, &dir).unwrap();
-        assert_eq!(posterior.frame_shape(), vec![4, 2, 3]);
-        for orient in [0usize, 1] {
-            let frames = [6u64, 2, 3, 8];
-            let (m, l) = posterior.read(orient as u64, &frames).unwrap();
-            let want: Vec<f32> = frames.iter().flat_map(|&g| (0..24).map(move |k| code(orient, g as usize, k))).collect();
-            assert_eq!(m, want, "orientation {orient}");
-            assert_eq!(l, want.iter().map(|x| -x).collect::<Vec<_>>(), "orientation {orient}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

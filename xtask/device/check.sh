@@ -19,7 +19,8 @@
 #   parity-bf16  the same in bf16: reported, not judged
 #   step-*       `bench train --compare-step`: two training steps of a small config on the CPU
 #                and on the GPU from the same weights and batches (f32, f32 with checkpointing,
-#                bf16 with checkpointing); fails beyond 1e-3 relative (bf16: 1e-2)
+#                bf16 with checkpointing); fails beyond 1e-3 relative (bf16: 1e-2); each
+#                also sums the gradients once through NCCL (the several-GPU path, on one GPU)
 #   bench        `bench train --xl --device cuda`: Latte-XL/2 on 16×32×32 latents, bf16 and f32,
 #                with and without checkpointing, clips/s and peak GPU memory beside the reference
 #                PyTorch step on the same GPU, the ratio, and Open-Sora's published figure
@@ -324,6 +325,8 @@ check_compare() {
     local line
     line="$(grep -m1 '^COMPARE-STEP ' "$1")" || { echo "no COMPARE-STEP line (exit $2): see $(basename "$1")"; return 1; }
     echo "${line#COMPARE-STEP }"
+    # the f32 step also sums gradients through NCCL once (the several-GPU path, on one GPU)
+    grep -m1 '^NCCL-CHECK ' "$1" || true
     ((${2} == 0))
 }
 

@@ -115,6 +115,10 @@ pub struct Args {
     /// Clips per step of the `--xl` case (default 4).
     #[arg(long, requires = "xl")]
     batch: Option<usize>,
+    /// Threads of the latents loader whose clips/s the bench reports beside each shape's step
+    /// rate (the train stage's `loader_threads`).
+    #[arg(long, default_value_t = 4)]
+    loader_threads: usize,
     /// Internal: time only the Rust side of case N in this process and print its ROW line.
     #[arg(long, hide = true)]
     case: Option<usize>,
@@ -275,7 +279,19 @@ pub fn run(args: Args) -> Result<()> {
             failures.push(format!("{e:#}"));
         }
     }
+    let mut loader_rates: Vec<(String, f64)> = Vec::new();
     for (i, case) in cases.iter().enumerate() {
+        // once per shape: the loader's rate depends on the clip shape, not on precision
+        let shape = format!("{}×{}×{}×{}, batch {}", case.model.num_frames, case.model.in_channels, case.model.input_size, case.model.input_size, case.batch_size);
+        if !loader_rates.iter().any(|(s, _)| *s == shape) {
+            let rate = loader_rate(case, args.loader_threads).with_context(|| format!("bench train, {}: timing the loader", case.name))?;
+            println!(
+                "loader {shape}: {rate:.1} clips/s from a Zarr latents store on {} thread(s) (sampling, reads, reparameterised \
+                 draw, scaling; no training): what the loader can feed the device",
+                args.loader_threads
+            );
+            loader_rates.push((shape, rate));
+        }
         let parity = tempfile::tempdir().context("creating a temporary folder for the parity check")?;
         let rust_parity = (!on_cpu && has_torch).then(|| parity.path());
         let (rust, rust_others) = match rust_row(i, case, &args, rust_parity) {
@@ -427,6 +443,9 @@ pub fn run(args: Args) -> Result<()> {
         println!("summary on {} (clips/s = batch / median step; MiB = peak GPU memory reserved; ratio = rust / torch step time):", args.device);
         for line in &summary {
             println!("  {line}");
+        }
+        for (shape, rate) in &loader_rates {
+            println!("  loader ({shape}, {} threads): {rate:.1} clips/s", args.loader_threads);
         }
         println!("anchor: {OPEN_SORA_ANCHOR}");
     }
@@ -826,6 +845,46 @@ fn bench_clips(m: &LatteConfig) -> Result<LatentClips> {
     Ok(LatentClips::in_memory(mean, logvar, counts, [c, side, side], window)?)
 }
 
+/// Clips per second the training loader delivers for `case`'s clip shape and batch on
+/// `threads` threads, read from a Zarr latents store (f32, the `latents` stage's layout) in a
+/// temporary folder: 8 videos of twice the clip length, random windows.
+fn loader_rate(case: &BenchCase, threads: usize) -> Result<f64> {
+    use latte_store::{ArraySpec, GroupInfo, Posterior, RaggedReader, RaggedWriter, WindowKind};
+    let m = &case.model;
+    let (c, side, f) = (m.in_channels, m.input_size, m.num_frames);
+    let (videos, frames) = (8usize, 2 * f);
+    let dir = tempfile::tempdir().context("creating a temporary folder for the loader's store")?;
+    let path = dir.path().join("latents.zarr");
+    let frame_shape = [c as u64, side as u64, side as u64];
+    let mut writer = RaggedWriter::create(&path)?;
+    for name in ["mean", "logvar"] {
+        writer.add_array::<f32>(&ArraySpec::new(name, &[2], &frame_shape))?;
+    }
+    let len = 2 * frames * c * side * side;
+    for v in 0..videos {
+        let mean: Vec<f32> = (0..len).map(|i| ((i * 2654435761 + v) % 1000) as f32 / 500.0 - 1.0).collect();
+        writer.append::<f32>("mean", &mean)?;
+        writer.append::<f32>("logvar", &vec![-4.0f32; len])?;
+        writer.end_video(&format!("v{v}"), None)?;
+    }
+    let info = GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowKind::Stride, flip: true, extra: Default::default() };
+    writer.finish(info)?;
+    let store = RaggedReader::open(&path)?;
+    let offsets = store.meta().offsets.clone();
+    let posterior = Posterior::open(&store)?;
+    let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
+        let global: Vec<u64> = idx.iter().map(|&i| offsets[clip] + i as u64).collect();
+        posterior.read(orient as u64, &global).map_err(Into::into)
+    });
+    let window = Box::new(move |total: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+        let start = rng.random_range(0..=total - f);
+        Ok((start..start + f).collect())
+    });
+    let clips = LatentClips { counts: vec![frames; videos], labels: None, num_classes: None, frame_shape: [c, side, side], flip: true, read, window };
+    let cfg = TrainConfig { batch_size: case.batch_size, num_frames: f, loader_threads: threads.max(1), ..TrainConfig::default() };
+    Ok(latte_train::loader_clips_per_second(clips, &cfg, 32)?)
+}
+
 /// Times `warmup + iters` real training steps of `case` (the `latte-train` loop on random
 /// in-memory latents) on `device` (a plain device: autodiff, checkpointing and the compute
 /// dtype come from `case`) and returns the median of the last `iters`. Checkpoints go under
@@ -881,6 +940,48 @@ pub fn bench_train(case: &BenchCase, device: &Device, warmup: usize, iters: usiz
     })
 }
 
+fn spec_is_cuda(name: &str) -> bool {
+    DeviceSpec::parse(name).is_ok_and(|s| s.kind == DeviceKind::Cuda)
+}
+
+/// On CUDA, after `--compare-step`: one gradient all-reduce through burn's collectives (NCCL),
+/// the call several local GPUs make each step, over this one GPU, where the sum over one rank
+/// must give back the gradients' exact bits. Prints an `NCCL-CHECK` line; a missing libnccl is
+/// reported as skipped (training then sums through host memory).
+fn nccl_check(device: &Device) -> Result<()> {
+    if let Err(why) = latte_model::latte_nn::device::device_collectives(DeviceKind::Cuda) {
+        println!("NCCL-CHECK skipped: {why}");
+        return Ok(());
+    }
+    let values: Vec<f32> = (0..100_003).map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0).collect();
+    // a lone parameter is a module: its gradient is the tensor itself
+    let model = Param::from_tensor(Tensor::<1>::from_data(TensorData::new(values.clone(), [values.len()]), device));
+    let mut grads = latte_model::burn::optim::GradientsParams::new();
+    grads.register(model.id, model.val());
+    let dev = device.clone();
+    let summed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        latte_train::parallel::all_reduce_grads_on_devices(&model, &grads, &[1.0], std::slice::from_ref(&dev), &dev)
+    }));
+    let outcome = match summed {
+        Ok(Ok(g)) => {
+            let back: Vec<f32> = g.get::<1>(model.id).map(|t| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
+            if back == values { Ok(()) } else { Err("the one-rank sum changed the gradients".to_string()) }
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panicked".into())),
+    };
+    match outcome {
+        Ok(()) => {
+            println!("NCCL-CHECK ok: one all-reduce of {} gradient values on one GPU gave them back bit for bit", values.len());
+            Ok(())
+        }
+        Err(why) => {
+            println!("NCCL-CHECK FAILED: {why}");
+            bail!("the NCCL gradient all-reduce failed on this GPU: {why} (several local GPUs would fail the same way; set them up with NCCL or train on one)")
+        }
+    }
+}
+
 /// `--compare-step`: two training steps of the small config from the same perturbed weights
 /// and the same batches on the CPU (f32) and on `--device` (its precision and checkpointing);
 /// the losses and gradient norms must agree to float rounding (bf16: to bf16 rounding).
@@ -930,6 +1031,9 @@ fn compare_step(args: &Args) -> Result<()> {
         "COMPARE-STEP {} {label}: max relative difference loss {worst_loss:.2e}, grad_norm {worst_norm:.2e} (tolerance {tol:.0e})",
         if ok { "ok" } else { "FAILED" }
     );
+    if spec_is_cuda(&args.device) {
+        nccl_check(&device)?;
+    }
     if !ok {
         bail!(
             "a training step on {label} differs from the CPU's beyond {tol:.0e} relative: the backend computes another \

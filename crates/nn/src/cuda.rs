@@ -77,6 +77,17 @@ pub fn probe(ordinal: Option<usize>) -> Result<usize, String> {
     }
 }
 
+/// Checks that NCCL (`libnccl`), which burn's CUDA collectives use to sum across GPUs, can be
+/// loaded; without it they panic ("no transport between its devices").
+pub fn probe_nccl() -> Result<(), String> {
+    // SAFETY: only opens and closes the library (dlopen / dlclose), calls nothing in it.
+    if unsafe { cudarc::nccl::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err("libnccl not found (install NCCL, e.g. pip nvidia-nccl-cu13, and put its lib directory on LD_LIBRARY_PATH)".into())
+    }
+}
+
 /// The CUDA version the driver supports (`cuDriverGetVersion`, callable before `cuInit`).
 fn driver_version() -> Option<i32> {
     let mut version = 0;

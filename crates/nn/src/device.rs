@@ -168,6 +168,27 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// Whether devices of `kind` can sum gradients on the devices with burn's collectives
+/// (`burn::tensor::distributed`): CUDA GPUs can, through NCCL, when `libnccl` loads; the CPU
+/// and wgpu backends have no collectives. `Err` says why not, for a log line: the caller then
+/// sums through host memory.
+pub fn device_collectives(kind: DeviceKind) -> Result<(), String> {
+    match kind {
+        DeviceKind::Cuda => cuda_collectives(),
+        other => Err(format!("burn's {other} backend has no device collectives")),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_collectives() -> Result<(), String> {
+    crate::cuda::probe_nccl()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_collectives() -> Result<(), String> {
+    Err("this build has no CUDA backend".into())
+}
+
 /// Runs one tiny op on `device`, turning a panic of the backend's start-up into an error.
 fn probe_runs(device: &Device) -> Result<(), String> {
     let dev = device.clone();

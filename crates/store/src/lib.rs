@@ -15,12 +15,14 @@
 mod element;
 mod error;
 mod meta;
+mod posterior;
 mod reader;
 mod writer;
 
 pub use element::{Dtype, FrameElement};
 pub use error::StoreError;
 pub use meta::{GroupInfo, RaggedMeta, WindowKind};
+pub use posterior::Posterior;
 pub use reader::{RaggedArray, RaggedReader};
 pub use writer::{ArraySpec, RaggedWriter};
 

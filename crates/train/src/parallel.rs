@@ -13,12 +13,17 @@
 //! * [`Collective::Threads`]: ranks that are threads of one process ([`Collective::threads`]).
 //! * [`Collective::Tcp`]: ranks that are processes, on one machine or many: rank 0 listens on
 //!   `MASTER_ADDR:MASTER_PORT`, the others connect to it ([`Collective::connect`]).
+//! * [`Collective::Devices`]: ranks that are threads of one process, one per GPU, whose
+//!   gradients are summed on the GPUs by burn's collective all-reduce (`burn::tensor::
+//!   distributed`: NCCL on CUDA) in one call per step ([`Collective::on_devices`]); the few
+//!   host values (loss terms, votes) still go through the threads.
 //!
-//! Both multi-rank collectives sum in rank order on rank 0 (`((g₀ + g₁) + g₂) + …`) and hand
-//! every rank the same bits, so Threads and Tcp give bit-identical training. They move the
-//! gradients through host memory, which works for any device; NCCL all-reduce on CUDA (burn's
-//! `burn::tensor::distributed` or cudarc's nccl) is the fast path still to add: it would be a
-//! further `Collective` variant, with the trainer unchanged.
+//! Threads and Tcp sum in rank order on rank 0 (`((g₀ + g₁) + g₂) + …`) and hand every rank
+//! the same bits, so they give bit-identical training; they move the gradients through host
+//! memory, which works for any device. Devices is the fast path between local GPUs: NCCL's
+//! ring sums in its own order (equal on every rank, equal to the host sum up to rounding).
+//! Across machines the gradients go over TCP: burn's collectives join the devices of one
+//! process only.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -174,6 +179,8 @@ pub enum Collective {
     Threads(ThreadRank),
     /// Ranks that are processes connected over TCP.
     Tcp(TcpRank),
+    /// Ranks that are threads of one process, one per device, summing gradients on the devices.
+    Devices(DeviceRank),
 }
 
 impl Collective {
@@ -196,6 +203,30 @@ impl Collective {
         std::iter::once(hub).chain(leaves).collect()
     }
 
+    /// An in-process group with one rank per device of `devices` (element `r` is rank `r`, to
+    /// train on `devices[r]`) whose gradients are all-reduced on the devices by burn's
+    /// collective (NCCL on CUDA; the backend must support collectives: CUDA does, the CPU and
+    /// wgpu do not). One device is [`Collective::Single`].
+    pub fn on_devices(devices: Vec<Device>) -> Vec<Collective> {
+        let n = devices.len();
+        Collective::threads(n)
+            .into_iter()
+            .map(|c| match c {
+                Collective::Threads(threads) => Collective::Devices(DeviceRank { threads, devices: devices.clone() }),
+                single => single,
+            })
+            .collect()
+    }
+
+    /// The devices whose gradients this rank sums on the devices ([`Collective::Devices`]);
+    /// `None` when gradients go through host memory.
+    pub fn device_group(&self) -> Option<&[Device]> {
+        match self {
+            Collective::Devices(d) => Some(&d.devices),
+            _ => None,
+        }
+    }
+
     /// The group `world` describes: [`Collective::Single`] for one rank, else this process's
     /// end of a TCP group (rank 0 listens on the master address; the others connect to it).
     /// Returns once every rank has joined.
@@ -214,6 +245,7 @@ impl Collective {
             Collective::Single => 0,
             Collective::Threads(t) => t.rank,
             Collective::Tcp(t) => t.rank,
+            Collective::Devices(d) => d.threads.rank,
         }
     }
 
@@ -222,6 +254,7 @@ impl Collective {
             Collective::Single => 1,
             Collective::Threads(t) => t.world_size,
             Collective::Tcp(t) => t.world_size,
+            Collective::Devices(d) => d.threads.world_size,
         }
     }
 
@@ -231,10 +264,18 @@ impl Collective {
     pub fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), TrainError> {
         match self {
             Collective::Single => Ok(()),
-            Collective::Threads(t) => t.all_reduce_sum(values),
+            Collective::Threads(t) | Collective::Devices(DeviceRank { threads: t, .. }) => t.all_reduce_sum(values),
             Collective::Tcp(t) => t.all_reduce_sum(values),
         }
     }
+}
+
+/// One rank of an in-process group on several devices ([`Collective::on_devices`]).
+pub struct DeviceRank {
+    /// The host values' path.
+    threads: ThreadRank,
+    /// Every rank's device, in rank order.
+    devices: Vec<Device>,
 }
 
 /// One rank of an in-process group ([`Collective::threads`]).
@@ -606,8 +647,7 @@ impl ModuleVisitor for Gather<'_> {
 /// parameter frozen everywhere stays without one (no weight decay, no moment update).
 /// One device-to-host copy.
 pub fn grads_to_host<M: Module>(model: &M, grads: &GradientsParams) -> Vec<f32> {
-    let mut g = Gather { grads, parts: Vec::new() };
-    model.visit(&mut g);
+    let g = gather(model, grads);
     let present: Vec<Tensor<1>> = g.parts.iter().filter_map(|(_, t)| t.clone()).collect();
     let host: Vec<f32> = if present.is_empty() {
         Vec::new()
@@ -627,6 +667,72 @@ pub fn grads_to_host<M: Module>(model: &M, grads: &GradientsParams) -> Vec<f32> 
     }
     flat.extend(g.parts.iter().map(|(_, t)| if t.is_some() { 1.0 } else { 0.0 }));
     flat
+}
+
+/// The [`grads_to_host`] tail alone: per parameter, 1 if `grads` has its gradient, else 0.
+pub fn presence_flags<M: Module>(model: &M, grads: &GradientsParams) -> Vec<f32> {
+    struct Flags<'a> {
+        grads: &'a GradientsParams,
+        flags: Vec<f32>,
+    }
+    impl ModuleVisitor for Flags<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.flags.push(if self.grads.get::<D>(param.id).is_some() { 1.0 } else { 0.0 });
+        }
+    }
+    let mut f = Flags { grads, flags: Vec::new() };
+    model.visit(&mut f);
+    f.flags
+}
+
+fn gather<'a, M: Module>(model: &M, grads: &'a GradientsParams) -> Gather<'a> {
+    let mut g = Gather { grads, parts: Vec::new() };
+    model.visit(&mut g);
+    g
+}
+
+/// `grads` summed over the ranks of a [`Collective::Devices`] group on the devices, by one
+/// all-reduce of burn's collectives (NCCL on CUDA): [`sum_grads_with`] with that reduction.
+/// Every rank calls it at the same point of each step.
+pub fn all_reduce_grads_on_devices<M: Module>(
+    model: &M,
+    grads: &GradientsParams,
+    counts: &[f32],
+    devices: &[Device],
+    device: &Device,
+) -> Result<GradientsParams, TrainError> {
+    use burn::tensor::distributed::{all_reduce, ReduceOperation};
+    sum_grads_with(model, grads, counts, device, |flat| all_reduce(flat, ReduceOperation::Sum, devices.to_vec()).resolve())
+}
+
+/// `grads` put through `reduce` as one f32 tensor on `device`: every gradient flattened and
+/// concatenated in `model`'s parameter order, zeros where this rank has none, then split back
+/// into gradients of each parameter's dtype. `counts` is the [`presence_flags`] summed over
+/// the ranks: a parameter no rank has a gradient for stays without one (no weight decay, no
+/// moment update), as in [`grads_from_host`].
+pub fn sum_grads_with<M: Module>(
+    model: &M,
+    grads: &GradientsParams,
+    counts: &[f32],
+    device: &Device,
+    reduce: impl FnOnce(Tensor<1>) -> Tensor<1>,
+) -> Result<GradientsParams, TrainError> {
+    let g = gather(model, grads);
+    if counts.len() != g.parts.len() {
+        return Err(layout_mismatch(counts.len(), g.parts.len()));
+    }
+    let parts: Vec<Tensor<1>> = g.parts.into_iter().map(|(n, t)| t.unwrap_or_else(|| Tensor::zeros([n], device))).collect();
+    let summed = reduce(Tensor::cat(parts, 0));
+    let mut out = Place { all: summed, counts, like: grads, out: GradientsParams::new(), at: 0, index: 0 };
+    model.visit(&mut out);
+    Ok(out.out)
+}
+
+fn layout_mismatch(got: usize, params: usize) -> TrainError {
+    TrainError::Collective {
+        peer: "this rank".into(),
+        message: format!("{got} gradient flags for a model of {params} parameters: every rank must build the same model"),
+    }
 }
 
 /// The gradients in a [`grads_to_host`] buffer (summed over ranks or not), as tensors on

@@ -19,7 +19,9 @@ use crate::checkpoint::{self, list_checkpoints, read_state};
 use crate::data::{Batch, BatchSampler, Loader};
 use crate::grad_norm::clip_global_norm;
 use crate::log::{read_log, LossLog, StepLog};
-use crate::parallel::{all_gather_u64, fingerprint, grads_from_host, grads_to_host, Collective};
+use crate::parallel::{
+    all_gather_u64, all_reduce_grads_on_devices, fingerprint, grads_from_host, grads_to_host, presence_flags, Collective,
+};
 use crate::{plot_loss, update_ema, LatentClips, TrainConfig, TrainError};
 
 /// What the network sees for one micro-batch.
@@ -301,7 +303,12 @@ fn sum_over_ranks<M: Module>(
     micro: &mut [MicroLosses],
     device: &Device,
 ) -> Result<GradientsParams, TrainError> {
-    let mut flat = grads_to_host(model, grads);
+    // On a device group only the presence flags and loss terms cross the host; the gradients
+    // are summed on the devices below.
+    let mut flat = match collective.device_group() {
+        Some(_) => presence_flags(model, grads),
+        None => grads_to_host(model, grads),
+    };
     let n = flat.len();
     for m in micro.iter() {
         flat.extend([m.loss as f32, m.mse as f32, m.vb as f32]);
@@ -315,7 +322,10 @@ fn sum_over_ranks<M: Module>(
             vb: f64::from(terms[2]) / world,
         };
     }
-    grads_from_host(model, &flat[..n], grads, &device.clone().inner())
+    match collective.device_group() {
+        Some(devices) => all_reduce_grads_on_devices(model, grads, &flat[..n], devices, &device.clone().inner()),
+        None => grads_from_host(model, &flat[..n], grads, &device.clone().inner()),
+    }
 }
 
 /// A resumed run must draw the same data stream and build the same network.

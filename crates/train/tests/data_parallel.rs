@@ -15,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{bits, clips, config, max_abs_diff, meta, run, weights, Tiny, C, HW};
 use latte_train::checkpoint::list_checkpoints;
-use latte_train::parallel::{grads_from_host, grads_to_host, Master};
+use latte_train::parallel::{grads_from_host, grads_to_host, presence_flags, sum_grads_with, Master};
 use latte_train::{read_log, train_with, Collective, ModelInput, RunPaths, StepLog, TcpOptions, TrainConfig, TrainError, World};
 
 /// What one rank ends with.
@@ -368,4 +368,39 @@ fn data_parallel_gradients_round_trip_through_a_host_buffer() {
     assert!(before[3].is_none() && before[0].is_some());
     assert_eq!(grad_bits(&model, &back), before);
     assert!(grads_from_host(&model, &flat[1..], &grads, &dev.inner()).is_err(), "a buffer of the wrong length is refused");
+}
+
+/// The device path's packing ([`sum_grads_with`], what NCCL sums between GPUs): the reduction
+/// sees every gradient once, in order, and its result comes back to the right parameters; a
+/// parameter no rank has a gradient for stays without one.
+#[test]
+fn data_parallel_gradients_round_trip_through_one_device_tensor() {
+    let dev = Device::flex().autodiff();
+    let model = Tiny::new(5, &dev);
+    let values: Vec<f32> = (0..2 * C * HW * HW).map(|i| (i as f32 * 0.37).cos()).collect();
+    let x = Tensor::<5>::from_data(TensorData::new(values, [1, 2, C, HW, HW]), &dev);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![300i64], [1]), &dev);
+    let out = model.forward(ModelInput { x_t: x, t, y: None, y_image: None, image_frames: 0 });
+    let grads = GradientsParams::from_grads(out.powi_scalar(2).sum().backward(), &model);
+    let counts = presence_flags(&model, &grads);
+    assert_eq!(counts, [1.0, 1.0, 1.0, 0.0]);
+    let inner = dev.clone().inner();
+    let host = grads_to_host(&model, &grads);
+    let same = sum_grads_with(&model, &grads, &counts, &inner, |flat| {
+        assert_eq!(flat.dims(), [host.len() - counts.len()], "one tensor holding every parameter's values");
+        flat
+    })
+    .unwrap();
+    assert_eq!(grad_bits(&model, &same), grad_bits(&model, &grads));
+    // a second rank's equal gradients: each parameter's sum is twice its own
+    let doubled = sum_grads_with(&model, &grads, &counts.iter().map(|c| 2.0 * c).collect::<Vec<_>>(), &inner, |f| f.clone() + f).unwrap();
+    let want = grads_from_host(&model, &host.iter().map(|v| 2.0 * v).collect::<Vec<_>>(), &grads, &inner).unwrap();
+    assert_eq!(grad_bits(&model, &doubled), grad_bits(&model, &want));
+    // a parameter only another rank has a gradient for gets this rank's zeros summed with it
+    let mut with_emb = counts.clone();
+    with_emb[3] = 1.0;
+    let filled = sum_grads_with(&model, &grads, &with_emb, &inner, |f| f).unwrap();
+    let emb = grad_bits(&model, &filled)[3].clone().expect("the class table now has a gradient");
+    assert!(emb.iter().all(|&b| f32::from_bits(b) == 0.0), "zeros from this rank");
+    assert!(sum_grads_with(&model, &grads, &counts[1..], &inner, |f| f).is_err(), "flags of another model are refused");
 }
