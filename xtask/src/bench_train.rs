@@ -194,7 +194,7 @@ pub fn run(args: Args) -> Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let spec = DeviceSpec::parse(&args.device).map_err(|e| anyhow!("--device: {e}"))?;
     if args.compare_step {
-        return compare_step(&args);
+        return compare_step(&args, spec.kind);
     }
     if args.iters == 0 {
         bail!("--iters 0: the bench times at least one step; use --iters 1 or more");
@@ -940,10 +940,6 @@ pub fn bench_train(case: &BenchCase, device: &Device, warmup: usize, iters: usiz
     })
 }
 
-fn spec_is_cuda(name: &str) -> bool {
-    DeviceSpec::parse(name).is_ok_and(|s| s.kind == DeviceKind::Cuda)
-}
-
 /// On CUDA, after `--compare-step`: one gradient all-reduce through burn's collectives (NCCL),
 /// the call several local GPUs make each step, over this one GPU, where the sum over one rank
 /// must give back the gradients' exact bits. Prints an `NCCL-CHECK` line; a missing libnccl is
@@ -985,7 +981,7 @@ fn nccl_check(device: &Device) -> Result<()> {
 /// `--compare-step`: two training steps of the small config from the same perturbed weights
 /// and the same batches on the CPU (f32) and on `--device` (its precision and checkpointing);
 /// the losses and gradient norms must agree to float rounding (bf16: to bf16 rounding).
-fn compare_step(args: &Args) -> Result<()> {
+fn compare_step(args: &Args, kind: DeviceKind) -> Result<()> {
     let precision = args.precision.unwrap_or(Precision::F32);
     let checkpointing = args.checkpointing.unwrap_or(false);
     let s2 = LatteConfig::preset("Latte-S/2")?;
@@ -1031,7 +1027,7 @@ fn compare_step(args: &Args) -> Result<()> {
         "COMPARE-STEP {} {label}: max relative difference loss {worst_loss:.2e}, grad_norm {worst_norm:.2e} (tolerance {tol:.0e})",
         if ok { "ok" } else { "FAILED" }
     );
-    if spec_is_cuda(&args.device) {
+    if kind == DeviceKind::Cuda {
         nccl_check(&device)?;
     }
     if !ok {

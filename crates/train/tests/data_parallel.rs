@@ -348,17 +348,24 @@ fn grad_bits<M: Module>(m: &M, g: &GradientsParams) -> Vec<Option<Vec<u32>>> {
     v.1
 }
 
+/// A tiny model's gradients of one unconditional clip (`value(i)` its i-th element) at
+/// timestep `t`: every parameter has one but the class table.
+fn unconditional_grads(value: impl Fn(usize) -> f32, t: i64) -> (Device, Tiny, GradientsParams) {
+    let dev = Device::flex().autodiff();
+    let model = Tiny::new(5, &dev);
+    let values: Vec<f32> = (0..2 * C * HW * HW).map(value).collect();
+    let x = Tensor::<5>::from_data(TensorData::new(values, [1, 2, C, HW, HW]), &dev);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![t], [1]), &dev);
+    let out = model.forward(ModelInput { x_t: x, t, y: None, y_image: None, image_frames: 0 });
+    let grads = GradientsParams::from_grads(out.powi_scalar(2).sum().backward(), &model);
+    (dev, model, grads)
+}
+
 /// Gradients survive the host buffer bit for bit; a parameter without a gradient (the class
 /// table of an unconditional batch) stays without one.
 #[test]
 fn data_parallel_gradients_round_trip_through_a_host_buffer() {
-    let dev = Device::flex().autodiff();
-    let model = Tiny::new(5, &dev);
-    let values: Vec<f32> = (0..2 * C * HW * HW).map(|i| (i as f32 * 0.37).sin()).collect();
-    let x = Tensor::<5>::from_data(TensorData::new(values, [1, 2, C, HW, HW]), &dev);
-    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![500i64], [1]), &dev);
-    let out = model.forward(ModelInput { x_t: x, t, y: None, y_image: None, image_frames: 0 });
-    let grads = GradientsParams::from_grads(out.powi_scalar(2).sum().backward(), &model);
+    let (dev, model, grads) = unconditional_grads(|i| (i as f32 * 0.37).sin(), 500);
     let flat = grads_to_host(&model, &grads);
     let n_values = C * 2 * C + 2 * C + 2 * C + (common::CLASSES + 1) * 2 * C;
     assert_eq!(flat.len(), n_values + 4);
@@ -375,13 +382,7 @@ fn data_parallel_gradients_round_trip_through_a_host_buffer() {
 /// parameter no rank has a gradient for stays without one.
 #[test]
 fn data_parallel_gradients_round_trip_through_one_device_tensor() {
-    let dev = Device::flex().autodiff();
-    let model = Tiny::new(5, &dev);
-    let values: Vec<f32> = (0..2 * C * HW * HW).map(|i| (i as f32 * 0.37).cos()).collect();
-    let x = Tensor::<5>::from_data(TensorData::new(values, [1, 2, C, HW, HW]), &dev);
-    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![300i64], [1]), &dev);
-    let out = model.forward(ModelInput { x_t: x, t, y: None, y_image: None, image_frames: 0 });
-    let grads = GradientsParams::from_grads(out.powi_scalar(2).sum().backward(), &model);
+    let (dev, model, grads) = unconditional_grads(|i| (i as f32 * 0.37).cos(), 300);
     let counts = presence_flags(&model, &grads);
     assert_eq!(counts, [1.0, 1.0, 1.0, 0.0]);
     let inner = dev.clone().inner();
