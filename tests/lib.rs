@@ -160,6 +160,34 @@ impl Stage for Slow {
     }
 }
 
+/// `curve`: stands in for `eval_curve`. Writes `curve.json` with an `FVD-2` curve over steps
+/// 1, 2, 3 falling from `value` (and a `FID-4` one), and `metrics.json` with the last value.
+pub struct Curve;
+
+impl Stage for Curve {
+    fn kind(&self) -> &'static str {
+        "curve"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &RECORD_PARAMS[..1]
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        RECORD_INPUTS
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        let v = ctx.params.int("value")? as f64;
+        let line: Vec<[f64; 2]> = (1..=3).map(|s| [s as f64, v / s as f64]).collect();
+        let fid: Vec<[f64; 2]> = (1..=3).map(|s| [s as f64, 2.0 * v / s as f64]).collect();
+        let curve = serde_json::json!({"x": "training step", "curves": {"FVD-2": line, "FID-4": fid}});
+        std::fs::write(ctx.out.join("curve.json"), curve.to_string())?;
+        std::fs::write(ctx.out.join("metrics.json"), serde_json::json!({"fvd": {"value": v / 3.0}}).to_string())?;
+        Ok(())
+    }
+}
+
 /// The test kinds; `leaf_version` lets a test bump one kind's version.
 pub fn registry(leaf_version: &'static str) -> Registry {
     let mut r = Registry::new();
@@ -167,6 +195,7 @@ pub fn registry(leaf_version: &'static str) -> Registry {
     r.register(Record { kind: "join", version: "1" });
     r.register(Record { kind: "leaf", version: leaf_version });
     r.register(Slow);
+    r.register(Curve);
     r
 }
 

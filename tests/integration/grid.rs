@@ -78,6 +78,29 @@ fn four_points_share_the_upstream_stage_which_runs_once() {
 }
 
 #[test]
+fn the_curves_figure_has_one_line_per_point_labelled_by_its_axis_values() {
+    let f = Fixture::new(&format!("{BASE}\n[stages.curve]\nkind = \"curve\"\ninputs = {{ a = \"train\" }}\n"));
+    std::fs::write(f.path("abl.grid.toml"), "pipeline = \"pipeline.toml\"\nsummary = [\"curve\"]\n[axes]\n\"curve.value\" = [30, 60, 90]\n").unwrap();
+    let (g, points) = grid::load(&f.path("abl.grid.toml"), &f.registry).expect("valid grid");
+    let mut plans: Vec<Plan> = points.iter().map(|p| Plan::new(&p.pipeline, &Selection::default()).unwrap()).collect();
+    runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent, cancel: None }).unwrap();
+    let figures = grid::curves(&g, &points, &plans);
+    let names: Vec<String> = figures.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["abl.grid.curves.png", "abl.grid.curves.fid-4.png"], "FVD first, one figure per metric");
+    let (_, fvd) = &figures[0];
+    assert_eq!(fvd.y_label, "FVD-2");
+    assert_eq!(fvd.x_label, "training step");
+    assert_eq!(fvd.series.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["value=30", "value=60", "value=90"]);
+    assert_eq!(fvd.series[2].points, [(1.0, 90.0), (2.0, 45.0), (3.0, 30.0)]);
+    let written = grid::write_curves(&g, &points, &plans).unwrap();
+    assert_eq!(written.len(), 2);
+    assert_eq!(&std::fs::read(&written[0]).unwrap()[1..4], b"PNG");
+    // The summary table takes each point's last value.
+    let summary = grid::summary(&g, &points, &plans);
+    assert_eq!(summary.rows.iter().map(|r| r.last().unwrap().as_str()).collect::<Vec<_>>(), ["10.0", "20.0", "30.0"]);
+}
+
+#[test]
 fn grid_errors_name_the_grid_file_line_and_key() {
     let f = Fixture::new(BASE);
     let check = |text: &str, expect: &[&str]| {

@@ -19,7 +19,7 @@ fn check(pipeline: &str, expect: &[&str]) {
 fn unknown_kind_suggests_the_near_one() {
     check(
         "[stages.a]\nkind = \"recrod\"\n",
-        &["pipeline.toml:2: `stages.a.kind`: unknown stage kind `recrod`", "did you mean `record`?", "kinds: join, leaf, record, slow"],
+        &["pipeline.toml:2: `stages.a.kind`: unknown stage kind `recrod`", "did you mean `record`?", "kinds: curve, join, leaf, record, slow"],
     );
 }
 

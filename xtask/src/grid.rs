@@ -42,6 +42,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(svg) = summary.write_plot(&grid)? {
         println!("plots of the metrics across points: {}", svg.display());
     }
+    for png in grid::write_curves(&grid, &points, &plans)? {
+        println!("curves of every point: {}", png.display());
+    }
     print!("{}", summary.to_markdown());
     println!("{} stage(s) ran; summary written to {} and {}", report.ran.len(), csv.display(), md.display());
     Ok(())

@@ -67,6 +67,9 @@ pub enum Error {
         /// Stages of the run that never started.
         not_run: Vec<String>,
     },
+    /// A figure (a grid's curves) could not be drawn.
+    #[error("drawing {}: {message}", path.display())]
+    Figure { path: PathBuf, message: String },
     /// Another process holds the store exclusively (e.g. `clean` while a run is going on).
     #[error("the store {} is in use by another latte process; retry when it has finished", .0.display())]
     StoreBusy(PathBuf),

@@ -216,6 +216,55 @@ pub fn summary(grid: &Grid, points: &[Point], plans: &[Plan]) -> Summary {
     Summary { header, rows }
 }
 
+/// The curves of the summary stages' `curve.json` files (an `eval_curve` output: `"x"`, the x
+/// axis' name, and `"curves"`, metric name → `[[x, y], ...]`), one figure per metric with one
+/// line per point, labelled by the point's axis values, as the paper's Fig. 6 shows an
+/// ablation: `<grid stem>.curves.png` for the first metric (FVD when there is one),
+/// `<grid stem>.curves.<metric>.png` for others. Empty when no point has a curve.
+pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, latte_plot::LineChart)> {
+    let mut figures: BTreeMap<String, (String, Vec<latte_plot::Series>)> = BTreeMap::new();
+    for (point, plan) in points.iter().zip(plans) {
+        for s in &plan.stages {
+            if grid.summary_stages.as_ref().is_some_and(|names| !names.contains(&s.decl.name)) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(s.output.join("curve.json")) else { continue };
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let x = json["x"].as_str().unwrap_or("step").to_owned();
+            for (metric, line) in json["curves"].as_object().into_iter().flatten() {
+                let pts = line.as_array().into_iter().flatten().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect();
+                let label = point.values.iter().map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), cell(v))).collect::<Vec<_>>().join(", ");
+                figures.entry(metric.clone()).or_insert_with(|| (x.clone(), Vec::new())).1.push(latte_plot::Series { label, points: pts });
+            }
+        }
+    }
+    let stem = grid.file.file_stem().and_then(|s| s.to_str()).unwrap_or("grid");
+    let dir = grid.file.parent().unwrap_or(Path::new("/"));
+    let mut names: Vec<&String> = figures.keys().collect();
+    names.sort_by_key(|n| (!n.starts_with("FVD"), n.to_string()));
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (x, series) = &figures[name];
+            let path = if i == 0 { dir.join(format!("{stem}.curves.png")) } else { dir.join(format!("{stem}.curves.{}.png", name.to_lowercase())) };
+            let chart = latte_plot::LineChart { title: format!("{name} over training ({stem})"), x_label: x.clone(), y_label: name.clone(), log_x: false, series: series.clone() };
+            (path, chart)
+        })
+        .collect()
+}
+
+/// Draws [`curves`] into their files; returns the files written.
+pub fn write_curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (path, chart) in curves(grid, points, plans) {
+        let png = chart.to_png().map_err(|e| Error::Figure { path: path.clone(), message: e.to_string() })?;
+        crate::store::write_atomic(&path, &png)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

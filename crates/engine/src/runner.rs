@@ -287,6 +287,8 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
         }
         std::fs::create_dir_all(&work).map_err(|e| Error::io("cannot create", &work, e))?;
         let tmp = store.create_tmp(&s.key)?;
+        let memo = store.memo(s.decl.stage.kind());
+        std::fs::create_dir_all(&memo).map_err(|e| Error::io("cannot create", &memo, e))?;
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let start = Instant::now();
         let ctx = StageContext {
@@ -295,6 +297,7 @@ fn execute(plan: &Plan, index: usize, threads: usize, force: bool, observer: &dy
             inputs: &inputs,
             out: &tmp,
             work: &work,
+            memo: &memo,
             threads,
             progress: &progress,
             cancel,

@@ -172,6 +172,13 @@ pub struct StageContext<'a> {
     /// name, then rename), since a kill can stop the stage at any point. Nothing here is part
     /// of the output: copy what downstream stages need into `out`.
     pub work: &'a Path,
+    /// A directory shared by every run of this stage kind (`.latte/memo/<kind>/`), for results
+    /// the stage caches under content keys of its own, finer than its cache key: `eval_curve`
+    /// keeps one evaluation per checkpoint there, keyed by the weights' digest and the
+    /// settings, so a longer run evaluates only its new checkpoints. An entry must be a pure
+    /// function of its key and be written atomically (temporary name, then rename). `gc` leaves
+    /// it alone; deleting it costs recomputation only.
+    pub memo: &'a Path,
     /// Threads this stage may use (its share of the global budget).
     pub threads: usize,
     pub progress: &'a dyn Progress,

@@ -133,6 +133,11 @@ impl Store {
         Ok(dir)
     }
 
+    /// The memo directory of stage kind `kind` (see `StageContext::memo`).
+    pub fn memo(&self, kind: &str) -> PathBuf {
+        self.root.join("memo").join(kind)
+    }
+
     /// The persistent scratch directory of the stage with `key` (see `StageContext::work`).
     pub fn work(&self, key: &str) -> PathBuf {
         self.root.join("work").join(key)

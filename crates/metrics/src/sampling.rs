@@ -5,11 +5,37 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// One clip: `frames` frame indices within video `video` (0-based, relative to its start).
+/// One clip: `frames` frame indices within video `video` (0-based, relative to its start),
+/// flipped left-right when `mirror` is set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Clip {
     pub video: usize,
     pub frames: Vec<u64>,
+    pub mirror: bool,
+}
+
+/// How the real clips of FVD are drawn: the choices StyleGAN-V's `fvd2048_16f` makes (Latte
+/// changes the stride to the training `frame_interval`), each one explicit and the draw seeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealDraw {
+    /// Clips drawn, one per video (StyleGAN-V/Latte: 2048).
+    pub num_clips: usize,
+    /// Frames per clip (16).
+    pub num_frames: usize,
+    /// Frame stride within a clip (Latte: 3 = the training `frame_interval`; 6 for Taichi).
+    pub stride: usize,
+    /// Whether each clip is flipped left-right with probability ½, as drawing from StyleGAN-V's
+    /// x-flipped (doubled) dataset does.
+    pub mirror: bool,
+    /// Seed of every choice (videos, start offsets, flips); Latte's draw is unseeded.
+    pub seed: u64,
+}
+
+impl RealDraw {
+    /// Frames a video needs to hold one clip.
+    pub fn min_frames(&self) -> u64 {
+        (self.num_frames * self.stride) as u64
+    }
 }
 
 /// Real clips for FVD: `num_frames` frames at stride `stride` from a uniformly random start,
@@ -17,39 +43,44 @@ pub struct Clip {
 /// least `num_frames·stride` frames (shorter videos are discarded, as StyleGAN-V's
 /// `discard_short_videos`). With fewer eligible videos, every eligible video is used once.
 /// Returns the clips (in drawn order) and the number of eligible videos.
-pub fn real_clips(
-    counts: &[u64],
-    num_clips: usize,
-    num_frames: usize,
-    stride: usize,
-    seed: u64,
-) -> (Vec<Clip>, usize) {
-    let need = (num_frames * stride) as u64;
-    let eligible: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] >= need).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let chosen: Vec<usize> = if eligible.len() <= num_clips {
-        eligible.clone()
+pub fn real_clips(counts: &[u64], draw: &RealDraw) -> (Vec<Clip>, usize) {
+    let eligible: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] >= draw.min_frames()).collect();
+    let rng = ChaCha8Rng::seed_from_u64(draw.seed);
+    let n = eligible.len();
+    (clips_from(counts, eligible, draw, rng), n)
+}
+
+/// Real clips from the videos that [`real_clips`] did not choose (`reference`), drawn the same
+/// way from another stream of the same seed: FVD between these and the reference is the
+/// sampling floor, what a perfect generator would score with this many clips. Fewer than
+/// `num_clips` when too few videos are left.
+pub fn held_out_clips(counts: &[u64], draw: &RealDraw, reference: &[Clip]) -> Vec<Clip> {
+    let eligible: Vec<usize> = (0..counts.len())
+        .filter(|&i| counts[i] >= draw.min_frames() && !reference.iter().any(|c| c.video == i))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(draw.seed);
+    rng.set_stream(1);
+    clips_from(counts, eligible, draw, rng)
+}
+
+fn clips_from(counts: &[u64], eligible: Vec<usize>, draw: &RealDraw, mut rng: ChaCha8Rng) -> Vec<Clip> {
+    let (need, stride) = (draw.min_frames(), draw.stride as u64);
+    let chosen: Vec<usize> = if eligible.len() <= draw.num_clips {
+        eligible
     } else {
-        sample(&mut rng, eligible.len(), num_clips)
-            .into_iter()
-            .map(|k| eligible[k])
-            .collect()
+        sample(&mut rng, eligible.len(), draw.num_clips).into_iter().map(|k| eligible[k]).collect()
     };
-    let clips = chosen
+    chosen
         .into_iter()
         .map(|video| {
             // StyleGAN-V: random.randint(0, n - num_frames*s + s - 1), inclusive.
-            let max_start = counts[video] - need + stride as u64 - 1;
+            let max_start = counts[video] - need + stride - 1;
             let start = rng.random_range(0..=max_start);
-            Clip {
-                video,
-                frames: (0..num_frames as u64)
-                    .map(|k| start + k * stride as u64)
-                    .collect(),
-            }
+            // Drawn only when asked for, so that unmirrored draws stay what they were.
+            let mirror = draw.mirror && rng.random_bool(0.5);
+            Clip { video, frames: (0..draw.num_frames as u64).map(|k| start + k * stride).collect(), mirror }
         })
-        .collect();
-    (clips, eligible.len())
+        .collect()
 }
 
 /// Generated clips for FVD: the first `num_frames` frames (stride `stride`) of the first
@@ -62,6 +93,7 @@ pub fn fake_clips(counts: &[u64], num_clips: usize, num_frames: usize, stride: u
         .map(|video| Clip {
             video,
             frames: (0..num_frames as u64).map(|k| k * stride as u64).collect(),
+            mirror: false,
         })
         .collect()
 }

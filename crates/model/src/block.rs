@@ -76,7 +76,8 @@ pub struct Block {
     pub attn_temporal: Option<Attention>,
     pub norm2: Option<LayerNorm>,
     pub mlp: Mlp,
-    /// adaLN mode only: SiLU → Linear(D, 6D) (9D for variant 3), key `adaLN_modulation.1`.
+    /// adaLN mode only: SiLU → Linear(D, 6D), key `adaLN_modulation.1`; variant 3's two
+    /// attentions share the first three chunks (see [`crate::LatteConfig::num_blocks`]).
     pub ada_ln_modulation: Option<Linear>,
     #[module(skip)]
     pub kind: BlockKind,
@@ -90,7 +91,6 @@ impl Block {
     pub(crate) fn new(f: &ParamFactory, i: usize, kind: BlockKind, d: usize, heads: usize, mlp_hidden: usize, tokens: bool) -> Self {
         let path = format!("blocks.{i}");
         let factorised = kind == BlockKind::Factorised;
-        let n_mod = if factorised { 9 } else { 6 };
         Block {
             norm1: tokens.then(|| affine_ln(d, f)),
             attn: Attention::new(f, &format!("{path}.attn"), d, heads),
@@ -102,7 +102,7 @@ impl Block {
                 fc2: linear_layer(f, &format!("{path}.mlp.fc2"), mlp_hidden, d, xavier(mlp_hidden, d)),
             },
             // adaLN-Zero: weight and bias zero, so the block starts as the identity
-            ada_ln_modulation: (!tokens).then(|| linear_layer(f, &format!("{path}.adaLN_modulation.1"), d, n_mod * d, Init::Zeros)),
+            ada_ln_modulation: (!tokens).then(|| linear_layer(f, &format!("{path}.adaLN_modulation.1"), d, 6 * d, Init::Zeros)),
             kind,
         }
     }
@@ -196,9 +196,9 @@ impl Block {
                 };
                 let attn_t = self.attn_temporal.as_ref().expect("a factorised block has a temporal attention");
                 let x = on_video(x, t, fv, |v| {
-                    self.attn_sublayer(v, &mv, 3, &self.norm_temporal, ctx, |h, p| attn_t.forward(h, p, Grouping::Temporal, ctx.rope))
+                    self.attn_sublayer(v, &mv, 0, &self.norm_temporal, ctx, |h, p| attn_t.forward(h, p, Grouping::Temporal, ctx.rope))
                 });
-                self.mlp_sublayer(x, &m, 6)
+                self.mlp_sublayer(x, &m, 3)
             }
         }
     }

@@ -46,7 +46,8 @@ pub struct LatteConfig {
     pub patch_size: usize,
     pub in_channels: usize,
     pub hidden_size: usize,
-    /// Number of blocks (`blocks.{i}` keys), for every variant.
+    /// Number of blocks (`blocks.{i}` keys) of variants 1, 2 and 4; variant 3 builds
+    /// [`LatteConfig::num_blocks`] blocks from it.
     pub depth: usize,
     pub num_heads: usize,
     pub mlp_ratio: f64,
@@ -163,6 +164,22 @@ impl LatteConfig {
         match self.conditioning {
             Conditioning::Adaln => 0,
             Conditioning::Tokens => 1 + usize::from(self.num_classes.is_some()),
+        }
+    }
+
+    /// Blocks the model builds. Variants 1, 2 and 4: `depth`. Variant 3's blocks hold two
+    /// attentions, so it builds fewer, as many as give it about variant 1's parameters, as the
+    /// paper's Table 3 does (XL/2: 673.68 M for V1, 676.33 M for V3): a V1 block has
+    /// (4 + 2r + 6)·D² weights (attention, MLP of ratio r, 6-chunk adaLN), a V3 block
+    /// (8 + 2r + 6)·D², so V3 builds `round(depth·(10 + 2r)/(14 + 2r))`: 23 for depth 28 (r = 4),
+    /// 676.35 M at XL/2.
+    pub fn num_blocks(&self) -> usize {
+        match self.variant {
+            3 => {
+                let r = self.mlp_ratio;
+                ((self.depth as f64 * (10.0 + 2.0 * r) / (14.0 + 2.0 * r)).round() as usize).max(1)
+            }
+            _ => self.depth,
         }
     }
 

@@ -31,14 +31,14 @@ pub fn forward_macs(cfg: &LatteConfig) -> u64 {
     let mut total = 0u64;
     total += tokens * c * s * p * p * d; // patch embedding
     total += 256 * d + d * d; // timestep MLP (one row)
-    for i in 0..cfg.depth {
+    for i in 0..cfg.num_blocks() {
         let kind = block_kind(cfg, i);
         let (attn_macs, n_mod, mod_rows) = match kind {
             BlockKind::Spatial => (qkv_proj(tokens + pre * t) + attn(t, n, d), 6, t),
             BlockKind::Temporal => (qkv_proj(tokens + pre * n) + attn(n, t, d), 6, n),
             BlockKind::Factorised => (
                 qkv_proj(tokens + pre * t) + attn(t, n, d) + qkv_proj(tokens + pre * n) + attn(n, t, d),
-                9,
+                6,
                 t,
             ),
             BlockKind::Split => (qkv_proj(tokens + pre) + attn(t, n, d / 2) + attn(n, t, d / 2), 6, t),

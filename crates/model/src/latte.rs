@@ -65,7 +65,7 @@ impl Latte {
             pos_embed: frozen_table(&f, "pos_embed", grid * grid, d, pos_embed_2d(d, grid)),
             temp_embed: (cfg.temporal_pos == TemporalPos::Absolute)
                 .then(|| frozen_table(&f, "temp_embed", cfg.token_frames(), d, temp_embed_1d(d, cfg.token_frames()))),
-            blocks: (0..cfg.depth)
+            blocks: (0..cfg.num_blocks())
                 .map(|i| Block::new(&f, i, block_kind(cfg, i), d, cfg.num_heads, cfg.mlp_hidden(), tokens))
                 .collect(),
             final_layer: FinalLayer::new(&f, d, p * p * cfg.out_channels(), tokens),

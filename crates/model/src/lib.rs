@@ -8,9 +8,12 @@
 //!
 //! [ours] choices (the reference has no code for them):
 //! - Every variant keeps `depth` blocks under `blocks.{i}`. V2: blocks `0..depth/2` spatial, the
-//!   rest temporal. V3: every block is spatial attention → temporal attention → MLP with 9·D
-//!   adaLN outputs (`shift, scale, gate` × spatial, temporal, MLP; extra keys
-//!   `blocks.{i}.attn_temporal.*`). V4: heads `0..H/2` spatial, `H/2..H` temporal, one `qkv`
+//!   rest temporal. V3: every block is spatial attention → temporal attention → MLP with 6·D
+//!   adaLN outputs (the two attentions share `shift, scale, gate`; extra keys
+//!   `blocks.{i}.attn_temporal.*`), and fewer blocks than `depth` (23 for 28, see
+//!   [`LatteConfig::num_blocks`]), so that V3 has about V1's parameters as in the paper's
+//!   Table 3 (676.35 M against the paper's 676.33 M at XL/2; 28 blocks with a 9·D adaLN, our
+//!   earlier choice, had 934 M). V4: heads `0..H/2` spatial, `H/2..H` temporal, one `qkv`
 //!   and one `proj`.
 //! - The absolute temporal table is added once, before the first temporal operation: V1 after
 //!   block 0 (the reference), V2 before block `depth/2`, V3 inside block 0 between its spatial

@@ -147,6 +147,13 @@ pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Val
     CheckpointState { format: FORMAT.into(), version: VERSION, step, config: config.clone(), model: model.clone(), interrupted }
 }
 
+/// The EMA weights (`ema.bpk`, `ema = true`) or the raw ones (`model.bpk`) of the checkpoint
+/// in `dir`, loaded into `model`: a fresh module of the architecture its `state.json` names.
+pub fn load_weights<M: Module>(dir: &Path, model: M, ema: bool) -> Result<M, TrainError> {
+    let file = dir.join(if ema { "ema.bpk" } else { "model.bpk" });
+    model.try_load_file(file.clone()).map_err(|e| TrainError::Checkpoint { path: file, message: e.to_string() })
+}
+
 /// Model, EMA and optimizer of the checkpoint in `dir`, loaded into the given fresh ones.
 pub(crate) fn load<M: Module>(dir: &Path, model: M, ema: M, optim: ModuleOptimizer) -> Result<(M, M, ModuleOptimizer), TrainError> {
     let fail = |path: PathBuf| move |e: burn::store::RecordError| TrainError::Checkpoint { path, message: e.to_string() };
