@@ -11,7 +11,7 @@ use latte_video::WindowSpec;
 pub struct Frames;
 
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "size", ty: ParamType::Int, default: Some("64"), help: "output frames are size × size (256 in the paper)" },
+    ParamSpec { name: "size", ty: ParamType::Int, default: Some("64"), help: "output frames are size × size (256 in the paper); a multiple of 8 (SD's VAE downsamples ×8) from 8 to 4096" },
     ParamSpec {
         name: "windows_per_video",
         ty: ParamType::Int,
@@ -27,8 +27,8 @@ const INPUTS: &[InputSpec] = &[InputSpec { name: "videos", required: true, help:
 
 fn options(p: &Params) -> Result<ExtractOptions, StageError> {
     let size = p.usize("size")?;
-    if !(8..=4096).contains(&size) {
-        return Err(format!("parameter `size` is {size}; use 8..=4096").into());
+    if !(8..=4096).contains(&size) || !size.is_multiple_of(8) {
+        return Err(format!("parameter `size` is {size}; use a multiple of 8 from 8 to 4096 (the VAE downsamples ×8, so latents are size/8 on a side)").into());
     }
     let spec = WindowSpec { num_frames: p.usize("num_frames")?, interval: p.usize("frame_interval")? };
     if spec.num_frames == 0 || spec.interval == 0 {
@@ -141,5 +141,25 @@ mod tests {
         let out = run(&Frames, "frames", &inputs, &Cancel::new()).unwrap();
         assert!(out.join("frames.zarr").is_dir());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Values that cannot work, or counts too large to be meant, are refused when the pipeline
+    /// loads, naming the file, line and parameter, before anything runs.
+    #[test]
+    fn impossible_sizes_and_counts_are_refused_at_load() {
+        let mut r = Registry::new();
+        r.register(Videos);
+        r.register(Frames);
+        let load = |videos: &str, size: &str| {
+            let text = format!("[stages.videos]\nkind = \"videos\"\n{videos}\n[stages.frames]\nkind = \"frames\"\ninputs = {{ videos = \"videos\" }}\n{size}\n");
+            latte_engine::pipeline::parse(&text, std::path::Path::new("/p/pipeline.toml"), &r, &Default::default()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(load("num_videos = 8", "size = 64"), Ok(()));
+        let e = load("num_videos = 8", "size = 61").unwrap_err();
+        assert!(e.contains("pipeline.toml:7: `stages.frames.size`") && e.contains("`size` is 61") && e.contains("multiple of 8"), "{e}");
+        let e = load("num_videos = 99999999999", "size = 64").unwrap_err();
+        assert!(e.contains("pipeline.toml:1") && e.contains("num_videos must be 1..=1000000"), "{e}");
+        let e = load("max_frames = 10000000", "size = 64").unwrap_err();
+        assert!(e.contains("max_frames <= 100000"), "{e}");
     }
 }

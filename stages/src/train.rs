@@ -202,7 +202,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     if h != w {
         bail!("{}: latents are {h}×{w}; the model needs square latents", store_dir.display());
     }
-    let scale_factor = meta.extra.get("scale_factor").and_then(|v| v.as_f64()).unwrap_or(0.18215);
+    let scale_factor = meta.extra.get("scale_factor").and_then(|v| v.as_f64()).unwrap_or(latte_vae::SD_SCALING_FACTOR);
 
     // Clips the window rule can serve in full (the reference asserts on shorter ones).
     let spec = WindowSpec { num_frames: cfg.num_frames, interval: p.usize("frame_interval").map_err(err)? };

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     latent_size: usize,
     /// With a weights file: the latent scale factor the model was trained at.
-    #[arg(long, default_value_t = 0.18215)]
+    #[arg(long, default_value_t = latte_vae::SD_SCALING_FACTOR)]
     scale_factor: f64,
     /// A `vae_train` output (holding `vae/`) or a diffusers AutoencoderKL folder.
     #[arg(long)]

@@ -10,6 +10,11 @@ use crate::frame::Frame;
 /// The motion classes, in label order.
 pub const MOTION_CLASSES: [&str; 4] = ["horizontal", "vertical", "diagonal", "orbit"];
 
+/// Most synthetic videos a dataset may ask for.
+pub const MAX_VIDEOS: usize = 1_000_000;
+/// Most frames a synthetic video may have.
+pub const MAX_FRAMES: usize = 100_000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticConfig {
     pub num_videos: usize,
@@ -35,10 +40,18 @@ impl Default for SyntheticConfig {
 pub struct SyntheticError(pub String);
 
 impl SyntheticConfig {
+    /// Refuses values that cannot work, and counts so large they cannot be meant (beyond
+    /// [`MAX_VIDEOS`] videos or [`MAX_FRAMES`] frames a video, the data would not fit a disk).
     pub fn validate(&self) -> Result<(), SyntheticError> {
         let e = |m: String| Err(SyntheticError(m));
-        if self.num_videos == 0 {
-            return e("num_videos must be at least 1".into());
+        if !(1..=MAX_VIDEOS).contains(&self.num_videos) {
+            return e(format!("num_videos must be 1..={MAX_VIDEOS}, got {}", self.num_videos));
+        }
+        if self.min_frames == 0 || self.min_frames > self.max_frames || self.max_frames > MAX_FRAMES {
+            return e(format!("need 1 <= min_frames <= max_frames <= {MAX_FRAMES}, got {}..={}", self.min_frames, self.max_frames));
+        }
+        if self.width > 4096 || self.height > 4096 {
+            return e(format!("width and height must be at most 4096, got {}x{}", self.width, self.height));
         }
         if self.min_frames == 0 || self.min_frames > self.max_frames {
             return e(format!("need 1 <= min_frames <= max_frames, got {}..={}", self.min_frames, self.max_frames));
