@@ -145,9 +145,18 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let use_ema = sample_p.bool("use_ema").map_err(|e| anyhow!("{e}"))?;
     // What moves a checkpoint's numbers besides its weights: the settings, the two stages'
     // code versions, and the VAE and real frames (store folders are named by their key).
+    // The device enters as its kind only, as in the engine's cache keys: another GPU of the same
+    // kind gives the same numbers.
+    let keyed = |p: &Params| {
+        let mut values = p.values.clone();
+        if let Some(toml::Value::String(d)) = values.get_mut("device") {
+            *d = latte_engine::device_kind(d);
+        }
+        values
+    };
     let settings = json!({
-        "sample": sample_p.values,
-        "metrics": metrics_p.values,
+        "sample": keyed(&sample_p),
+        "metrics": keyed(&metrics_p),
         "versions": {"eval_curve": EvalCurve.version(), "sample": Sample.version(), "metrics": Metrics.version()},
         "vae": input_name(ctx, "vae")?,
         "frames": input_name(ctx, "frames")?,
