@@ -160,6 +160,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         "versions": {"eval_curve": EvalCurve.version(), "sample": Sample.version(), "metrics": Metrics.version()},
         "vae": input_name(ctx, "vae")?,
         "frames": input_name(ctx, "frames")?,
+        // A network file replaced at the same path must not reuse old evaluations.
+        "networks": network_digests(&metrics_p)?,
     });
     ctx.progress.set_length(checkpoints.len() as u64);
     let (mut points, mut reused) = (Vec::new(), 0);
@@ -197,6 +199,17 @@ fn memo_key(dir: &Path, use_ema: bool, settings: &Value) -> anyhow::Result<Strin
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&json!({"weights": digest, "model": state.model, "scale_factor": state.config.scale_factor, "settings": settings}))?);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The SHA-256 of each metric network's weights file that exists (by parameter name).
+fn network_digests(metrics_p: &Params) -> anyhow::Result<Value> {
+    let mut out = serde_json::Map::new();
+    for key in ["i3d_weights", "inception_weights"] {
+        if let Some(path) = metrics_p.opt_str(key).map_err(|e| anyhow!("{e}"))?.map(Path::new).filter(|p| p.is_file()) {
+            out.insert(key.to_owned(), json!(latte_metrics::weights::file_sha256(path)?));
+        }
+    }
+    Ok(Value::Object(out))
 }
 
 fn input_name(ctx: &StageContext<'_>, slot: &str) -> anyhow::Result<String> {
