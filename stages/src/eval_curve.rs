@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::{Latte, LatteConfig};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use latte_train::checkpoint::CheckpointState;
 
 use crate::metrics::Metrics;
 use crate::sample::Sample;
@@ -167,14 +167,15 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let (mut points, mut reused) = (Vec::new(), 0);
     for (step, dir) in &checkpoints {
         ctx.check_cancelled()?;
-        let key = memo_key(dir, use_ema, &settings)?;
+        let state = latte_train::checkpoint::read_state(dir)?;
+        let key = memo_key(dir, &state, use_ema, &settings)?;
         let entry = ctx.memo.join(&key);
         if entry.join("metrics.json").is_file() {
             reused += 1;
             ctx.progress.log(&format!("eval_curve: step {step}: evaluated before ({})", entry.display()));
         } else {
             ctx.progress.log(&format!("eval_curve: step {step}: sampling and scoring"));
-            evaluate(ctx, dir, use_ema, &sample_p, &metrics_p, &entry)?;
+            evaluate(ctx, dir, &state, use_ema, &sample_p, &metrics_p, &entry)?;
         }
         let metrics: Value = serde_json::from_slice(&std::fs::read(entry.join("metrics.json"))?).with_context(|| format!("{}", entry.join("metrics.json").display()))?;
         let shown = ctx.out.join("points").join(format!("step-{step:08}"));
@@ -192,13 +193,11 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 }
 
 /// The memo key of one checkpoint's evaluation: its weights' digest and `settings`.
-fn memo_key(dir: &Path, use_ema: bool, settings: &Value) -> anyhow::Result<String> {
-    let state = latte_train::checkpoint::read_state(dir)?;
+fn memo_key(dir: &Path, state: &CheckpointState, use_ema: bool, settings: &Value) -> anyhow::Result<String> {
     let weights = dir.join(if use_ema { "ema.bpk" } else { "model.bpk" });
     let digest = latte_metrics::weights::file_sha256(&weights)?;
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&json!({"weights": digest, "model": state.model, "scale_factor": state.config.scale_factor, "settings": settings}))?);
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let keyed = json!({"weights": digest, "model": state.model, "scale_factor": state.config.scale_factor, "settings": settings});
+    Ok(latte_engine::hash::sha256_hex(&serde_json::to_vec(&keyed)?))
 }
 
 /// The SHA-256 of each metric network's weights file that exists (by parameter name).
@@ -219,7 +218,7 @@ fn input_name(ctx: &StageContext<'_>, slot: &str) -> anyhow::Result<String> {
 
 /// Samples from the checkpoint in `dir` and scores the samples, leaving `metrics.json` and the
 /// samples' `grid.gif` in `entry` (atomically: nothing there until both exist).
-fn evaluate(ctx: &StageContext<'_>, dir: &Path, use_ema: bool, sample_p: &Params, metrics_p: &Params, entry: &Path) -> anyhow::Result<()> {
+fn evaluate(ctx: &StageContext<'_>, dir: &Path, state: &CheckpointState, use_ema: bool, sample_p: &Params, metrics_p: &Params, entry: &Path) -> anyhow::Result<()> {
     let scratch = ctx.work.join(entry.file_name().unwrap_or_default());
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
@@ -227,7 +226,6 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, use_ema: bool, sample_p: &Params
     // The checkpoint as a `train` output, which is what the sample stage reads.
     let model_dir = scratch.join("train");
     std::fs::create_dir_all(&model_dir)?;
-    let state = latte_train::checkpoint::read_state(dir)?;
     let cfg: LatteConfig = serde_json::from_value(state.model.clone()).with_context(|| format!("{}: `model` is not a Latte configuration", dir.join("state.json").display()))?;
     let cpu = latte_nn::device::device_from_name("cpu")?;
     let model = latte_train::checkpoint::load_weights(dir, Latte::new(&cfg, &cpu, 0)?, use_ema)?;
@@ -262,20 +260,14 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, use_ema: bool, sample_p: &Params
 }
 
 /// The computed metric entries of a `metrics.json` (`fvd`, `fid`): name and value.
-fn values(metrics: &Value) -> Vec<(&'static str, String, f64)> {
-    ["fvd", "fid"]
-        .into_iter()
-        .filter_map(|k| {
-            let e = &metrics[k];
-            Some((k, e["name"].as_str()?.to_owned(), e["value"].as_f64()?))
-        })
-        .collect()
+fn values(metrics: &Value) -> Vec<(String, f64)> {
+    ["fvd", "fid"].into_iter().filter_map(|k| Some((metrics[k]["name"].as_str()?.to_owned(), metrics[k]["value"].as_f64()?))).collect()
 }
 
 fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> anyhow::Result<()> {
     let mut curves: serde_json::Map<String, Value> = serde_json::Map::new();
     for p in points {
-        for (_, name, v) in values(&p.metrics) {
+        for (name, v) in values(&p.metrics) {
             if let Some(line) = curves.entry(name).or_insert_with(|| json!([])).as_array_mut() {
                 line.push(json!([p.step, v]));
             }
