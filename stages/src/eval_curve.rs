@@ -1,7 +1,7 @@
 //! `eval_curve`: FVD (and FID where asked) of every kept checkpoint of a `train` output, the
 //! paper's evidence (Fig. 6, Fig. 8) being FVD over training iterations, not one number.
 //!
-//! For each checkpoint it samples with the `sample` stage and scores with the `metrics` stage
+//! For each checkpoint it samples as the `sample` stage does and scores with the `metrics` stage
 //! (their parameters keep their meaning here; the metrics stage's `seed` is `metrics_seed`), so
 //! a point of the curve is exactly what those two stages give for that checkpoint. Each
 //! checkpoint's evaluation is kept in the engine's memo directory under the digest of its
@@ -14,17 +14,16 @@
 //! a grid's summary table) and `points/step-NNNNNNNN/` (each checkpoint's `metrics.json` and
 //! sample `grid.gif`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
-use latte_model::{Latte, LatteConfig};
 use serde_json::{json, Value};
 use latte_train::checkpoint::CheckpointState;
 
 use crate::metrics::Metrics;
-use crate::sample::Sample;
+use crate::sample::{sample_to_dir, ModelSource, Sample, SampleOptions};
 
 pub struct EvalCurve;
 
@@ -175,7 +174,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
             ctx.progress.log(&format!("eval_curve: step {step}: evaluated before ({})", entry.display()));
         } else {
             ctx.progress.log(&format!("eval_curve: step {step}: sampling and scoring"));
-            evaluate(ctx, dir, &state, use_ema, &sample_p, &metrics_p, &entry)?;
+            evaluate(ctx, dir, &sample_p, &metrics_p, &entry)?;
         }
         let metrics: Value = serde_json::from_slice(&std::fs::read(entry.join("metrics.json"))?).with_context(|| format!("{}", entry.join("metrics.json").display()))?;
         let shown = ctx.out.join("points").join(format!("step-{step:08}"));
@@ -218,32 +217,25 @@ fn input_name(ctx: &StageContext<'_>, slot: &str) -> anyhow::Result<String> {
 
 /// Samples from the checkpoint in `dir` and scores the samples, leaving `metrics.json` and the
 /// samples' `grid.gif` in `entry` (atomically: nothing there until both exist).
-fn evaluate(ctx: &StageContext<'_>, dir: &Path, state: &CheckpointState, use_ema: bool, sample_p: &Params, metrics_p: &Params, entry: &Path) -> anyhow::Result<()> {
+fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &Params, entry: &Path) -> anyhow::Result<()> {
     let scratch = ctx.work.join(entry.file_name().unwrap_or_default());
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
     }
-    // The checkpoint as a `train` output, which is what the sample stage reads.
-    let model_dir = scratch.join("train");
-    std::fs::create_dir_all(&model_dir)?;
-    let cfg: LatteConfig = serde_json::from_value(state.model.clone()).with_context(|| format!("{}: `model` is not a Latte configuration", dir.join("state.json").display()))?;
-    let cpu = latte_nn::device::device_from_name("cpu")?;
-    let model = latte_train::checkpoint::load_weights(dir, Latte::new(&cfg, &cpu, 0)?, use_ema)?;
-    model.save_safetensors(&model_dir.join(if use_ema { "model.safetensors" } else { "model_raw.safetensors" }))?;
-    let config = json!({"model": state.model, "latents": {"scale_factor": state.config.scale_factor}});
-    std::fs::write(model_dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
-
     let (samples, scored) = (scratch.join("sample"), scratch.join("metrics"));
-    let vae = ctx.input("vae").map_err(|e| anyhow!("{e}"))?.to_owned();
-    let frames = ctx.input("frames").map_err(|e| anyhow!("{e}"))?.to_owned();
-    let sub = |stage: &dyn Stage, params: &Params, inputs: [(&str, PathBuf); 2], out: &Path| -> anyhow::Result<()> {
-        std::fs::create_dir_all(out)?;
-        let inputs = inputs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let sub = StageContext { name: ctx.name, params, inputs: &inputs, out, work: &scratch, memo: ctx.memo, threads: ctx.threads, progress: &latte_engine::NoProgress, cancel: ctx.cancel };
-        stage.run(&sub).map_err(|e| anyhow!("{e}")).with_context(|| format!("the {} stage's run for checkpoint {}", stage.kind(), dir.display()))
-    };
-    sub(&Sample, sample_p, [("train", model_dir.clone()), ("vae", vae)], &samples)?;
-    sub(&Metrics, metrics_p, [("samples", samples.clone()), ("frames", frames)], &scored)?;
+    std::fs::create_dir_all(&samples)?;
+    let vae = crate::sample::vae_folder(ctx.input("vae").map_err(|e| anyhow!("{e}"))?);
+    let opts = SampleOptions::from_params(sample_p)?;
+    // Stops between two denoising steps once the run is cancelled.
+    let progress = crate::cancel::Stopping { inner: &latte_engine::NoProgress, cancel: ctx.cancel };
+    crate::cancel::stoppable(|| sample_to_dir(&ModelSource::Checkpoint(dir.to_owned()), &vae, &samples, &opts, &progress))
+        .map_err(anyhow::Error::new)?
+        .with_context(|| format!("sampling from checkpoint {}", dir.display()))?;
+
+    std::fs::create_dir_all(&scored)?;
+    let inputs = [("samples".to_owned(), samples.clone()), ("frames".to_owned(), ctx.input("frames").map_err(|e| anyhow!("{e}"))?.to_owned())].into_iter().collect();
+    let sub = StageContext { name: ctx.name, params: metrics_p, inputs: &inputs, out: &scored, work: &scratch, memo: ctx.memo, threads: ctx.threads, progress: &latte_engine::NoProgress, cancel: ctx.cancel };
+    Metrics.run(&sub).map_err(|e| anyhow!("{e}")).with_context(|| format!("the metrics stage's run for checkpoint {}", dir.display()))?;
 
     let tmp = scratch.join("entry");
     std::fs::create_dir_all(&tmp)?;

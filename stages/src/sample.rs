@@ -26,19 +26,17 @@
 //!
 //! Shape legend: B batch, F frames, C latent channels, h, w latent side, H, W pixel side.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use latte_diffusion::{gaussian_noise, GaussianDiffusion};
+use latte_diffusion::{GaussianDiffusion, Method, SeededRun};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
-use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_model::burn::tensor::Device;
 use latte_model::{Latte, LatteConfig};
 use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
-use latte_vae::{AutoencoderKL, VaeFolder};
-use latte_video::{write_gif, write_video, EncodeOptions, Frame};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use latte_train::{TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
+use latte_vae::VaeFolder;
+use latte_video::{tile_grid, write_gif, write_video, EncodeOptions, Frame};
 
 pub struct Sample;
 
@@ -85,23 +83,15 @@ const INPUTS: &[InputSpec] = &[
     InputSpec { name: "vae", required: false, help: "a `vae_train` stage (vae/); not needed when `weights` is set" },
 ];
 
-/// The reverse process to run.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Method {
-    Ddpm,
-    Ddim { eta: f64 },
-}
-
-impl Method {
-    pub fn parse(name: &str, eta: f64) -> anyhow::Result<Self> {
-        if !(eta.is_finite() && eta >= 0.0) {
-            bail!("parameter `eta` is {eta}; use a number >= 0 (0 = deterministic DDIM)");
-        }
-        match name {
-            "ddpm" => Ok(Method::Ddpm),
-            "ddim" => Ok(Method::Ddim { eta }),
-            other => bail!("parameter `method` is \"{other}\"; use \"ddpm\" or \"ddim\""),
-        }
+/// The `method` and `eta` parameters as a reverse process.
+pub fn parse_method(name: &str, eta: f64) -> anyhow::Result<Method> {
+    if !(eta.is_finite() && eta >= 0.0) {
+        bail!("parameter `eta` is {eta}; use a number >= 0 (0 = deterministic DDIM)");
+    }
+    match name {
+        "ddpm" => Ok(Method::Ddpm),
+        "ddim" => Ok(Method::Ddim { eta }),
+        other => bail!("parameter `method` is \"{other}\"; use \"ddpm\" or \"ddim\""),
     }
 }
 
@@ -160,13 +150,13 @@ impl SampleOptions {
             .ok_or_else(|| anyhow!("parameter `precision` is \"{}\"; use \"f32\", \"f16\" or \"bf16\"", self.precision))
     }
 
-    fn from_params(p: &Params) -> anyhow::Result<Self> {
+    pub(crate) fn from_params(p: &Params) -> anyhow::Result<Self> {
         let e = |e: StageError| anyhow!("{e}");
         let fps = p.usize("fps").map_err(e)?;
         Ok(SampleOptions {
             n: p.usize("n").map_err(e)?,
             batch_size: p.usize("batch_size").map_err(e)?,
-            method: Method::parse(p.str("method").map_err(e)?, p.float("eta").map_err(e)?)?,
+            method: parse_method(p.str("method").map_err(e)?, p.float("eta").map_err(e)?)?,
             steps: p.usize("steps").map_err(e)?,
             cfg_scale: p.float("cfg_scale").map_err(e)?,
             use_ema: p.bool("use_ema").map_err(e)?,
@@ -279,6 +269,8 @@ pub enum ModelSource {
     /// The output folder of a `train` stage (`config.json`, `model.safetensors`,
     /// `model_raw.safetensors`).
     TrainDir(PathBuf),
+    /// A checkpoint folder of a training run (`state.json`, `ema.bpk`, `model.bpk`).
+    Checkpoint(PathBuf),
     /// A weights file with the configuration it was trained with: an official Latte checkpoint
     /// (`.pt`/`.pth`, EMA weights when present, as the reference's `find_model`) or a
     /// `.safetensors` under the reference's key names.
@@ -288,219 +280,37 @@ pub enum ModelSource {
 impl std::fmt::Display for ModelSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ModelSource::TrainDir(p) | ModelSource::File { path: p, .. } => write!(f, "{}", p.display()),
+            ModelSource::TrainDir(p) | ModelSource::Checkpoint(p) | ModelSource::File { path: p, .. } => write!(f, "{}", p.display()),
         }
     }
 }
 
-/// A trained Latte and the latent scale factor it was trained at.
-pub struct Checkpoint {
-    pub model: Latte,
-    pub scale_factor: f64,
-}
-
-impl Checkpoint {
-    pub fn load(source: &ModelSource, use_ema: bool, device: &Device) -> anyhow::Result<Self> {
-        match source {
-            ModelSource::TrainDir(dir) => Self::from_train_dir(dir, use_ema, device),
-            ModelSource::File { path, config, scale_factor } => {
-                if !use_ema {
-                    bail!("`use_ema = false` needs the `train` input (model_raw.safetensors); a checkpoint file gives its EMA weights");
-                }
-                let mut model = Latte::new(config, device, 0)?;
-                let pt = matches!(path.extension().and_then(|e| e.to_str()), Some("pt" | "pth"));
-                if pt {
-                    model.load_latte_checkpoint(path).map(|_| ())
-                } else {
-                    model.load_safetensors(path).map(|_| ())
-                }
-                .with_context(|| format!("loading the Latte weights {} (check `model`, `num_classes`, `num_frames`, `latent_size`)", path.display()))?;
-                Ok(Checkpoint { model, scale_factor: *scale_factor })
+/// The EMA (`use_ema`) or raw weights of `source` on `device`, and the latent scale factor the
+/// model was trained at.
+pub fn load_model(source: &ModelSource, use_ema: bool, device: &Device) -> anyhow::Result<(Latte, f64)> {
+    match source {
+        ModelSource::TrainDir(dir) => {
+            let config = TrainOutputConfig::<LatteConfig>::read(dir)?;
+            let mut model = Latte::new(&config.model, device, 0).with_context(|| format!("{}: key `model`", dir.join(TRAIN_OUTPUT_CONFIG).display()))?;
+            let weights = dir.join(if use_ema { "model.safetensors" } else { "model_raw.safetensors" });
+            model.load_safetensors(&weights).with_context(|| format!("loading the weights {}", weights.display()))?;
+            Ok((model, config.latents.scale_factor))
+        }
+        ModelSource::Checkpoint(dir) => {
+            let state = latte_train::checkpoint::read_state(dir)?;
+            let config: LatteConfig = serde_json::from_value(state.model.clone()).with_context(|| format!("{}: `model` is not a Latte configuration", dir.join("state.json").display()))?;
+            let model = latte_train::checkpoint::load_weights(dir, Latte::new(&config, device, 0)?, use_ema)?;
+            Ok((model, state.config.scale_factor))
+        }
+        ModelSource::File { path, config, scale_factor } => {
+            if !use_ema {
+                bail!("`use_ema = false` needs the `train` input (model_raw.safetensors); a checkpoint file gives its EMA weights");
             }
+            let mut model = Latte::new(config, device, 0)?;
+            model.load_weights_file(path).with_context(|| format!("loading the Latte weights {} (check `model`, `num_classes`, `num_frames`, `latent_size`)", path.display()))?;
+            Ok((model, *scale_factor))
         }
     }
-
-    /// Reads `config.json` (`model`: the LatteConfig, `latents.scale_factor`) and the EMA
-    /// (`model.safetensors`) or raw (`model_raw.safetensors`) weights of a train output.
-    pub fn from_train_dir(train_dir: &Path, use_ema: bool, device: &Device) -> anyhow::Result<Self> {
-        let config_path = train_dir.join("config.json");
-        let text = std::fs::read(&config_path)
-            .with_context(|| format!("reading {} (is this the output folder of a `train` stage?)", config_path.display()))?;
-        let config: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
-        let model_cfg = config
-            .get("model")
-            .ok_or_else(|| anyhow!("{}: no key `model` (the LatteConfig the train stage writes)", config_path.display()))?;
-        let model_cfg: LatteConfig =
-            serde_json::from_value(model_cfg.clone()).with_context(|| format!("{}: key `model` is not a Latte configuration", config_path.display()))?;
-        let scale_factor = match config.pointer("/latents/scale_factor") {
-            None => latte_vae::SD_SCALING_FACTOR,
-            Some(v) => v.as_f64().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
-                anyhow!("{}: key `latents.scale_factor` is {v}; expected a positive number", config_path.display())
-            })?,
-        };
-        let mut model = Latte::new(&model_cfg, device, 0).with_context(|| format!("{}: key `model`", config_path.display()))?;
-        let weights = train_dir.join(if use_ema { "model.safetensors" } else { "model_raw.safetensors" });
-        model.load_safetensors(&weights).with_context(|| format!("loading the weights {}", weights.display()))?;
-        Ok(Checkpoint { model, scale_factor })
-    }
-}
-
-/// The RNG of sample `index`: its class, initial noise and per-step noise, in that order.
-pub fn sample_rng(seed: u64, index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index as u64);
-    rng
-}
-
-/// Runs the reverse process over the respaced step indices `ks` (descending; `0..K` reversed
-/// for a full run) from `x` (B, F, C, h, w). `model(x, t)` gets the original timesteps and
-/// returns (B, F, 2C, h, w); `noise(dims)` gives each step's z (called only when the step uses
-/// noise); `on_step` is told how many steps are done.
-pub fn sample_loop(
-    diffusion: &GaussianDiffusion,
-    method: Method,
-    mut model: impl FnMut(Tensor<5>, Tensor<1, Int>) -> anyhow::Result<Tensor<5>>,
-    x: Tensor<5>,
-    ks: &[usize],
-    mut noise: impl FnMut([usize; 5]) -> Tensor<5>,
-    mut on_step: impl FnMut(usize),
-) -> anyhow::Result<Tensor<5>> {
-    let dims = x.dims();
-    let dev = x.device();
-    let mut x = x;
-    for (done, &k) in ks.iter().enumerate() {
-        let kb = vec![k; dims[0]];
-        let out = model(x.clone(), diffusion.original_timesteps(&kb, &dev))?;
-        x = match method {
-            Method::Ddpm => diffusion.ddpm_step(out, x, &kb, noise(dims))?,
-            Method::Ddim { eta } => {
-                // Deterministic DDIM draws nothing, so its streams stay as η = 0 left them.
-                let z = if eta == 0.0 { x.zeros_like() } else { noise(dims) };
-                diffusion.ddim_step(out, x, &kb, eta, z)?
-            }
-        };
-        on_step(done + 1);
-    }
-    Ok(x)
-}
-
-/// The network call for one batch: the plain forward, or guidance with a doubled batch whose
-/// second half carries the null class (index `num_classes`), keeping the conditional half.
-fn model_fn<'a>(
-    model: &'a Latte,
-    labels: Option<&'a [usize]>,
-    cfg_scale: f64,
-) -> impl FnMut(Tensor<5>, Tensor<1, Int>) -> anyhow::Result<Tensor<5>> + 'a {
-    move |x, t| {
-        let b = x.dims()[0];
-        let dev = x.device();
-        let ints = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &dev);
-        match (labels, model.config().num_classes) {
-            (Some(labels), Some(null)) if cfg_scale != 1.0 => {
-                let x2 = Tensor::cat(vec![x.clone(), x], 0); // 2B F C h w
-                let t2 = Tensor::cat(vec![t.clone(), t], 0); // 2B
-                let y: Vec<i64> = labels.iter().map(|&l| l as i64).chain(std::iter::repeat_n(null as i64, b)).collect();
-                model.check_cfg_input(x2.dims(), 2 * b, 2 * b).context("parameter `cfg_scale` ≠ 1 asks for guidance")?;
-                let out = model.forward_with_cfg(x2, t2, ints(y), cfg_scale as f32); // 2B F 2C h w
-                Ok(out.narrow(0, 0, b)) // B F 2C h w
-            }
-            (labels, _) => {
-                let y = labels.map(|l| ints(l.iter().map(|&l| l as i64).collect()));
-                model.check_input(x.dims(), b, y.as_ref().map(|_| b), 0)?;
-                Ok(model.forward(x, t, y, 0)) // B F 2C h w
-            }
-        }
-    }
-}
-
-/// Draws samples `rows` (their classes when the model is conditional) and returns their latents
-/// (B, F, C, h, w) and classes.
-pub fn sample_latents(
-    model: &Latte,
-    diffusion: &GaussianDiffusion,
-    opts: &SampleOptions,
-    rows: Range<usize>,
-    dev: &Device,
-    mut on_step: impl FnMut(usize),
-) -> anyhow::Result<(Tensor<5>, Option<Vec<usize>>)> {
-    let cfg = model.config();
-    let mut rngs: Vec<ChaCha8Rng> = rows.clone().map(|i| sample_rng(opts.seed, i)).collect();
-    let labels: Option<Vec<usize>> = cfg.num_classes.map(|k| rngs.iter_mut().map(|r| r.random_range(0..k)).collect());
-    if opts.cfg_scale != 1.0 && labels.is_none() {
-        bail!("parameter `cfg_scale` is {} but the model is unconditional; guidance needs a class-conditional model (use 1.0)", opts.cfg_scale);
-    }
-    let one = [1, cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size];
-    let draw = |rngs: &mut [ChaCha8Rng]| {
-        let rows: Vec<Tensor<5>> = rngs.iter_mut().map(|r| gaussian_noise(one, r, dev)).collect(); // 1 F C h w each
-        Tensor::cat(rows, 0) // B F C h w
-    };
-    let x = draw(&mut rngs);
-    let ks: Vec<usize> = (0..diffusion.num_timesteps()).rev().collect();
-    let forward = model_fn(model, labels.as_deref(), opts.cfg_scale);
-    let x = sample_loop(diffusion, opts.method, forward, x, &ks, |_| draw(&mut rngs), &mut on_step)?;
-    Ok((x, labels))
-}
-
-/// The reference's conversion of a decoded value in [-1, 1] to uint8:
-/// `((x·0.5 + 0.5)·255 + 0.5).clamp(0, 255)` in float32, then truncation.
-pub fn to_u8(x: f32) -> u8 {
-    ((x * 0.5 + 0.5) * 255.0 + 0.5).clamp(0.0, 255.0) as u8
-}
-
-/// Decodes latents (B, F, C, h, w) frame by frame, `decode_batch` frames at a time, into one
-/// list of RGB frames per sample.
-pub fn decode_videos(vae: &AutoencoderKL, latents: Tensor<5>, scale_factor: f64, decode_batch: usize) -> anyhow::Result<Vec<Vec<Frame>>> {
-    let [b, f, c, h, w] = latents.dims();
-    let flat = latents.reshape([b * f, c, h, w]).div_scalar(scale_factor as f32); // BF C h w
-    let mut frames = Vec::with_capacity(b * f);
-    let mut start = 0;
-    while start < b * f {
-        let len = decode_batch.min(b * f - start);
-        let img = vae.decode(flat.clone().narrow(0, start, len)); // n 3 H W
-        let [n, ch, hh, ww] = img.dims();
-        if ch != 3 {
-            bail!("the VAE decodes to {ch} channels; sampling writes RGB videos and needs 3");
-        }
-        let v = img.into_data().try_into_vec::<f32>().map_err(|e| anyhow!("reading decoded frames: {e:?}"))?;
-        for i in 0..n {
-            let plane = |k: usize| &v[(i * 3 + k) * hh * ww..(i * 3 + k + 1) * hh * ww];
-            let (r, g, bl) = (plane(0), plane(1), plane(2));
-            let mut data = Vec::with_capacity(hh * ww * 3);
-            for p in 0..hh * ww {
-                data.extend([to_u8(r[p]), to_u8(g[p]), to_u8(bl[p])]);
-            }
-            frames.push(Frame::new(ww, hh, data));
-        }
-        start += len;
-    }
-    let mut it = frames.into_iter();
-    Ok((0..b).map(|_| it.by_ref().take(f).collect()).collect())
-}
-
-/// Tiles videos (all the same size and length) into one: `ceil(√n)` columns, 2-pixel black
-/// borders as torchvision's `make_grid`, sides rounded up to even for H.264's 4:2:0.
-pub fn tile_grid(videos: &[Vec<Frame>]) -> Vec<Frame> {
-    let Some(first) = videos.first().and_then(|v| v.first()) else { return Vec::new() };
-    let (fw, fh, pad) = (first.width, first.height, 2);
-    let cols = (1..).find(|c| c * c >= videos.len()).unwrap_or(1);
-    let rows = videos.len().div_ceil(cols);
-    let gw = (cols * (fw + pad) + pad).next_multiple_of(2);
-    let gh = (rows * (fh + pad) + pad).next_multiple_of(2);
-    let len = videos.iter().map(Vec::len).min().unwrap_or(0);
-    (0..len)
-        .map(|t| {
-            let mut data = vec![0u8; gw * gh * 3];
-            for (i, video) in videos.iter().enumerate() {
-                let (x0, y0) = (pad + (i % cols) * (fw + pad), pad + (i / cols) * (fh + pad));
-                let src = &video[t];
-                for y in 0..fh {
-                    let dst = ((y0 + y) * gw + x0) * 3;
-                    data[dst..dst + fw * 3].copy_from_slice(&src.data[y * fw * 3..(y + 1) * fw * 3]);
-                }
-            }
-            Frame::new(gw, gh, data)
-        })
-        .collect()
 }
 
 /// Samples `opts.n` videos from the model of `source`, decodes them with the diffusers VAE
@@ -508,11 +318,11 @@ pub fn tile_grid(videos: &[Vec<Frame>]) -> Vec<Frame> {
 pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &SampleOptions, progress: &dyn Progress) -> anyhow::Result<SampleReport> {
     opts.validate()?;
     let device = latte_nn::device::device_from_name(&opts.device).context("parameter `device`")?;
-    let mut ckpt = Checkpoint::load(source, opts.use_ema, &device)?;
-    ckpt.model = ckpt.model.with_compute_dtype(opts.compute_dtype()?);
+    let (model, scale_factor) = load_model(source, opts.use_ema, &device)?;
+    let model = model.with_compute_dtype(opts.compute_dtype()?);
     let folder = VaeFolder::open(vae_dir).with_context(|| format!("opening the VAE folder {}", vae_dir.display()))?;
     let vae = folder.load(&device).with_context(|| format!("loading the VAE in {}", vae_dir.display()))?;
-    let cfg = ckpt.model.config().clone();
+    let cfg = model.config().clone();
     if folder.config.latent_channels != cfg.in_channels {
         bail!(
             "the VAE in {} has {} latent channels but the model in {} takes {}; give the VAE the model was trained on",
@@ -524,6 +334,13 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
     }
     let side = cfg.input_size * folder.config.downsample_factor();
     let diffusion = GaussianDiffusion::create(&opts.steps.to_string())?;
+    if opts.cfg_scale != 1.0 && cfg.num_classes.is_none() {
+        bail!("parameter `cfg_scale` is {} but the model is unconditional; guidance needs a class-conditional model (use 1.0)", opts.cfg_scale);
+    }
+    let run = SeededRun { method: opts.method, seed: opts.seed, sample_shape: [cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size], num_classes: cfg.num_classes };
+    let network = |x, t, labels: Option<&[usize]>| {
+        model.guided_forward(x, t, labels, opts.cfg_scale).context("the network call (with `cfg_scale` ≠ 1: guidance)")
+    };
 
     let batches = opts.n.div_ceil(opts.batch_size);
     progress.set_length((batches * diffusion.num_timesteps()) as u64);
@@ -548,14 +365,13 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
 
     for batch in 0..batches {
         let rows = batch * opts.batch_size..((batch + 1) * opts.batch_size).min(opts.n);
-        let (latents, labels) = sample_latents(&ckpt.model, &diffusion, opts, rows.clone(), &device, |_| progress.inc(1))?;
-        let videos = decode_videos(&vae, latents, ckpt.scale_factor, opts.decode_batch)?;
-        for (j, video) in videos.into_iter().enumerate() {
+        let (latents, labels) = diffusion.sample_rows(&run, rows.clone(), network, &device, |_| progress.inc(1))?;
+        for (j, video) in vae.decode_videos(latents, scale_factor, opts.decode_batch)?.into_iter().enumerate() {
             let i = rows.start + j;
-            let (fw, fh) = (video[0].width, video[0].height);
-            if (fw, fh) != (side, side) {
-                bail!("the VAE decoded {fw}×{fh} frames; expected {side}×{side} from its config.json");
+            if (video.width, video.height) != (side, side) {
+                bail!("the VAE decoded {}×{} frames; expected {side}×{side} from its config.json", video.width, video.height);
             }
+            let video: Vec<Frame> = video.frames.into_iter().map(|data| Frame::new(side, side, data)).collect();
             let label = labels.as_ref().map(|l| l[j]);
             for frame in &video {
                 store.append("samples", &frame.data)?;
@@ -583,7 +399,7 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
         ("seed", serde_json::json!(opts.seed)),
         ("fps", serde_json::json!(opts.fps)),
         ("num_frames", serde_json::json!(cfg.num_frames)),
-        ("scale_factor", serde_json::json!(ckpt.scale_factor)),
+        ("scale_factor", serde_json::json!(scale_factor)),
         ("size", serde_json::json!(side)),
     ] {
         extra.insert(k.into(), v);
@@ -608,15 +424,16 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
 #[cfg(test)]
 mod tests {
     //! The stage on a tiny random Latte and a tiny random VAE (seconds): determinism, batch
-    //! independence, the files per the contract, and the loop glue against the reference's
-    //! one-step tensors (`shared/fixtures/diffusion-iddpm`).
+    //! independence, the files per the contract, and weights files sampled like train outputs.
 
     use std::collections::BTreeMap;
 
     use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
     use latte_store::RaggedReader;
-    use latte_vae::VaeConfig;
+    use latte_vae::{AutoencoderKL, VaeConfig};
     use latte_video::VideoReader;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     use super::*;
 
@@ -667,6 +484,21 @@ mod tests {
         cfg
     }
 
+    fn train_output_config(model: LatteConfig, scale_factor: f64) -> TrainOutputConfig<LatteConfig> {
+        let latents = latte_train::LatentsInfo { dataset: "test".into(), latent_shape: [4, LATENT as u64, LATENT as u64], num_classes: model.num_classes.map(|k| k as u32), scale_factor };
+        TrainOutputConfig {
+            checkpointing: false,
+            device: "cpu".into(),
+            diffusion: latte_train::DiffusionInfo::latte(),
+            latents,
+            model,
+            precision: "f32".into(),
+            resumed_from: None,
+            seed: 0,
+            train: latte_train::TrainConfig::default(),
+        }
+    }
+
     /// A `train` output holding a random tiny Latte (EMA and raw weights differ).
     fn train_dir(root: &Path, num_classes: Option<usize>) -> PathBuf {
         let dir = root.join(if num_classes.is_some() { "train-cond" } else { "train-uncond" });
@@ -677,8 +509,7 @@ mod tests {
             model.save_safetensors(&dir.join(f)).unwrap();
             randomise_safetensors(&dir.join(f), 10 + i as u64);
         }
-        let config = serde_json::json!({"model": cfg, "latents": {"scale_factor": 0.18215}});
-        std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        train_output_config(cfg, 0.18215).write(&dir).unwrap();
         dir
     }
 
@@ -783,65 +614,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    #[test]
-    fn guidance_keeps_the_guided_conditional_half() {
-        let root = tmp("cfg");
-        let train = train_dir(&root, Some(3));
-        let dev = Device::flex();
-        let ckpt = Checkpoint::from_train_dir(&train, true, &dev).unwrap();
-        let m = &ckpt.model;
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let x: Tensor<5> = gaussian_noise([2, FRAMES, 4, LATENT, LATENT], &mut rng, &dev);
-        let t = Tensor::<1, Int>::from_data(TensorData::new(vec![10i64, 500], [2]), &dev);
-        let labels = [2usize, 0];
-        let got = model_fn(m, Some(&labels), 4.0)(x.clone(), t.clone()).unwrap();
-        let y = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [2]), &dev);
-        let cond = m.forward(x.clone(), t.clone(), Some(y(vec![2, 0])), 0);
-        let uncond = m.forward(x, t, Some(y(vec![3, 3])), 0);
-        let eps = |o: &Tensor<5>| o.clone().narrow(2, 0, 4);
-        let want_eps = eps(&uncond) + (eps(&cond) - eps(&uncond)) * 4.0;
-        let want = Tensor::cat(vec![want_eps, cond.clone().narrow(2, 4, 4)], 2);
-        let (g, w) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
-        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(scale > 1e-2, "the stand-in model outputs almost nothing ({scale})");
-        assert!(err <= 1e-5 * scale.max(1.0), "guided output off by {err} (scale {scale})");
-        // cfg_scale 1 is the plain conditional forward.
-        let plain = model_fn(m, Some(&labels), 1.0)(gaussian_noise([2, FRAMES, 4, LATENT, LATENT], &mut ChaCha8Rng::seed_from_u64(1), &dev), Tensor::from_data(TensorData::new(vec![10i64, 500], [2]), &dev)).unwrap();
-        assert_eq!(plain.into_data().try_to_vec::<f32>().unwrap(), cond.into_data().try_to_vec::<f32>().unwrap());
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    /// The network call with guidance on the reference's own tensors
-    /// (`shared/fixtures/latte-v1-class-cfg`: `out_cfg` = `forward_with_cfg([x; x], [t; t],
-    /// [y; null])`, `out` = the plain conditional forward), 1e-5 max abs as the model's parity.
-    #[test]
-    fn network_call_matches_the_reference_guided_forward() {
-        use latte_nn::host::{max_abs_diff, read_safetensors};
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/latte-v1-class-cfg"));
-        let dev = Device::flex();
-        let spec = latte_model::reference::RefSpec::from_file(&dir.join("config.json")).unwrap();
-        let mut model = Latte::new(&spec.config, &dev, 0).unwrap();
-        model.load_safetensors(&dir.join("weights.safetensors")).unwrap();
-        let inputs = read_safetensors(&dir.join("inputs.safetensors")).unwrap();
-        let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
-        let x: Tensor<5> = inputs["x"].to_float("x", &dev).unwrap();
-        let t: Tensor<1, Int> = inputs["t"].to_int("t", &dev).unwrap();
-        let labels: Vec<usize> = inputs["y"].as_i64().unwrap().iter().map(|&y| y as usize).collect();
-        let b = labels.len();
-        let scale = spec.call.cfg_scale.unwrap() as f64;
-        for (cfg_scale, key) in [(scale, "out_cfg"), (1.0, "out")] {
-            let got = model_fn(&model, Some(&labels), cfg_scale)(x.clone(), t.clone()).unwrap();
-            let got = got.into_data().try_to_vec::<f32>().unwrap();
-            let want = expected[key].as_f32().unwrap();
-            // The kept (conditional) half: the first B rows of the guided batch.
-            let d = max_abs_diff(&got, &want[..got.len()]);
-            println!("{key} (cfg_scale {cfg_scale}): max |diff| = {d:e}");
-            assert_eq!(got.len() * if key == "out_cfg" { 2 } else { 1 }, want.len(), "{key}: {b} kept rows");
-            assert!(d <= 1e-5, "{key}: max |diff| {d:e} > 1e-5");
-        }
-    }
-
     /// A weights file with its configuration (how official checkpoints are sampled) gives the
     /// same videos as a train output holding the same weights; a wrong configuration is an
     /// error that names the file and the parameters to check.
@@ -855,8 +627,7 @@ mod tests {
         let train = root.join("train");
         std::fs::create_dir_all(&train).unwrap();
         std::fs::copy(&weights, train.join("model.safetensors")).unwrap();
-        let config = serde_json::json!({"model": spec.config, "latents": {"scale_factor": 0.5}});
-        std::fs::write(train.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        train_output_config(spec.config.clone(), 0.5).write(&train).unwrap();
         let o = SampleOptions { cfg_scale: 4.0, ..opts(2, 2) };
         let file = ModelSource::File { path: weights.clone(), config: spec.config.clone(), scale_factor: 0.5 };
         let (a, b) = (root.join("a"), root.join("b"));
@@ -875,108 +646,6 @@ mod tests {
         let e = format!("{:#}", sample_to_dir(&bad, &vae_folder(&vae), &c, &o, &NoProgress).unwrap_err());
         assert!(e.contains("weights.safetensors") && e.contains("num_classes"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
-    }
-
-    struct Fixture {
-        bytes: Vec<u8>,
-        header: serde_json::Map<String, serde_json::Value>,
-        start: usize,
-    }
-
-    impl Fixture {
-        fn load() -> Self {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/diffusion-iddpm/diffusion.safetensors");
-            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e} (clone `shared/` beside the repository)"));
-            let (header, start) = safetensors_header(&bytes);
-            Fixture { bytes, header, start }
-        }
-
-        fn raw(&self, name: &str, dtype: &str) -> (Vec<usize>, &[u8]) {
-            let info = &self.header[name];
-            assert_eq!(info["dtype"], dtype, "{name}");
-            let shape = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            (shape, &self.bytes[tensor_range(info, self.start)])
-        }
-
-        /// Row `b` of a (B, F, C, H, W) f32 tensor, as (1, F, C, H, W).
-        fn row(&self, name: &str, b: usize) -> Tensor<5> {
-            let (shape, data) = self.raw(name, "F32");
-            let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-            let per = v.len() / shape[0];
-            let dims = [1, shape[1], shape[2], shape[3], shape[4]];
-            Tensor::from_data(TensorData::new(v[b * per..(b + 1) * per].to_vec(), dims), &Device::flex())
-        }
-
-        fn ints(&self, name: &str) -> Vec<usize> {
-            self.raw(name, "I64").1.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect()
-        }
-    }
-
-    fn max_rel(got: Tensor<5>, want: Tensor<5>) -> f64 {
-        let (g, w) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
-        let scale = w.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-        g.iter().zip(&w).map(|(a, b)| (*a as f64 - *b as f64).abs() / (b.abs() as f64).max(1e-3 * scale)).fold(0.0, f64::max)
-    }
-
-    /// One step of the loop per fixture sample, at its respaced index k, with the fixture's
-    /// model output and noise: the network sees the original timestep, DDPM uses the noise
-    /// (except at k = 0) and deterministic DDIM draws none.
-    #[test]
-    fn one_loop_step_reproduces_the_reference_tensors() {
-        let fx = Fixture::load();
-        let d = GaussianDiffusion::create("250").unwrap();
-        let ks = fx.ints("k");
-        assert_eq!(ks, vec![0, 0, 160]);
-        for (b, &k) in ks.iter().enumerate() {
-            for method in [Method::Ddpm, Method::Ddim { eta: 0.0 }] {
-                let mut draws = 0;
-                let model = |_: Tensor<5>, t: Tensor<1, Int>| {
-                    assert_eq!(t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![d.schedule.timestep_map[k] as i64]);
-                    Ok(fx.row("model_out", b))
-                };
-                let noise = |_| {
-                    draws += 1;
-                    fx.row("z", b)
-                };
-                let next = sample_loop(&d, method, model, fx.row("x_t", b), &[k], noise, |_| {}).unwrap();
-                let (name, tol, want_draws) = match method {
-                    Method::Ddpm => ("ddpm_next", 1e-6, 1),
-                    // 1–2 ulp: the ε′ round trip amplifies rounding (as latte-diffusion's test).
-                    Method::Ddim { .. } => ("ddim_next", 2e-5, 0),
-                };
-                let err = max_rel(next, fx.row(name, b));
-                assert!(err <= tol, "{name} sample {b} (k = {k}): max relative error {err:e} > {tol:e}");
-                assert_eq!(draws, want_draws, "{name} sample {b}: noise draws");
-            }
-        }
-    }
-
-    /// The whole loop with a stand-in model equals latte-diffusion's `ddpm_sample_loop` bit for
-    /// bit when both draw the same noise.
-    #[test]
-    fn full_loop_matches_the_library_loop() {
-        let fx = Fixture::load();
-        let d = GaussianDiffusion::create("25").unwrap();
-        let dev = Device::flex();
-        let out = Tensor::cat((0..3).map(|b| fx.row("model_out", b)).collect(), 0);
-        let x = Tensor::cat((0..3).map(|b| fx.row("x_t", b)).collect(), 0);
-        let model = |_: Tensor<5>, _: Tensor<1, Int>| out.clone();
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let want = d.ddpm_sample_loop(model, x.clone(), &mut rng, |_| {}).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let ks: Vec<usize> = (0..25).rev().collect();
-        let mut steps = 0;
-        let got = sample_loop(&d, Method::Ddpm, |x, t| Ok(model(x, t)), x, &ks, |dims| gaussian_noise(dims, &mut rng, &dev), |s| steps = s).unwrap();
-        assert_eq!(steps, 25);
-        assert_eq!(got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
-    }
-
-    #[test]
-    fn uint8_conversion_is_the_references() {
-        // ((x·0.5 + 0.5)·255 + 0.5) clamped, then truncated.
-        for (x, want) in [(-1.0f32, 0u8), (1.0, 255), (0.0, 128), (-2.0, 0), (3.0, 255), (0.5, 191), (-0.9961, 0), (-0.996, 1)] {
-            assert_eq!(to_u8(x), want, "x = {x}");
-        }
     }
 
     /// Stands in for an upstream kind so that a pipeline text can bind the input slots.

@@ -23,7 +23,7 @@ use latte_model::burn::module::Module;
 use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
 use latte_store::{Posterior, RaggedReader, WindowKind};
-use latte_train::{LatentClips, ModelInput, RunPaths, StepLog, TrainConfig, TrainError};
+use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
 use latte_video::{WindowRule, WindowSpec};
 
 pub struct Train;
@@ -260,7 +260,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     let cfg = TrainConfig { scale_factor, ..cfg };
 
-    let (devices, mut collectives) = ranks(p, |line| ctx.progress.log(line))?;
+    let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
+    let world = latte_train::World::from_env()?;
+    let (devices, mut collectives) =
+        latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}"))).context("parameter `device`")?;
     let checkpointing = p.bool("checkpointing").map_err(err)?;
     let compute = crate::precision(p, "precision", &["f32", "bf16"]).map_err(anyhow::Error::msg)?;
     let seed = p.u64("seed").map_err(err)?;
@@ -288,13 +291,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     // directory for this cache key (a rerun of the same configuration resumes; any other
     // configuration has another key, hence another directory), or `resume_dir` when set.
     let resume_dir = p.str("resume_dir").map_err(err)?;
-    let state = if resume_dir.is_empty() {
-        RunState { checkpoints: ctx.work.join("checkpoints"), log: ctx.work.join("loss.jsonl") }
-    } else {
-        RunState { checkpoints: PathBuf::from(resume_dir), log: Path::new(resume_dir).join("loss.jsonl") }
-    };
-    let paths = RunPaths { checkpoints: state.checkpoints.clone(), log: state.log.clone(), plot: ctx.out.join("loss.png") };
-    if let Some((step, dir)) = latte_train::checkpoint::list_checkpoints(&state.checkpoints)?.pop() {
+    let state = if resume_dir.is_empty() { ctx.work.join("checkpoints") } else { PathBuf::from(resume_dir) };
+    let log = if resume_dir.is_empty() { ctx.work.join("loss.jsonl") } else { Path::new(resume_dir).join("loss.jsonl") };
+    let paths = RunPaths { checkpoints: state.clone(), log: log.clone(), plot: ctx.out.join("loss.png") };
+    if let Some((step, dir)) = latte_train::checkpoint::list_checkpoints(&state)?.pop() {
         ctx.progress.log(&format!("train: resuming from step {step} ({})", dir.display()));
     }
     ctx.progress.set_length(cfg.steps);
@@ -357,95 +357,21 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     trained.ema.save_safetensors(&ctx.out.join("model.safetensors")).context("writing model.safetensors")?;
     trained.model.valid().save_safetensors(&ctx.out.join("model_raw.safetensors")).context("writing model_raw.safetensors")?;
     if rank0 {
-        std::fs::copy(&state.log, ctx.out.join("loss.jsonl")).with_context(|| format!("copying {}", state.log.display()))?;
-        state.export_checkpoints(&ctx.out.join("checkpoints"))?;
+        std::fs::copy(&log, ctx.out.join("loss.jsonl")).with_context(|| format!("copying {}", log.display()))?;
+        latte_train::checkpoint::export_checkpoints(&state, &ctx.out.join("checkpoints"))?;
     }
-    let config = serde_json::json!({
-        "model": model_cfg,
-        "train": cfg,
-        "diffusion": {"steps": 1000, "schedule": "linear", "learn_sigma": true, "loss": "mse+vlb"},
-        "latents": {
-            "scale_factor": scale_factor,
-            "latent_shape": [c, h, w],
-            "num_classes": meta.num_classes,
-            "dataset": meta.dataset,
-        },
-        "seed": p.u64("seed").map_err(err)?,
-        "resumed_from": trained.resumed_from,
-        "device": crate::device_spec(p).map_err(anyhow::Error::msg)?.cache_kind(),
-        "precision": p.str("precision").map_err(err)?,
-        "checkpointing": p.bool("checkpointing").map_err(err)?,
-    });
-    std::fs::write(ctx.out.join("config.json"), serde_json::to_vec_pretty(&config)?).context("writing config.json")?;
-    Ok(())
-}
-
-/// The devices this process trains on and one collective per device. Several local GPUs
-/// (`device = "cuda"` or `"cuda:0,1"`) are one in-process data-parallel group, a thread each.
-/// Under a torchrun-style launch (`WORLD_SIZE` > 1, with `RANK`, `LOCAL_RANK`, `MASTER_ADDR`,
-/// `MASTER_PORT`) this process is one rank of a group over TCP on one device: `cuda` means GPU
-/// `LOCAL_RANK`.
-fn ranks(p: &Params, log: impl Fn(&str)) -> anyhow::Result<(Vec<latte_model::burn::tensor::Device>, Vec<latte_train::Collective>)> {
-    use latte_nn::device::{DeviceKind, DeviceSpec};
-    let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
-    let world = latte_train::World::from_env()?;
-    if world.world_size > 1 {
-        let spec = match spec {
-            DeviceSpec { kind: DeviceKind::Cuda, ordinals: None } => DeviceSpec { kind: DeviceKind::Cuda, ordinals: Some(vec![world.local_rank]) },
-            other => other,
-        };
-        let device = spec.open_one().map_err(|e| anyhow!("parameter `device` (rank {} of {}): {e}", world.rank, world.world_size))?;
-        let collective = latte_train::Collective::connect(&world, &latte_train::TcpOptions::default())?;
-        return Ok((vec![device], vec![collective]));
-    }
-    let devices = spec.open().map_err(|e| anyhow!("parameter `device`: {e}"))?;
-    if devices.len() == 1 {
-        return Ok((devices, vec![latte_train::Collective::Single]));
-    }
-    // Local GPUs sum their gradients on the GPUs (NCCL) when they can, else through host memory.
-    let collectives = match latte_nn::device::device_collectives(spec.kind) {
-        Ok(()) => latte_train::Collective::on_devices(devices.clone()),
-        Err(why) => {
-            log(&format!("train: {why}; summing the {} GPUs' gradients through host memory (slower)", devices.len()));
-            latte_train::Collective::threads(devices.len())
-        }
+    let config = TrainOutputConfig {
+        checkpointing,
+        device: crate::device_spec(p).map_err(anyhow::Error::msg)?.cache_kind().to_string(),
+        diffusion: DiffusionInfo::latte(),
+        latents: LatentsInfo { dataset: meta.dataset.clone(), latent_shape: [c, h, w], num_classes: meta.num_classes, scale_factor },
+        model: model_cfg,
+        precision: p.str("precision").map_err(err)?.to_owned(),
+        resumed_from: trained.resumed_from,
+        seed,
+        train: cfg,
     };
-    Ok((devices, collectives))
-}
-
-/// Where a run keeps what it resumes from.
-struct RunState {
-    /// `step-NNNNNNNN/` checkpoint folders.
-    checkpoints: PathBuf,
-    /// `loss.jsonl`, beside them so a resumed run's log is complete.
-    log: PathBuf,
-}
-
-impl RunState {
-    /// Puts the kept checkpoints into the output's `checkpoints/`. Files are hard-linked when
-    /// the file system allows (checkpoints of a large model are gigabytes, and a checkpoint file
-    /// is never modified in place, only replaced), copied otherwise.
-    fn export_checkpoints(&self, to: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-        for (_, dir) in latte_train::checkpoint::list_checkpoints(&self.checkpoints)? {
-            let target = to.join(dir.file_name().ok_or_else(|| anyhow!("{}: no folder name", dir.display()))?);
-            link_or_copy_dir(&dir, &target)?;
-        }
-        Ok(())
-    }
-}
-
-fn link_or_copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            link_or_copy_dir(&entry.path(), &target)?;
-        } else if std::fs::hard_link(entry.path(), &target).is_err() {
-            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
-        }
-    }
+    config.write(ctx.out).context("writing config.json")?;
     Ok(())
 }
 

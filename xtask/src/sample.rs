@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use latte_engine::Progress;
 use latte_model::LatteConfig;
-use latte_stages::sample::{sample_to_dir, vae_folder, Method, ModelSource, SampleOptions};
+use latte_stages::sample::{parse_method, sample_to_dir, vae_folder, ModelSource, SampleOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -101,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = SampleOptions {
         n: args.n,
         batch_size: args.batch_size,
-        method: Method::parse(&args.method, args.eta).context("--method / --eta")?,
+        method: parse_method(&args.method, args.eta).context("--method / --eta")?,
         steps: args.steps,
         cfg_scale: args.cfg_scale,
         use_ema: !args.raw,

@@ -2,13 +2,16 @@
 //!
 //! Port of `p_sample`/`p_sample_loop` and `ddim_sample`/`ddim_sample_loop` with Latte's
 //! options: no x̂0 clipping, no noise at the last step, the network called with the original
-//! timestep (`timestep_map`). Classifier-free guidance lives in the model's `forward_with_cfg`;
-//! with a doubled batch both halves are stepped independently and the caller keeps the first.
+//! timestep (`timestep_map`). Classifier-free guidance lives in the model (`guided_forward`),
+//! which returns only the kept (conditional) half, so the loop steps B rows.
 //!
 //! Shape legend: B batch, F frames, C latent channels, H, W latent height and width.
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use crate::{DiffusionError, GaussianDiffusion};
@@ -66,49 +69,89 @@ impl GaussianDiffusion {
         Ok(mean_pred + nonzero_mask(k, &dev) * sigma * z)
     }
 
-    /// `p_sample_loop`: runs k = K−1..0 from `noise` (B, F, C, H, W). `model(x, t)` gets the
-    /// original timesteps and returns (B, F, 2C, H, W); `rng` draws each step's z; `on_step`
-    /// is told how many of the K steps are done.
-    pub fn ddpm_sample_loop(
+    /// The reverse process (`p_sample_loop` or `ddim_sample_loop`) over the respaced step
+    /// indices `ks` (descending; `0..K` reversed for a full run) from `x` (B, F, C, H, W).
+    /// `model(x, t)` gets the original timesteps and returns (B, F, 2C, H, W); `noise(dims)`
+    /// gives each step's z and is called only when the step uses noise (never by deterministic
+    /// DDIM, so its streams stay as η = 0 left them); `on_step` is told how many steps are done.
+    pub fn sample_loop<E: From<DiffusionError>>(
         &self,
-        mut model: impl FnMut(Tensor<5>, Tensor<1, Int>) -> Tensor<5>,
-        noise: Tensor<5>,
-        rng: &mut impl Rng,
+        method: Method,
+        mut model: impl FnMut(Tensor<5>, Tensor<1, Int>) -> Result<Tensor<5>, E>,
+        x: Tensor<5>,
+        ks: &[usize],
+        mut noise: impl FnMut([usize; 5]) -> Tensor<5>,
         mut on_step: impl FnMut(usize),
-    ) -> Result<Tensor<5>, DiffusionError> {
-        let dims = noise.dims();
-        let dev = noise.device();
-        let mut x = noise;
-        for (done, k) in (0..self.num_timesteps()).rev().enumerate() {
-            let ks = vec![k; dims[0]];
-            let out = model(x.clone(), self.original_timesteps(&ks, &dev));
-            let z = gaussian_noise(dims, rng, &dev);
-            x = self.ddpm_step(out, x, &ks, z)?;
+    ) -> Result<Tensor<5>, E> {
+        let dims = x.dims();
+        let dev = x.device();
+        let mut x = x;
+        for (done, &k) in ks.iter().enumerate() {
+            let kb = vec![k; dims[0]];
+            let out = model(x.clone(), self.original_timesteps(&kb, &dev))?;
+            x = match method {
+                Method::Ddpm => self.ddpm_step(out, x, &kb, noise(dims))?,
+                Method::Ddim { eta } => {
+                    let z = if eta == 0.0 { x.zeros_like() } else { noise(dims) };
+                    self.ddim_step(out, x, &kb, eta, z)?
+                }
+            };
             on_step(done + 1);
         }
         Ok(x)
     }
 
-    /// `ddim_sample_loop` with noise scale `eta`; arguments as for [`Self::ddpm_sample_loop`].
-    /// With `eta = 0` no noise is drawn and `rng` is left untouched.
-    pub fn ddim_sample_loop(
+    /// Samples `rows` of a seeded run over all the process's steps: returns their latents
+    /// (B, F, C, H, W) and, with `num_classes`, their classes. Every draw of sample i (its class,
+    /// its initial noise, each step's noise, in that order) comes from [`sample_stream`]`(seed,
+    /// i)`, so a sample does not depend on the batch it is drawn in or on the other samples.
+    /// `model(x, t, labels)` is the network call (guidance included).
+    pub fn sample_rows<E: From<DiffusionError>>(
         &self,
-        mut model: impl FnMut(Tensor<5>, Tensor<1, Int>) -> Tensor<5>,
-        noise: Tensor<5>,
-        eta: f64,
-        rng: &mut impl Rng,
-        mut on_step: impl FnMut(usize),
-    ) -> Result<Tensor<5>, DiffusionError> {
-        let dims = noise.dims();
-        let dev = noise.device();
-        let mut x = noise;
-        for (done, k) in (0..self.num_timesteps()).rev().enumerate() {
-            let ks = vec![k; dims[0]];
-            let out = model(x.clone(), self.original_timesteps(&ks, &dev));
-            let z = if eta == 0.0 { x.zeros_like() } else { gaussian_noise(dims, rng, &dev) };
-            x = self.ddim_step(out, x, &ks, eta, z)?;
-            on_step(done + 1);
-        }
-        Ok(x)
+        run: &SeededRun,
+        rows: Range<usize>,
+        mut model: impl FnMut(Tensor<5>, Tensor<1, Int>, Option<&[usize]>) -> Result<Tensor<5>, E>,
+        device: &Device,
+        on_step: impl FnMut(usize),
+    ) -> Result<(Tensor<5>, Option<Vec<usize>>), E> {
+        let mut rngs: Vec<ChaCha8Rng> = rows.map(|i| sample_stream(run.seed, i)).collect();
+        let labels: Option<Vec<usize>> = run.num_classes.map(|k| rngs.iter_mut().map(|r| r.random_range(0..k)).collect());
+        let [f, c, h, w] = run.sample_shape;
+        let draw = |rngs: &mut [ChaCha8Rng]| {
+            let rows: Vec<Tensor<5>> = rngs.iter_mut().map(|r| gaussian_noise([1, f, c, h, w], r, device)).collect(); // 1 F C H W each
+            Tensor::cat(rows, 0) // B F C H W
+        };
+        let x = draw(&mut rngs);
+        let ks: Vec<usize> = (0..self.num_timesteps()).rev().collect();
+        let forward = |x, t| model(x, t, labels.as_deref());
+        let x = self.sample_loop(run.method, forward, x, &ks, |_| draw(&mut rngs), on_step)?;
+        Ok((x, labels))
     }
+}
+
+/// The reverse process to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Ancestral sampling (`p_sample_loop`), the reference's.
+    Ddpm,
+    /// DDIM with noise scale `eta` (0 = deterministic).
+    Ddim { eta: f64 },
+}
+
+/// What fixes a sampling run's draws: the method, the seed, one sample's latent shape
+/// (F, C, H, W) and the model's class count (`None`: unconditional).
+#[derive(Clone, Debug)]
+pub struct SeededRun {
+    pub method: Method,
+    pub seed: u64,
+    pub sample_shape: [usize; 4],
+    pub num_classes: Option<usize>,
+}
+
+/// The RNG of sample `index` of a run seeded with `seed`: ChaCha8 seeded with `seed`, on stream
+/// `index`.
+pub fn sample_stream(seed: u64, index: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index as u64);
+    rng
 }

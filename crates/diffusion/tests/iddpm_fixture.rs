@@ -7,8 +7,8 @@
 //! respacing, and `p_mean_variance`, a DDPM step and a DDIM (η = 0) step at k = min(t // 4, 249).
 //! Never regenerate it; a mismatch here is a bug on our side.
 
-use burn::tensor::{Device, Tensor, TensorData};
-use latte_diffusion::{space_timesteps, GaussianDiffusion, Schedule};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_diffusion::{space_timesteps, DiffusionError, GaussianDiffusion, Method, Schedule};
 use safetensors::{Dtype, SafeTensors};
 
 fn fixture_bytes() -> Vec<u8> {
@@ -53,6 +53,11 @@ impl Fixture {
         let (v, shape) = self.f32s(name);
         let shape: [usize; 5] = shape.try_into().expect("5-D fixture tensor");
         Tensor::from_data(TensorData::new(v, shape), dev)
+    }
+
+    /// Row `b` of a (B, F, C, H, W) tensor, as (1, F, C, H, W).
+    fn row(&self, name: &str, b: usize, dev: &Device) -> Tensor<5> {
+        self.tensor5(name, dev).narrow(0, b, 1)
     }
 
     fn timesteps(&self) -> Vec<usize> {
@@ -227,17 +232,12 @@ fn ddpm_loop_is_seeded_and_uses_original_timesteps() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let noise = latte_diffusion::gaussian_noise([1, 2, 4, 2, 2], &mut rng, &dev);
         let mut seen = Vec::new();
-        let x = d
-            .ddpm_sample_loop(
-                |x, t| {
-                    seen.push(t.into_data().iter::<i64>().next().unwrap());
-                    Tensor::cat(vec![x.clone() * 0.1, x.zeros_like()], 2)
-                },
-                noise,
-                &mut rng,
-                |_| {},
-            )
-            .unwrap();
+        let model = |x: Tensor<5>, t: Tensor<1, Int>| {
+            seen.push(t.into_data().iter::<i64>().next().unwrap());
+            Ok::<_, DiffusionError>(Tensor::cat(vec![x.clone() * 0.1, x.zeros_like()], 2))
+        };
+        let ks: Vec<usize> = (0..d.num_timesteps()).rev().collect();
+        let x = d.sample_loop(Method::Ddpm, model, noise, &ks, |dims| latte_diffusion::gaussian_noise(dims, &mut rng, &dev), |_| {}).unwrap();
         (to_f64(x), seen)
     };
     let (a, seen) = run(1);
@@ -247,4 +247,66 @@ fn ddpm_loop_is_seeded_and_uses_original_timesteps() {
     assert_eq!(a, b, "same seed, same bits");
     assert_ne!(a, c);
     assert!(a.iter().all(|v| v.is_finite()));
+}
+
+/// One step of the sampling loop per fixture sample, at its respaced index k, with the
+/// fixture's model output and noise: the network sees the original timestep, DDPM uses the
+/// noise (except at k = 0) and deterministic DDIM draws none.
+#[test]
+fn one_loop_step_reproduces_the_reference_tensors() {
+    let fx = Fixture::load();
+    let dev = Device::flex();
+    let d = GaussianDiffusion::create("250").unwrap();
+    let ks = respaced_k(&fx);
+    assert_eq!(ks, vec![0, 0, 160]);
+    for (b, &k) in ks.iter().enumerate() {
+        for method in [Method::Ddpm, Method::Ddim { eta: 0.0 }] {
+            let mut draws = 0;
+            let model = |_: Tensor<5>, t: Tensor<1, Int>| {
+                assert_eq!(t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![d.schedule.timestep_map[k] as i64]);
+                Ok::<_, DiffusionError>(fx.row("model_out", b, &dev))
+            };
+            let noise = |_| {
+                draws += 1;
+                fx.row("z", b, &dev)
+            };
+            let next = d.sample_loop(method, model, fx.row("x_t", b, &dev), &[k], noise, |_| {}).unwrap();
+            let (name, tol, want_draws) = match method {
+                Method::Ddpm => ("ddpm_next", 1e-6, 1),
+                // 1–2 ulp: the ε′ round trip amplifies rounding (as in `ddpm_and_ddim_steps_match`).
+                Method::Ddim { .. } => ("ddim_next", 2e-5, 0),
+            };
+            let (got, want) = (to_f64(next), to_f64(fx.row(name, b, &dev)));
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).map(|(a, w)| (a - w).abs() / w.abs().max(1e-3 * scale)).fold(0.0, f64::max);
+            assert!(err <= tol, "{name} sample {b} (k = {k}): max relative error {err:e} > {tol:e}");
+            assert_eq!(draws, want_draws, "{name} sample {b}: noise draws");
+        }
+    }
+}
+
+/// Seeded sampling runs: sample i's draws come from its own stream, so a batch of three and
+/// batches of two and one give the same bits, and the classes are drawn before the noise.
+#[test]
+fn seeded_rows_do_not_depend_on_the_batch() {
+    use rand::Rng;
+    let dev = Device::flex();
+    let d = GaussianDiffusion::create("5").unwrap();
+    let run = latte_diffusion::SeededRun { method: Method::Ddpm, seed: 9, sample_shape: [2, 4, 2, 2], num_classes: Some(3) };
+    let model = |x: Tensor<5>, _: Tensor<1, Int>, labels: Option<&[usize]>| {
+        let b = x.dims()[0];
+        let y: Vec<f32> = labels.unwrap().iter().map(|&l| l as f32).collect();
+        let y = Tensor::<1>::from_floats(y.as_slice(), &dev).reshape([b, 1, 1, 1, 1]);
+        Ok::<_, DiffusionError>(Tensor::cat(vec![x.clone() * 0.1 + y, x.zeros_like()], 2))
+    };
+    let mut steps = 0;
+    let (all, labels) = d.sample_rows(&run, 0..3, model, &dev, |s| steps = s).unwrap();
+    assert_eq!(steps, 5);
+    let (head, l_head) = d.sample_rows(&run, 0..2, model, &dev, |_| {}).unwrap();
+    let (tail, l_tail) = d.sample_rows(&run, 2..3, model, &dev, |_| {}).unwrap();
+    assert_eq!(to_f64(all), to_f64(Tensor::cat(vec![head, tail], 0)));
+    let labels = labels.unwrap();
+    assert_eq!(labels, [l_head.unwrap(), l_tail.unwrap()].concat());
+    let first: Vec<usize> = (0..3).map(|i| latte_diffusion::sample_stream(9, i).random_range(0..3)).collect();
+    assert_eq!(labels, first, "the class is each stream's first draw");
 }

@@ -12,7 +12,7 @@ use crate::embed::{
 };
 use crate::ModelError;
 use burn::module::{Module, Param};
-use burn::tensor::{Device, FloatDType, Int, Tensor};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use latte_nn::init::ParamFactory;
 
 #[derive(Module, Debug)]
@@ -342,6 +342,33 @@ impl Latte {
             Tensor::cat(vec![eps, out.narrow(2, c, co - c)], 2)
         } else {
             eps
+        }
+    }
+
+    /// The network call of one sampling step for B samples: with `labels` and `cfg_scale ≠ 1`
+    /// the batch is doubled with the null class (index `num_classes`), guided by
+    /// [`forward_with_cfg`](Self::forward_with_cfg), and the conditional half is kept; otherwise
+    /// the plain forward (`cfg_scale = 1` is the class-conditional one). Only the first half
+    /// of the doubled x ever reaches the network, so stepping the kept B rows alone gives the
+    /// reference's kept half exactly. Returns (B, F, 2C, H, W).
+    pub fn guided_forward(&self, x: Tensor<5>, t: Tensor<1, Int>, labels: Option<&[usize]>, cfg_scale: f64) -> Result<Tensor<5>, ModelError> {
+        let b = x.dims()[0];
+        let dev = x.device();
+        let ints = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &dev);
+        match (labels, self.cfg.num_classes) {
+            (Some(labels), Some(null)) if cfg_scale != 1.0 => {
+                let x2 = Tensor::cat(vec![x.clone(), x], 0); // 2B F C H W
+                let t2 = Tensor::cat(vec![t.clone(), t], 0); // 2B
+                let y: Vec<i64> = labels.iter().map(|&l| l as i64).chain(std::iter::repeat_n(null as i64, b)).collect();
+                self.check_cfg_input(x2.dims(), t2.dims()[0], y.len())?;
+                let out = self.forward_with_cfg(x2, t2, ints(y), cfg_scale as f32); // 2B F 2C H W
+                Ok(out.narrow(0, 0, b)) // B F 2C H W
+            }
+            (labels, _) => {
+                let y = labels.map(|l| ints(l.iter().map(|&l| l as i64).collect()));
+                self.check_input(x.dims(), t.dims()[0], y.as_ref().map(|y| y.dims()[0]), 0)?;
+                Ok(self.forward(x, t, y, 0)) // B F 2C H W
+            }
         }
     }
 

@@ -31,6 +31,16 @@ impl Latte {
         Ok(w::load_pytorch(self, path, &key_map(), &LoadOptions::strict())?)
     }
 
+    /// Loads a weights file by its extension: an official checkpoint (`.pt`/`.pth`, as
+    /// [`load_latte_checkpoint`](Self::load_latte_checkpoint)) or a `.safetensors` under the
+    /// reference's key names.
+    pub fn load_weights_file(&mut self, path: &Path) -> Result<LoadReport, ModelError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pt" | "pth") => Ok(self.load_latte_checkpoint(path)?.1),
+            _ => self.load_safetensors(path),
+        }
+    }
+
     /// DiT initialisation (§1.13): every DiT tensor whose name exists in the model is copied,
     /// so DiT block k initialises Latte block k (spatial blocks get DiT's even blocks, temporal
     /// blocks the odd ones); `temp_embed` keeps its sin-cos values. DiT's class table

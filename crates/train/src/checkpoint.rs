@@ -124,6 +124,32 @@ fn is_interrupt(dir: &Path) -> bool {
     fs::read(dir.join("state.json")).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok()).is_some_and(|m| m.interrupted)
 }
 
+/// Puts the complete checkpoints under `root` into `to` (created). Files are hard-linked when
+/// the file system allows (checkpoints of a large model are gigabytes, and a checkpoint file is
+/// never modified in place, only replaced), copied otherwise.
+pub fn export_checkpoints(root: &Path, to: &Path) -> Result<(), TrainError> {
+    fs::create_dir_all(to).map_err(TrainError::io(to))?;
+    for (_, dir) in list_checkpoints(root)? {
+        let name = dir.file_name().ok_or_else(|| TrainError::Checkpoint { path: dir.clone(), message: "no folder name".into() })?;
+        link_or_copy_dir(&dir, &to.join(name))?;
+    }
+    Ok(())
+}
+
+fn link_or_copy_dir(from: &Path, to: &Path) -> Result<(), TrainError> {
+    fs::create_dir_all(to).map_err(TrainError::io(to))?;
+    for entry in fs::read_dir(from).map_err(TrainError::io(from))? {
+        let entry = entry.map_err(TrainError::io(from))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(TrainError::io(entry.path()))?.is_dir() {
+            link_or_copy_dir(&entry.path(), &target)?;
+        } else if fs::hard_link(entry.path(), &target).is_err() {
+            fs::copy(entry.path(), &target).map_err(TrainError::io(&target))?;
+        }
+    }
+    Ok(())
+}
+
 /// Flushes a file's or a folder's content (a folder: its entries) to the disk.
 pub(crate) fn sync(path: &Path) -> Result<(), TrainError> {
     fs::File::open(path).and_then(|f| f.sync_all()).map_err(TrainError::io(path))

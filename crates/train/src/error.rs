@@ -32,6 +32,9 @@ pub enum TrainError {
     /// TCP, its address).
     #[error("data parallel, {peer}: {message}")]
     Collective { peer: String, message: String },
+    /// The device to train on cannot be opened.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 impl TrainError {

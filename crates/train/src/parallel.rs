@@ -34,6 +34,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, FloatDType, Shape, Tensor, TensorData};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
+use latte_nn::device::{DeviceKind, DeviceSpec};
+
 use crate::TrainError;
 
 /// Where this process stands in the group: torchrun's view.
@@ -216,6 +218,35 @@ impl Collective {
                 single => single,
             })
             .collect()
+    }
+
+    /// The devices this process trains on, one collective each, for the device name `spec`.
+    /// Several local GPUs (`cuda`, `cuda:0,1`) are one in-process group, a thread each, summing
+    /// gradients on the GPUs (NCCL) where the backend can and through host memory otherwise
+    /// (`log` says so). Under a torchrun-style launch (`world` of more than one rank) this
+    /// process is one rank of a group over TCP on one device: `cuda` means GPU `local_rank`.
+    pub fn for_devices(spec: &DeviceSpec, world: &World, log: impl Fn(&str)) -> Result<(Vec<Device>, Vec<Collective>), TrainError> {
+        if world.world_size > 1 {
+            let spec = match spec {
+                DeviceSpec { kind: DeviceKind::Cuda, ordinals: None } => DeviceSpec { kind: DeviceKind::Cuda, ordinals: Some(vec![world.local_rank]) },
+                other => other.clone(),
+            };
+            let device = spec.open_one().map_err(|e| TrainError::Device(format!("rank {} of {}: {e}", world.rank, world.world_size)))?;
+            let collective = Collective::connect(world, &TcpOptions::default())?;
+            return Ok((vec![device], vec![collective]));
+        }
+        let devices = spec.open().map_err(|e| TrainError::Device(e.to_string()))?;
+        if devices.len() == 1 {
+            return Ok((devices, vec![Collective::Single]));
+        }
+        let collectives = match latte_nn::device::device_collectives(spec.kind) {
+            Ok(()) => Collective::on_devices(devices.clone()),
+            Err(why) => {
+                log(&format!("{why}; summing the {} GPUs' gradients through host memory (slower)", devices.len()));
+                Collective::threads(devices.len())
+            }
+        };
+        Ok((devices, collectives))
     }
 
     /// The devices whose gradients this rank sums on the devices ([`Collective::Devices`]);

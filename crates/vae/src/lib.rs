@@ -5,6 +5,7 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod decode;
 pub mod forward;
 mod error;
 mod layers;
@@ -15,6 +16,7 @@ pub mod weights;
 pub use autoencoder::{check_input, AutoencoderKL};
 pub use burn;
 pub use config::{VaeConfig, SD_SCALING_FACTOR};
+pub use decode::{to_u8, Rgb8Video};
 pub use error::VaeError;
 pub use posterior::DiagonalGaussian;
 pub use weights::{load_weights, save_pretrained, state_dict, VaeFolder};

@@ -7,6 +7,7 @@
 //! - [`window`]: the reference's temporal sampling rule (which frames make a clip).
 //! - [`transform`]: the reference's spatial transforms (torch bilinear, no antialias) and flip.
 //! - [`synthetic`]: the seeded synthetic dataset of bouncing shapes.
+//! - [`tile`]: several videos tiled into one grid video.
 
 pub mod decode;
 pub mod encode;
@@ -14,6 +15,7 @@ mod error;
 mod frame;
 pub mod image_folder;
 pub mod synthetic;
+pub mod tile;
 pub mod transform;
 pub mod window;
 
@@ -21,5 +23,6 @@ pub use decode::{probe, VideoInfo, VideoReader};
 pub use encode::{write_gif, write_jpeg, write_video, Codec, EncodeOptions, VideoWriter};
 pub use error::VideoError;
 pub use frame::Frame;
+pub use tile::tile_grid;
 pub use transform::{SpatialTransform, TransformError};
 pub use window::{sample_flip, WindowError, WindowRule, WindowSpec};
