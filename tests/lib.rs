@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use latte_engine::{
-    pipeline, runner, Cancel, InputSpec, LoadOptions, ParamSpec, ParamType, Params, Pipeline, Plan, Registry, Report, RunOptions, Selection,
-    Silent, Stage, StageContext, StageError,
+    pipeline, runner, Cancel, InputSpec, LoadOptions, ParamSpec, ParamType, Params, Pipeline, Plan, Registry, Report, RunOptions,
+    Selection, Silent, Stage, StageContext, StageError,
 };
 
 const RECORD_PARAMS: &[ParamSpec] = &[
@@ -21,7 +21,12 @@ const RECORD_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "label", ty: ParamType::Str, default: Some("\"\""), help: "a string recorded in the output" },
     ParamSpec { name: "sizes", ty: ParamType::IntList, default: Some("[]"), help: "a list recorded in the output" },
     ParamSpec { name: "data", ty: ParamType::Path, default: Some("\"\""), help: "external data whose content is copied into the output" },
-    ParamSpec { name: "weights", ty: ParamType::OptionalPath, default: Some("\"\""), help: "a file that may not exist yet; records whether it does" },
+    ParamSpec {
+        name: "weights",
+        ty: ParamType::OptionalPath,
+        default: Some("\"\""),
+        help: "a file that may not exist yet; records whether it does",
+    },
     ParamSpec { name: "device", ty: ParamType::Device, default: Some("\"cpu\""), help: "a compute device name (keyed by its kind)" },
     ParamSpec { name: "fail", ty: ParamType::Bool, default: Some("false"), help: "return an error instead of finishing" },
     ParamSpec { name: "panic", ty: ParamType::Bool, default: Some("false"), help: "panic instead of finishing" },
@@ -63,10 +68,18 @@ impl Stage for Record {
         self.version
     }
     fn params(&self) -> &'static [ParamSpec] {
-        if self.kind == "join" { JOIN_PARAMS } else { RECORD_PARAMS }
+        if self.kind == "join" {
+            JOIN_PARAMS
+        } else {
+            RECORD_PARAMS
+        }
     }
     fn inputs(&self) -> &'static [InputSpec] {
-        if self.kind == "join" { JOIN_INPUTS } else { RECORD_INPUTS }
+        if self.kind == "join" {
+            JOIN_INPUTS
+        } else {
+            RECORD_INPUTS
+        }
     }
     fn validate(&self, params: &Params) -> Result<(), String> {
         match params.values.get("sizes").and_then(|v| v.as_array()) {

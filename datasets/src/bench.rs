@@ -44,17 +44,25 @@ pub struct BenchRow {
 
 /// Runs the benchmark in `work_dir` (source videos are written there).
 pub fn bench_frames(cfg: &BenchConfig, work_dir: &Path) -> Result<Vec<BenchRow>, String> {
-    Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().map_err(|e| format!("cannot run `ffmpeg` ({e}); install Debian's ffmpeg package"))?;
+    Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run `ffmpeg` ({e}); install Debian's ffmpeg package"))?;
     let spec = WindowSpec::default();
     let t = SpatialTransform::ResizeThenCrop(cfg.size);
     let mut rows = Vec::new();
     for &len in &cfg.lengths {
         let path = work_dir.join(format!("source_{len}.mp4"));
-        let sc = SyntheticConfig { min_frames: len, max_frames: len, width: cfg.width, height: cfg.height, fps: cfg.fps, ..Default::default() };
+        let sc =
+            SyntheticConfig { min_frames: len, max_frames: len, width: cfg.width, height: cfg.height, fps: cfg.fps, ..Default::default() };
         let frames = render(&sc, 0).frames;
         write_video(&path, &frames, EncodeOptions { gop: cfg.gop, ..EncodeOptions::h264(cfg.fps) }).map_err(|e| e.to_string())?;
         let mut rng = ChaCha8Rng::seed_from_u64(len as u64);
-        let windows: Vec<Vec<usize>> = (0..cfg.clips).map(|_| spec.sample(len, WindowRule::Linspace, &mut rng)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let windows: Vec<Vec<usize>> = (0..cfg.clips)
+            .map(|_| spec.sample(len, WindowRule::Linspace, &mut rng))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
 
         let start = Instant::now();
         let mut decoded = 0;

@@ -61,10 +61,14 @@ fn windows(total: usize, k: usize, rule: WindowRule, spec: &WindowSpec, rng: &mu
 
 fn load_frames_folder(dir: &Path, pick: Option<&[usize]>, t: &SpatialTransform) -> Result<(usize, Vec<Frame>), String> {
     let files = list_frames(dir).map_err(|e| reason(dir, &e))?;
-    let read = |p: &PathBuf| read_image(p).map_err(|e| e.to_string()).and_then(|f| t.apply(&f).map_err(|e| format!("{}: {e}", p.display())));
+    let read =
+        |p: &PathBuf| read_image(p).map_err(|e| e.to_string()).and_then(|f| t.apply(&f).map_err(|e| format!("{}: {e}", p.display())));
     let frames = match pick {
         None => files.iter().map(read).collect::<Result<Vec<_>, _>>()?,
-        Some(idx) => idx.iter().map(|&i| files.get(i).ok_or_else(|| format!("frame {i} is missing")).and_then(read)).collect::<Result<Vec<_>, _>>()?,
+        Some(idx) => idx
+            .iter()
+            .map(|&i| files.get(i).ok_or_else(|| format!("frame {i} is missing")).and_then(read))
+            .collect::<Result<Vec<_>, _>>()?,
     };
     Ok((files.len(), frames))
 }
@@ -207,7 +211,8 @@ fn extract_in_pool(
         }
     }
     if writer.num_videos() == 0 {
-        let first = rejected.first().map(|r| format!("{}: {}", r.path.display(), r.reason)).unwrap_or_else(|| "the manifest lists no clips".into());
+        let first =
+            rejected.first().map(|r| format!("{}: {}", r.path.display(), r.reason)).unwrap_or_else(|| "the manifest lists no clips".into());
         return Err(ExtractError::AllRejected { total: manifest.clips.len(), first, rejected });
     }
     let mut extra = serde_json::Map::new();

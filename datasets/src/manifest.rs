@@ -76,7 +76,11 @@ impl Manifest {
 
     /// The path of clip `clip`, resolved against the manifest's folder.
     pub fn resolve(&self, manifest_dir: &Path, clip: &Clip) -> PathBuf {
-        if clip.path.is_absolute() { clip.path.clone() } else { manifest_dir.join(&clip.path) }
+        if clip.path.is_absolute() {
+            clip.path.clone()
+        } else {
+            manifest_dir.join(&clip.path)
+        }
     }
 }
 

@@ -59,7 +59,11 @@ fn rel_id(root: &Path, p: &Path, strip_ext: bool) -> String {
     let rel = p.strip_prefix(root).unwrap_or(p);
     let rel = if strip_ext { rel.with_extension("") } else { rel.to_owned() };
     let s = rel.to_string_lossy().replace('\\', "/");
-    if s.is_empty() { ".".into() } else { s }
+    if s.is_empty() {
+        ".".into()
+    } else {
+        s
+    }
 }
 
 fn video_files(root: &Path, filter: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, ScanError> {
@@ -202,9 +206,8 @@ fn probe(c: &Candidate) -> Result<Clip, String> {
 /// Probes every candidate (`threads` at a time) into a manifest; the ones that cannot be
 /// opened join the scan's rejected list.
 pub fn build_manifest(kind: DatasetKind, scan: Scan, threads: usize) -> (Manifest, Vec<Rejected>) {
-    let results: Vec<Result<Clip, Rejected>> = crate::pool(threads).install(|| {
-        scan.candidates.par_iter().map(|c| probe(c).map_err(|reason| Rejected { path: c.path.clone(), reason })).collect()
-    });
+    let results: Vec<Result<Clip, Rejected>> = crate::pool(threads)
+        .install(|| scan.candidates.par_iter().map(|c| probe(c).map_err(|reason| Rejected { path: c.path.clone(), reason })).collect());
     let mut rejected = scan.rejected;
     let mut clips = Vec::new();
     for r in results {

@@ -14,24 +14,24 @@ pub fn write_synthetic(cfg: &SyntheticConfig, out_dir: &Path, threads: usize) ->
     std::fs::create_dir_all(&videos).map_err(|e| VideoError::Io { path: videos.clone(), source: e })?;
     let clips: Vec<Clip> = crate::pool(threads).install(|| {
         (0..cfg.num_videos)
-        .into_par_iter()
-        .map(|i| {
-            let v = render(cfg, i);
-            let id = format!("synthetic_{i:05}");
-            let rel = PathBuf::from("videos").join(format!("{id}.mp4"));
-            write_video(&out_dir.join(&rel), &v.frames, EncodeOptions::h264(cfg.fps))?;
-            Ok(Clip {
-                id,
-                path: rel,
-                kind: ClipKind::Video,
-                frame_count: v.frames.len() as u64,
-                fps: Some(cfg.fps as f64),
-                width: cfg.width,
-                height: cfg.height,
-                label: Some(v.label),
+            .into_par_iter()
+            .map(|i| {
+                let v = render(cfg, i);
+                let id = format!("synthetic_{i:05}");
+                let rel = PathBuf::from("videos").join(format!("{id}.mp4"));
+                write_video(&out_dir.join(&rel), &v.frames, EncodeOptions::h264(cfg.fps))?;
+                Ok(Clip {
+                    id,
+                    path: rel,
+                    kind: ClipKind::Video,
+                    frame_count: v.frames.len() as u64,
+                    fps: Some(cfg.fps as f64),
+                    width: cfg.width,
+                    height: cfg.height,
+                    label: Some(v.label),
+                })
             })
-        })
-        .collect::<Result<_, VideoError>>()
+            .collect::<Result<_, VideoError>>()
     })?;
     Ok(Manifest {
         dataset: "synthetic".into(),

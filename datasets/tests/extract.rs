@@ -16,7 +16,8 @@ fn none(_: &latte_datasets::Clip) {}
 #[test]
 fn every_frame_is_stored_transformed_and_windows_match_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SyntheticConfig { num_videos: 3, min_frames: 50, max_frames: 70, width: 40, height: 32, num_classes: 2, ..Default::default() };
+    let cfg =
+        SyntheticConfig { num_videos: 3, min_frames: 50, max_frames: 70, width: 40, height: 32, num_classes: 2, ..Default::default() };
     let m = write_synthetic(&cfg, dir.path(), 2).unwrap();
     let store = dir.path().join("frames.zarr");
     let rep = extract_frames(&m, dir.path(), &store, &opts(16, None), 2, &none).unwrap();
@@ -124,7 +125,8 @@ fn sky_frame_folders_use_stride_windows_crop_then_resize_and_no_flip() {
         write_png(&clip.join(format!("abc_frames_{:08}.png", 1000 + k)), f).unwrap();
     }
     let root = dir.path().join("sky_train");
-    let (m, rejected) = build_manifest(DatasetKind::SkyTimelapse, scan(DatasetKind::SkyTimelapse, &root, &ScanOptions::default()).unwrap(), 1);
+    let (m, rejected) =
+        build_manifest(DatasetKind::SkyTimelapse, scan(DatasetKind::SkyTimelapse, &root, &ScanOptions::default()).unwrap(), 1);
     assert!(rejected.is_empty());
     let store = dir.path().join("f.zarr");
     extract_frames(&m, dir.path(), &store, &opts(8, None), 1, &none).unwrap();

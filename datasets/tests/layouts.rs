@@ -38,7 +38,12 @@ fn ucf101_labels_follow_sorted_class_folders_and_reads_xvid_avi() {
     assert_eq!(m.num_classes, Some(3));
     assert_eq!(
         ids(&m),
-        ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01", "Archery/v_Archery_g01_c01", "BabyCrawling/v_BabyCrawling_g01_c01"]
+        [
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01",
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01",
+            "Archery/v_Archery_g01_c01",
+            "BabyCrawling/v_BabyCrawling_g01_c01"
+        ]
     );
     assert_eq!(m.clips.iter().map(|c| c.label).collect::<Vec<_>>(), [Some(0), Some(0), Some(1), Some(2)]);
     let c = &m.clips[0];

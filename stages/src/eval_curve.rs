@@ -19,8 +19,8 @@ use std::sync::LazyLock;
 
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
-use serde_json::{json, Value};
 use latte_train::checkpoint::CheckpointState;
+use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::sample::{sample_to_dir, ModelSource, Sample, SampleOptions};
@@ -28,7 +28,8 @@ use crate::sample::{sample_to_dir, ModelSource, Sample, SampleOptions};
 pub struct EvalCurve;
 
 /// Parameters passed to the `sample` stage under their own names.
-const SAMPLE_KEYS: &[&str] = &["n", "batch_size", "method", "steps", "eta", "cfg_scale", "use_ema", "seed", "decode_batch", "device", "precision"];
+const SAMPLE_KEYS: &[&str] =
+    &["n", "batch_size", "method", "steps", "eta", "cfg_scale", "use_ema", "seed", "decode_batch", "device", "precision"];
 /// Parameters passed to the `metrics` stage under their own names (`metrics_seed` is its `seed`).
 const METRICS_KEYS: &[&str] = &[
     "fid",
@@ -45,7 +46,12 @@ const METRICS_KEYS: &[&str] = &[
 ];
 
 const OWN: &[ParamSpec] = &[
-    ParamSpec { name: "metrics_seed", ty: ParamType::Int, default: Some("0"), help: "the metrics stage's `seed`: the real clips' draw (videos, starts, flips)" },
+    ParamSpec {
+        name: "metrics_seed",
+        ty: ParamType::Int,
+        default: Some("0"),
+        help: "the metrics stage's `seed`: the real clips' draw (videos, starts, flips)",
+    },
     ParamSpec { name: "log_x", ty: ParamType::Bool, default: Some("false"), help: "draw curve.png with a log-scaled step axis" },
 ];
 
@@ -53,7 +59,11 @@ const OWN: &[ParamSpec] = &[
 /// each parameter: its help and default are theirs), then this stage's own.
 static PARAMS: LazyLock<Vec<ParamSpec>> = LazyLock::new(|| {
     let pick = |stage: &dyn Stage, keys: &[&str]| -> Vec<ParamSpec> {
-        keys.iter().map(|k| *stage.params().iter().find(|p| p.name == *k).unwrap_or_else(|| panic!("stage `{}` has no parameter `{k}`", stage.kind()))).collect()
+        keys.iter()
+            .map(|k| {
+                *stage.params().iter().find(|p| p.name == *k).unwrap_or_else(|| panic!("stage `{}` has no parameter `{k}`", stage.kind()))
+            })
+            .collect()
     };
     let mut specs = pick(&Sample, SAMPLE_KEYS);
     let mut fid = pick(&Metrics, METRICS_KEYS);
@@ -139,7 +149,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let train = ctx.input("train").map_err(|e| anyhow!("{e}"))?;
     let checkpoints = latte_train::checkpoint::list_checkpoints(&train.join("checkpoints"))?;
     if checkpoints.is_empty() {
-        bail!("{}: no checkpoints to evaluate; the `train` stage keeps `keep_checkpoints` of them, every `checkpoint_every` steps", train.join("checkpoints").display());
+        bail!(
+            "{}: no checkpoints to evaluate; the `train` stage keeps `keep_checkpoints` of them, every `checkpoint_every` steps",
+            train.join("checkpoints").display()
+        );
     }
     let use_ema = sample_p.bool("use_ema").map_err(|e| anyhow!("{e}"))?;
     // What moves a checkpoint's numbers besides its weights: the settings, the two stages'
@@ -176,7 +189,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
             ctx.progress.log(&format!("eval_curve: step {step}: sampling and scoring"));
             evaluate(ctx, dir, &sample_p, &metrics_p, &entry)?;
         }
-        let metrics: Value = serde_json::from_slice(&std::fs::read(entry.join("metrics.json"))?).with_context(|| format!("{}", entry.join("metrics.json").display()))?;
+        let metrics: Value = serde_json::from_slice(&std::fs::read(entry.join("metrics.json"))?)
+            .with_context(|| format!("{}", entry.join("metrics.json").display()))?;
         let shown = ctx.out.join("points").join(format!("step-{step:08}"));
         std::fs::create_dir_all(&shown)?;
         for f in ["metrics.json", "grid.gif"] {
@@ -233,8 +247,21 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &P
         .with_context(|| format!("sampling from checkpoint {}", dir.display()))?;
 
     std::fs::create_dir_all(&scored)?;
-    let inputs = [("samples".to_owned(), samples.clone()), ("frames".to_owned(), ctx.input("frames").map_err(|e| anyhow!("{e}"))?.to_owned())].into_iter().collect();
-    let sub = StageContext { name: ctx.name, params: metrics_p, inputs: &inputs, out: &scored, work: &scratch, memo: ctx.memo, threads: ctx.threads, progress: &latte_engine::NoProgress, cancel: ctx.cancel };
+    let inputs =
+        [("samples".to_owned(), samples.clone()), ("frames".to_owned(), ctx.input("frames").map_err(|e| anyhow!("{e}"))?.to_owned())]
+            .into_iter()
+            .collect();
+    let sub = StageContext {
+        name: ctx.name,
+        params: metrics_p,
+        inputs: &inputs,
+        out: &scored,
+        work: &scratch,
+        memo: ctx.memo,
+        threads: ctx.threads,
+        progress: &latte_engine::NoProgress,
+        cancel: ctx.cancel,
+    };
     Metrics.run(&sub).map_err(|e| anyhow!("{e}")).with_context(|| format!("the metrics stage's run for checkpoint {}", dir.display()))?;
 
     let tmp = scratch.join("entry");
@@ -265,7 +292,8 @@ fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> 
             }
         }
     }
-    let missing: Vec<&str> = ["fvd", "fid"].into_iter().filter(|k| points.iter().any(|p| p.metrics[*k]["status"] == "missing_weights")).collect();
+    let missing: Vec<&str> =
+        ["fvd", "fid"].into_iter().filter(|k| points.iter().any(|p| p.metrics[*k]["status"] == "missing_weights")).collect();
     let curve = json!({
         "x": "training step",
         "curves": curves,
@@ -401,7 +429,10 @@ i3d_weights = "{i3d}"
     }
 
     fn memo_entries(dir: &Path) -> usize {
-        std::fs::read_dir(dir.join(".latte/memo/eval_curve")).unwrap().filter(|e| e.as_ref().unwrap().path().join("metrics.json").is_file()).count()
+        std::fs::read_dir(dir.join(".latte/memo/eval_curve"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().join("metrics.json").is_file())
+            .count()
     }
 
     #[test]
@@ -448,14 +479,20 @@ i3d_weights = "{i3d}"
                  [stages.l]\nkind = \"latents\"\ninputs = {{ frames = \"f\", vae = \"v\" }}\n[stages.t]\nkind = \"train\"\ninputs = {{ latents = \"l\" }}\n\
                  [stages.c]\nkind = \"eval_curve\"\ninputs = {{ train = \"t\", vae = \"v\", frames = \"f\" }}\n{extra}"
             );
-            latte_engine::pipeline::parse(&text, Path::new("/tmp/pipeline.toml"), &crate::registry(), &Default::default()).map(|p| p.stage("c").unwrap().params.clone())
+            latte_engine::pipeline::parse(&text, Path::new("/tmp/pipeline.toml"), &crate::registry(), &Default::default())
+                .map(|p| p.stage("c").unwrap().params.clone())
         };
         let params = p("").map_err(|e| e.to_string()).unwrap();
         let (sample, metrics) = super::split(&params).unwrap();
         assert_eq!(sample.usize("steps").unwrap(), 250, "the sample stage's default");
         assert_eq!(metrics.u64("seed").unwrap(), 0);
         assert!(!metrics.bool("fid").unwrap(), "FID only where asked");
-        for (bad, key) in [("steps = 0", "steps"), ("num_clips = 0", "num_clips"), ("frames_per_clip = 4", "frames_per_clip"), ("covariance = \"x\"", "covariance")] {
+        for (bad, key) in [
+            ("steps = 0", "steps"),
+            ("num_clips = 0", "num_clips"),
+            ("frames_per_clip = 4", "frames_per_clip"),
+            ("covariance = \"x\"", "covariance"),
+        ] {
             let e = p(bad).err().unwrap_or_else(|| panic!("`{bad}` accepted")).to_string();
             assert!(e.contains(key), "{bad}: {e}");
         }

@@ -11,7 +11,12 @@ use latte_video::WindowSpec;
 pub struct Frames;
 
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "size", ty: ParamType::Int, default: Some("64"), help: "output frames are size × size (256 in the paper); a multiple of 8 (SD's VAE downsamples ×8) from 8 to 4096" },
+    ParamSpec {
+        name: "size",
+        ty: ParamType::Int,
+        default: Some("64"),
+        help: "output frames are size × size (256 in the paper); a multiple of 8 (SD's VAE downsamples ×8) from 8 to 4096",
+    },
     ParamSpec {
         name: "windows_per_video",
         ty: ParamType::Int,
@@ -28,7 +33,10 @@ const INPUTS: &[InputSpec] = &[InputSpec { name: "videos", required: true, help:
 fn options(p: &Params) -> Result<ExtractOptions, StageError> {
     let size = p.usize("size")?;
     if !(8..=4096).contains(&size) || !size.is_multiple_of(8) {
-        return Err(format!("parameter `size` is {size}; use a multiple of 8 from 8 to 4096 (the VAE downsamples ×8, so latents are size/8 on a side)").into());
+        return Err(format!(
+            "parameter `size` is {size}; use a multiple of 8 from 8 to 4096 (the VAE downsamples ×8, so latents are size/8 on a side)"
+        )
+        .into());
     }
     let spec = WindowSpec { num_frames: p.usize("num_frames")?, interval: p.usize("frame_interval")? };
     if spec.num_frames == 0 || spec.interval == 0 {
@@ -152,7 +160,9 @@ mod tests {
         r.register(Frames);
         let load = |videos: &str, size: &str| {
             let text = format!("[stages.videos]\nkind = \"videos\"\n{videos}\n[stages.frames]\nkind = \"frames\"\ninputs = {{ videos = \"videos\" }}\n{size}\n");
-            latte_engine::pipeline::parse(&text, std::path::Path::new("/p/pipeline.toml"), &r, &Default::default()).map(|_| ()).map_err(|e| e.to_string())
+            latte_engine::pipeline::parse(&text, std::path::Path::new("/p/pipeline.toml"), &r, &Default::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         assert_eq!(load("num_videos = 8", "size = 64"), Ok(()));
         let e = load("num_videos = 8", "size = 61").unwrap_err();

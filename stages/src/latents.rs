@@ -81,7 +81,8 @@ impl Stage for Latents {
         let frames = ctx.input("frames")?.join("frames.zarr");
         let vae = vae_dir(ctx)?;
         let device = crate::open_device(ctx.params)?;
-        encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, &device, ctx.progress, ctx.cancel).map_err(crate::stage_error)
+        encode_store(&frames, &vae, &ctx.out.join("latents.zarr"), dtype, batch_size, &device, ctx.progress, ctx.cancel)
+            .map_err(crate::stage_error)
     }
 }
 
@@ -93,7 +94,10 @@ fn vae_dir(ctx: &StageContext<'_>) -> anyhow::Result<PathBuf> {
         // A vae_train output holds the folder as `vae/`; any other upstream may be the folder.
         Some(dir) if dir.join("vae").is_dir() => Ok(dir.join("vae")),
         Some(dir) => Ok(dir.clone()),
-        None => bail!("stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder", ctx.name),
+        None => bail!(
+            "stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder",
+            ctx.name
+        ),
     }
 }
 
@@ -226,7 +230,8 @@ mod tests {
             w.append::<u8>("frames", &px).unwrap();
             w.end_video(&format!("video{v}"), Some((v % 2) as u32)).unwrap();
         }
-        let info = GroupInfo { dataset: "unit".into(), num_classes: Some(2), window: WindowKind::Linspace, flip: true, extra: Default::default() };
+        let info =
+            GroupInfo { dataset: "unit".into(), num_classes: Some(2), window: WindowKind::Linspace, flip: true, extra: Default::default() };
         w.finish(info).unwrap();
         path
     }
@@ -259,7 +264,10 @@ mod tests {
         let latents = RaggedReader::open(&out).unwrap();
         let source = RaggedReader::open(&frames).unwrap();
         let meta = latents.meta();
-        assert_eq!((&meta.offsets, &meta.counts, &meta.ids, &meta.labels), (&source.meta().offsets, &source.meta().counts, &source.meta().ids, &source.meta().labels));
+        assert_eq!(
+            (&meta.offsets, &meta.counts, &meta.ids, &meta.labels),
+            (&source.meta().offsets, &source.meta().counts, &source.meta().ids, &source.meta().labels)
+        );
         let folder = VaeFolder::open(&vae_dir).unwrap();
         assert_eq!(meta.extra["scale_factor"].as_f64(), Some(folder.config.scaling_factor));
         assert_eq!(meta.extra["vae_digest"].as_str(), Some(folder.digest().unwrap().as_str()));
@@ -302,7 +310,8 @@ mod tests {
         let e = train_on_store(&frames, &tiny_options(), &dir.join("vae_train2"), &NoProgress, &cancelled).unwrap_err();
         assert!(e.is::<Interrupted>(), "{e:#}");
         assert!(!dir.join("vae_train2/report.json").exists());
-        let e = encode_store(&frames, &vae_dir, &dir.join("latents2.zarr"), StoreDtype::F32, 3, &Device::flex(), &NoProgress, &cancelled).unwrap_err();
+        let e = encode_store(&frames, &vae_dir, &dir.join("latents2.zarr"), StoreDtype::F32, 3, &Device::flex(), &NoProgress, &cancelled)
+            .unwrap_err();
         assert!(e.is::<Interrupted>(), "{e:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -314,10 +323,21 @@ mod tests {
         let vae_dir = dir.join("vae");
         let model = latte_vae::AutoencoderKL::init(&VaeConfig::new(vec![8, 16, 16], 1, 4, 4), 0, &Device::flex()).unwrap();
         latte_vae::save_pretrained(&model, &VaeConfig::new(vec![8, 16, 16], 1, 4, 4), &vae_dir).unwrap();
-        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &Device::flex(), &NoProgress, &Cancel::new()).unwrap_err();
+        let err = encode_store(&frames, &vae_dir, &dir.join("out.zarr"), StoreDtype::F32, 4, &Device::flex(), &NoProgress, &Cancel::new())
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("multiples of the downsampling factor 4") && msg.contains("frames.zarr") && msg.contains("vae"), "{msg}");
-        let err = encode_store(&frames, &dir.join("nowhere"), &dir.join("out2.zarr"), StoreDtype::F32, 4, &Device::flex(), &NoProgress, &Cancel::new()).unwrap_err();
+        let err = encode_store(
+            &frames,
+            &dir.join("nowhere"),
+            &dir.join("out2.zarr"),
+            StoreDtype::F32,
+            4,
+            &Device::flex(),
+            &NoProgress,
+            &Cancel::new(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("config.json"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

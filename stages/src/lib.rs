@@ -8,14 +8,14 @@ use latte_engine::{Interrupted, ParamSpec, ParamType, Params, Registry, StageErr
 
 // One module per stage kind, in pipeline order. To add a kind: add `pub mod <kind>;` here and
 // one `r.register(...)` line in `registry()` below.
-pub mod videos;
+pub mod eval_curve;
 pub mod frames;
-pub mod vae_train;
 pub mod latents;
 pub mod metrics;
-pub mod train;
 pub mod sample;
-pub mod eval_curve;
+pub mod train;
+pub mod vae_train;
+pub mod videos;
 
 /// Every stage kind a pipeline file may name in `kind = "..."`.
 pub fn registry() -> Registry {
@@ -61,7 +61,10 @@ pub(crate) fn precision(p: &Params, key: &str, allowed: &[&str]) -> Result<Optio
     let name = p.str(key).map_err(|e| e.to_string())?;
     match latte_nn::device::compute_dtype(name) {
         Some(dtype) if allowed.contains(&name) => Ok(dtype),
-        _ => Err(format!("parameter `{key}` is \"{name}\"; use one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))),
+        _ => Err(format!(
+            "parameter `{key}` is \"{name}\"; use one of {}",
+            allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -69,7 +72,11 @@ pub(crate) fn precision(p: &Params, key: &str, allowed: &[&str]) -> Result<Optio
 /// visible: anyhow's own conversion boxes its wrapper, whose `source()` chain starts below the
 /// error it wraps, so the runner would report a stopped stage as failed.
 pub(crate) fn stage_error(e: anyhow::Error) -> StageError {
-    if e.chain().any(|c| c.is::<Interrupted>()) { Box::new(Interrupted) } else { e.into() }
+    if e.chain().any(|c| c.is::<Interrupted>()) {
+        Box::new(Interrupted)
+    } else {
+        e.into()
+    }
 }
 
 /// Stopping a stage from inside a callback that cannot return an error (the VAE trainer's

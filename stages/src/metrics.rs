@@ -64,25 +64,15 @@ const PARAMS: &[ParamSpec] = &[
 ];
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec {
-        name: "samples",
-        required: true,
-        help: "the `sample` stage (samples.zarr)",
-    },
-    InputSpec {
-        name: "frames",
-        required: true,
-        help: "the `frames` stage (frames.zarr): the real videos",
-    },
+    InputSpec { name: "samples", required: true, help: "the `sample` stage (samples.zarr)" },
+    InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr): the real videos" },
 ];
 
 fn covariance(p: &Params) -> Result<Covariance, String> {
     match p.str("covariance").map_err(|e| e.to_string())? {
         "population" => Ok(Covariance::Population),
         "unbiased" => Ok(Covariance::Unbiased),
-        other => Err(format!(
-            "parameter `covariance` is \"{other}\"; use \"population\" or \"unbiased\""
-        )),
+        other => Err(format!("parameter `covariance` is \"{other}\"; use \"population\" or \"unbiased\"")),
     }
 }
 
@@ -113,10 +103,7 @@ impl Stage for Metrics {
         crate::device_spec(params)?;
         let get = |k: &str| params.usize(k).map_err(|e| e.to_string());
         if get("frames_per_clip")? < i3d::MIN_FRAMES {
-            return Err(format!(
-                "parameter `frames_per_clip` must be at least {} (I3D's temporal pooling)",
-                i3d::MIN_FRAMES
-            ));
+            return Err(format!("parameter `frames_per_clip` must be at least {} (I3D's temporal pooling)", i3d::MIN_FRAMES));
         }
         for k in ["num_clips", "real_stride", "fake_stride"] {
             if get(k)? == 0 {
@@ -132,9 +119,7 @@ impl Stage for Metrics {
         get("fid_num_real")?;
         let splits = get("is_splits")?;
         if splits == 0 || get("is_num_clips")? < splits {
-            return Err(format!(
-                "parameters `is_splits` ({splits}) must be at least 1 and `is_num_clips` at least `is_splits`"
-            ));
+            return Err(format!("parameters `is_splits` ({splits}) must be at least 1 and `is_num_clips` at least `is_splits`"));
         }
         if get("fid_num_fake")? == 0 {
             return Err("parameter `fid_num_fake` must be at least 1".into());
@@ -159,49 +144,28 @@ struct Videos {
 
 impl Videos {
     fn open(dir: &Path, preferred: &[&str]) -> anyhow::Result<Self> {
-        let store =
-            RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let store = RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         let names = store.array_names();
         let name = preferred
             .iter()
             .find(|p| names.iter().any(|n| n == *p))
             .map(|s| s.to_string())
             .or_else(|| (names.len() == 1).then(|| names[0].clone()))
-            .with_context(|| {
-                format!(
-                    "{}: no uint8 frames array (looked for {preferred:?}, found {names:?})",
-                    dir.display()
-                )
-            })?;
-        let frames = store
-            .array::<u8>(&name)
-            .with_context(|| format!("reading array `{name}` of {}", dir.display()))?;
+            .with_context(|| format!("{}: no uint8 frames array (looked for {preferred:?}, found {names:?})", dir.display()))?;
+        let frames = store.array::<u8>(&name).with_context(|| format!("reading array `{name}` of {}", dir.display()))?;
         let &[h, w, 3] = frames.frame_shape() else {
-            bail!(
-                "{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB",
-                dir.display(),
-                frames.frame_shape()
-            );
+            bail!("{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB", dir.display(), frames.frame_shape());
         };
-        Ok(Videos {
-            dir: dir.to_owned(),
-            meta: store.meta().clone(),
-            frames,
-            height: h as usize,
-            width: w as usize,
-        })
+        Ok(Videos { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
     }
 
     fn read_clip(&self, clip: &Clip) -> anyhow::Result<Vec<u8>> {
         let base = self.meta.offsets[clip.video];
         let idx: Vec<u64> = clip.frames.iter().map(|f| base + f).collect();
-        let mut pixels = self.frames.read_frames(&[], &idx).with_context(|| {
-            format!(
-                "reading video `{}` of {}",
-                self.meta.ids[clip.video],
-                self.dir.display()
-            )
-        })?;
+        let mut pixels = self
+            .frames
+            .read_frames(&[], &idx)
+            .with_context(|| format!("reading video `{}` of {}", self.meta.ids[clip.video], self.dir.display()))?;
         if clip.mirror {
             for row in pixels.chunks_exact_mut(self.width * 3) {
                 let mut px: Vec<[u8; 3]> = row.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
@@ -253,18 +217,8 @@ fn weighted_metric(
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
-    let samples = Videos::open(
-        &ctx.input("samples")
-            .map_err(|e| anyhow!("{e}"))?
-            .join("samples.zarr"),
-        &["samples", "frames"],
-    )?;
-    let real = Videos::open(
-        &ctx.input("frames")
-            .map_err(|e| anyhow!("{e}"))?
-            .join("frames.zarr"),
-        &["frames"],
-    )?;
+    let samples = Videos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
+    let real = Videos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
     let device = crate::open_device(p)?;
     let mut report = serde_json::Map::new();
 
@@ -272,29 +226,14 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     report.insert("fvd".into(), fvd);
     let fid = weighted_metric(p, "fid", "inception_weights", &INCEPTION, |path| fid(ctx, path, &samples, &real, cov, &device))?;
     report.insert("fid".into(), fid);
-    let c3d_path = p
-        .opt_str("c3d_weights")
-        .map_err(|e| anyhow!("{e}"))?
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
+    let c3d_path = p.opt_str("c3d_weights").map_err(|e| anyhow!("{e}"))?.filter(|s| !s.is_empty()).map(PathBuf::from);
     let is = if !p.bool("is").map_err(|e| anyhow!("{e}"))? {
         json!({"status": "disabled"})
     } else if let Some(path) = c3d_path.as_ref().filter(|p| p.exists()) {
-        let model = C3d::load(&path, &device).with_context(|| {
-            format!(
-                "loading C3D weights {} (parameter `c3d_weights`)",
-                path.display()
-            )
-        })?;
+        let model =
+            C3d::load(&path, &device).with_context(|| format!("loading C3D weights {} (parameter `c3d_weights`)", path.display()))?;
         let digest = file_sha256(&path)?;
-        let mut entry = video_inception_score(
-            ctx,
-            &model,
-            &samples,
-            p_usize(p, "is_num_clips")?,
-            p_usize(p, "is_splits")?,
-            &device,
-        )?;
+        let mut entry = video_inception_score(ctx, &model, &samples, p_usize(p, "is_num_clips")?, p_usize(p, "is_splits")?, &device)?;
         entry["weights"] = json!({"path": path.display().to_string(), "sha256": digest});
         entry
     } else {
@@ -332,27 +271,14 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fvd(
-    ctx: &StageContext<'_>,
-    weights: &Path,
-    fake: &Videos,
-    real: &Videos,
-    cov: Covariance,
-    device: &Device,
-) -> anyhow::Result<Value> {
+fn fvd(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
     let p = ctx.params;
-    let (n, f, rs, fs) = (
-        p_usize(p, "num_clips")?,
-        p_usize(p, "frames_per_clip")?,
-        p_usize(p, "real_stride")?,
-        p_usize(p, "fake_stride")?,
-    );
+    let (n, f, rs, fs) = (p_usize(p, "num_clips")?, p_usize(p, "frames_per_clip")?, p_usize(p, "real_stride")?, p_usize(p, "fake_stride")?);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
     let mirror = p.bool("real_mirror").map_err(|e| anyhow!("{e}"))?;
     let references = p.bool("fvd_references").map_err(|e| anyhow!("{e}"))?;
     let draw = RealDraw { num_clips: n, num_frames: f, stride: rs, mirror, seed };
-    let model = I3d::load(weights, device)
-        .with_context(|| format!("loading I3D weights {}", weights.display()))?;
+    let model = I3d::load(weights, device).with_context(|| format!("loading I3D weights {}", weights.display()))?;
     let digest = file_sha256(weights)?;
     let (rclips, eligible) = real_clips(&real.meta.counts, &draw);
     let fclips = fake_clips(&fake.meta.counts, n, f, fs);
@@ -371,11 +297,7 @@ fn fvd(
     let baseline_from = if held.len() >= 2 { &held } else { &rclips };
     let extra = if references { held.len() + baseline_from.len() } else { 0 };
     ctx.progress.set_length((rclips.len() + fclips.len() + extra) as u64);
-    ctx.progress.log(&format!(
-        "FVD: I3D on {} real and {} generated clips of {f} frames",
-        rclips.len(),
-        fclips.len()
-    ));
+    ctx.progress.log(&format!("FVD: I3D on {} real and {} generated clips of {f} frames", rclips.len(), fclips.len()));
     // `read` gives a clip's frames at the size of `videos`.
     let features = |videos: &Videos, clips: &[Clip], read: &dyn Fn(&Clip) -> anyhow::Result<Vec<u8>>| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(i3d::FEATURE_DIM);
@@ -484,11 +406,7 @@ fn video_inception_score(
         );
     }
     ctx.progress.set_length(clips.len() as u64);
-    ctx.progress.log(&format!(
-        "IS: C3D on {} generated clips of {} frames",
-        clips.len(),
-        cfg.frames
-    ));
+    ctx.progress.log(&format!("IS: C3D on {} generated clips of {} frames", clips.len(), cfg.frames));
     let mut probs = Vec::with_capacity(clips.len() * cfg.classes);
     for clip in &clips {
         ctx.check_cancelled()?;
@@ -498,8 +416,7 @@ fn video_inception_score(
         ctx.progress.inc(1);
     }
     let (mean, std) = inception_score(&probs, clips.len(), cfg.classes, splits, SHUFFLE_SEED);
-    ctx.progress
-        .log(&format!("IS-{} = {mean:.4} ± {std:.4}", clips.len()));
+    ctx.progress.log(&format!("IS-{} = {mean:.4} ± {std:.4}", clips.len()));
     Ok(json!({
         "status": "computed",
         "name": format!("IS-{}", clips.len()),
@@ -518,19 +435,11 @@ fn video_inception_score(
     }))
 }
 
-fn fid(
-    ctx: &StageContext<'_>,
-    weights: &Path,
-    fake: &Videos,
-    real: &Videos,
-    cov: Covariance,
-    device: &Device,
-) -> anyhow::Result<Value> {
+fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
     let p = ctx.params;
     let (n_real, n_fake) = (p_usize(p, "fid_num_real")?, p_usize(p, "fid_num_fake")?);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let model = InceptionV3::load(weights, device)
-        .with_context(|| format!("loading InceptionV3 weights {}", weights.display()))?;
+    let model = InceptionV3::load(weights, device).with_context(|| format!("loading InceptionV3 weights {}", weights.display()))?;
     let digest = file_sha256(weights)?;
     let total_real = real.meta.total_frames() as usize;
     let real_idx: Vec<u64> = if n_real == 0 || n_real >= total_real {
@@ -540,27 +449,15 @@ fn fid(
     };
     let fake_idx: Vec<u64> = (0..(fake.meta.total_frames() as usize).min(n_fake) as u64).collect();
     if real_idx.len() < 2 || fake_idx.len() < 2 {
-        bail!(
-            "FID needs at least 2 frames per side: {} real, {} generated",
-            real_idx.len(),
-            fake_idx.len()
-        );
+        bail!("FID needs at least 2 frames per side: {} real, {} generated", real_idx.len(), fake_idx.len());
     }
-    ctx.progress
-        .set_length((real_idx.len() + fake_idx.len()) as u64);
-    ctx.progress.log(&format!(
-        "FID: InceptionV3 on {} real and {} generated frames",
-        real_idx.len(),
-        fake_idx.len()
-    ));
+    ctx.progress.set_length((real_idx.len() + fake_idx.len()) as u64);
+    ctx.progress.log(&format!("FID: InceptionV3 on {} real and {} generated frames", real_idx.len(), fake_idx.len()));
     let features = |videos: &Videos, idx: &[u64]| -> anyhow::Result<FeatureStats> {
         let mut stats = FeatureStats::new(inception::FEATURE_DIM);
         for &i in idx {
             ctx.check_cancelled()?;
-            let pixels = videos
-                .frames
-                .read_frames(&[], &[i])
-                .with_context(|| format!("reading frame {i} of {}", videos.dir.display()))?;
+            let pixels = videos.frames.read_frames(&[], &[i]).with_context(|| format!("reading frame {i} of {}", videos.dir.display()))?;
             let x = inception::preprocess(&[&pixels], videos.height, videos.width, device)?;
             stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
             ctx.progress.inc(1);
@@ -570,8 +467,7 @@ fn fid(
     let real_stats = features(real, &real_idx)?;
     let fake_stats = features(fake, &fake_idx)?;
     let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_stats.gaussian(cov)?)?;
-    ctx.progress
-        .log(&format!("FID-{} = {value:.4}", fake_idx.len()));
+    ctx.progress.log(&format!("FID-{} = {value:.4}", fake_idx.len()));
     Ok(json!({
         "status": "computed",
         "name": format!("FID-{}", fake_idx.len()),
@@ -621,12 +517,9 @@ pub(crate) mod tests {
     /// `videos` clips of `len` 16×16 frames; `phase` makes the two stores differ.
     fn write_store(dir: &Path, array: &str, videos: usize, len: usize, phase: usize) {
         let mut w = RaggedWriter::create(dir).unwrap();
-        w.add_array::<u8>(&ArraySpec::new(array, &[], &[16, 16, 3]))
-            .unwrap();
+        w.add_array::<u8>(&ArraySpec::new(array, &[], &[16, 16, 3])).unwrap();
         for v in 0..videos {
-            let frames: Vec<u8> = (0..len * 16 * 16 * 3)
-                .map(|i| ((i * (v + 3 + phase) + i / 768 * 17) % 256) as u8)
-                .collect();
+            let frames: Vec<u8> = (0..len * 16 * 16 * 3).map(|i| ((i * (v + 3 + phase) + i / 768 * 17) % 256) as u8).collect();
             w.append(array, &frames).unwrap();
             w.end_video(&format!("v{v}"), None).unwrap();
         }
@@ -644,9 +537,7 @@ pub(crate) mod tests {
     pub(crate) fn random_i3d(path: &Path) {
         let mut state = 1u64;
         let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         let mut map = TensorMap::new();
@@ -655,23 +546,11 @@ pub(crate) mod tests {
             let scale = 1.7 / ((cin * k * k * k) as f32).sqrt();
             map.insert(
                 format!("params/{name}/Conv_0/kernel"),
-                HostTensor::f32(
-                    vec![k, k, k, cin, cout],
-                    (0..n).map(|_| next() * scale).collect(),
-                ),
+                HostTensor::f32(vec![k, k, k, cin, cout], (0..n).map(|_| next() * scale).collect()),
             );
-            map.insert(
-                format!("params/{name}/BatchNorm_0/bias"),
-                HostTensor::f32(vec![cout], vec![0.01; cout]),
-            );
-            map.insert(
-                format!("batch_stats/{name}/BatchNorm_0/mean"),
-                HostTensor::f32(vec![cout], vec![0.0; cout]),
-            );
-            map.insert(
-                format!("batch_stats/{name}/BatchNorm_0/var"),
-                HostTensor::f32(vec![cout], vec![1.0; cout]),
-            );
+            map.insert(format!("params/{name}/BatchNorm_0/bias"), HostTensor::f32(vec![cout], vec![0.01; cout]));
+            map.insert(format!("batch_stats/{name}/BatchNorm_0/mean"), HostTensor::f32(vec![cout], vec![0.0; cout]));
+            map.insert(format!("batch_stats/{name}/BatchNorm_0/var"), HostTensor::f32(vec![cout], vec![1.0; cout]));
         };
         unit(&mut map, "Conv3d_1a_7x7".into(), 3, 64, 7);
         unit(&mut map, "Conv3d_2b_1x1".into(), 64, 64, 1);
@@ -688,60 +567,18 @@ pub(crate) mod tests {
             ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]),
         ];
         for (m, cin, c) in mixed {
-            unit(
-                &mut map,
-                format!("{m}/Branch_0/Conv3d_0a_1x1"),
-                cin,
-                c[0],
-                1,
-            );
-            unit(
-                &mut map,
-                format!("{m}/Branch_1/Conv3d_0a_1x1"),
-                cin,
-                c[1],
-                1,
-            );
-            unit(
-                &mut map,
-                format!("{m}/Branch_1/Conv3d_0b_3x3"),
-                c[1],
-                c[2],
-                3,
-            );
-            unit(
-                &mut map,
-                format!("{m}/Branch_2/Conv3d_0a_1x1"),
-                cin,
-                c[3],
-                1,
-            );
-            unit(
-                &mut map,
-                format!("{m}/Branch_2/Conv3d_0b_3x3"),
-                c[3],
-                c[4],
-                3,
-            );
-            unit(
-                &mut map,
-                format!("{m}/Branch_3/Conv3d_0b_1x1"),
-                cin,
-                c[5],
-                1,
-            );
+            unit(&mut map, format!("{m}/Branch_0/Conv3d_0a_1x1"), cin, c[0], 1);
+            unit(&mut map, format!("{m}/Branch_1/Conv3d_0a_1x1"), cin, c[1], 1);
+            unit(&mut map, format!("{m}/Branch_1/Conv3d_0b_3x3"), c[1], c[2], 3);
+            unit(&mut map, format!("{m}/Branch_2/Conv3d_0a_1x1"), cin, c[3], 1);
+            unit(&mut map, format!("{m}/Branch_2/Conv3d_0b_3x3"), c[3], c[4], 3);
+            unit(&mut map, format!("{m}/Branch_3/Conv3d_0b_1x1"), cin, c[5], 1);
         }
         map.insert(
             "params/Logits/Conv3d_0c_1x1/Conv_0/kernel".into(),
-            HostTensor::f32(
-                vec![1, 1, 1, 1024, 400],
-                (0..1024 * 400).map(|_| next() * 0.05).collect(),
-            ),
+            HostTensor::f32(vec![1, 1, 1, 1024, 400], (0..1024 * 400).map(|_| next() * 0.05).collect()),
         );
-        map.insert(
-            "params/Logits/Conv3d_0c_1x1/Conv_0/bias".into(),
-            HostTensor::f32(vec![400], vec![0.0; 400]),
-        );
+        map.insert("params/Logits/Conv3d_0c_1x1/Conv_0/bias".into(), HostTensor::f32(vec![400], vec![0.0; 400]));
         write_safetensors(path, &map, None).unwrap();
     }
 
@@ -754,21 +591,12 @@ pub(crate) mod tests {
              inputs = {{ samples = \"s\", frames = \"f\" }}\nnum_clips = 2\nframes_per_clip = 9\nreal_stride = 2\n{seed}{extra}",
             seed = if extra.contains("seed =") { "" } else { "seed = 5\n" },
         );
-        let p = latte_engine::pipeline::parse(
-            &text,
-            &root.join("pipeline.toml"),
-            &r,
-            &Default::default(),
-        )
-        .unwrap();
+        let p = latte_engine::pipeline::parse(&text, &root.join("pipeline.toml"), &r, &Default::default()).unwrap();
         p.stage("metrics").unwrap().params.clone()
     }
 
     fn run_stage(root: &Path, p: &Params, out: &Path) -> Value {
-        let inputs = BTreeMap::from([
-            ("samples".to_string(), root.join("s")),
-            ("frames".to_string(), root.join("f")),
-        ]);
+        let inputs = BTreeMap::from([("samples".to_string(), root.join("s")), ("frames".to_string(), root.join("f"))]);
         std::fs::create_dir_all(out).unwrap();
         Metrics.validate(p).unwrap();
         let ctx = StageContext {
@@ -794,10 +622,7 @@ pub(crate) mod tests {
         write_store(&root.join("f/frames.zarr"), "frames", 5, 20, 1);
 
         let m = run_stage(&root, &params(&root, ""), &root.join("out0"));
-        for (key, cmd) in [
-            ("fvd", "weights fetch i3d"),
-            ("fid", "weights fetch inception"),
-        ] {
+        for (key, cmd) in [("fvd", "weights fetch i3d"), ("fid", "weights fetch inception")] {
             assert_eq!(m[key]["status"], "missing_weights", "{m}");
             assert!(m[key]["value"].is_null());
             assert!(m[key]["how_to_get"].as_str().unwrap().contains(cmd), "{m}");
@@ -805,17 +630,11 @@ pub(crate) mod tests {
         assert_eq!(m["is"]["status"], "missing_weights", "{m}");
         assert!(m["is"]["value"].is_null());
         let how = m["is"]["how_to_get"].as_str().unwrap();
-        assert!(
-            how.contains("c3d_weights") && how.contains("mean.b") && how.contains("c3d_ucf101.pt"),
-            "{how}"
-        );
+        assert!(how.contains("c3d_weights") && how.contains("mean.b") && how.contains("c3d_ucf101.pt"), "{how}");
 
         let w = root.join("i3d.safetensors");
         random_i3d(&w);
-        let p = params(
-            &root,
-            &format!("fid = false\ni3d_weights = \"{}\"\n", w.display()),
-        );
+        let p = params(&root, &format!("fid = false\ni3d_weights = \"{}\"\n", w.display()));
         let a = run_stage(&root, &p, &root.join("out1"));
         let b = run_stage(&root, &p, &root.join("out2"));
         assert_eq!(a["fvd"]["status"], "computed", "{a}");
@@ -837,9 +656,14 @@ pub(crate) mod tests {
         assert!(floor.is_finite() && floor >= 0.0 && baseline.is_finite() && baseline > 0.0, "{refs}");
         assert_ne!(floor, baseline);
         // The real clips' draw is the seed's: another seed draws other clips, another number.
-        let other = run_stage(&root, &params(&root, &format!("fid = false\nseed = 6\ni3d_weights = \"{}\"\n", w.display())), &root.join("out3"));
+        let other =
+            run_stage(&root, &params(&root, &format!("fid = false\nseed = 6\ni3d_weights = \"{}\"\n", w.display())), &root.join("out3"));
         assert_ne!(other["fvd"]["value"], a["fvd"]["value"], "seed 6 draws other real clips");
-        let mirrored = run_stage(&root, &params(&root, &format!("fid = false\nreal_mirror = true\ni3d_weights = \"{}\"\n", w.display())), &root.join("out4"));
+        let mirrored = run_stage(
+            &root,
+            &params(&root, &format!("fid = false\nreal_mirror = true\ni3d_weights = \"{}\"\n", w.display())),
+            &root.join("out4"),
+        );
         assert_eq!(mirrored["fvd"]["protocol"]["real_mirror"], true);
         assert_ne!(mirrored["fvd"]["value"], a["fvd"]["value"], "flipped real clips move FVD");
         assert_eq!(a["fid"]["status"], "disabled");
@@ -852,94 +676,48 @@ pub(crate) mod tests {
     fn random_c3d(cfg: &C3dConfig) -> TensorMap {
         let mut state = 7u64;
         let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         let mut map = TensorMap::new();
         let mut put = |map: &mut TensorMap, name: String, shape: Vec<usize>, scale: f32| {
             let n = shape.iter().product();
-            map.insert(
-                name,
-                HostTensor::f32(shape, (0..n).map(|_| next() * scale).collect()),
-            );
+            map.insert(name, HostTensor::f32(shape, (0..n).map(|_| next() * scale).collect()));
         };
         let mut cin = 3;
         for (name, &cout) in c3d::CONVS.iter().zip(&cfg.channels) {
             let scale = 2.0 / ((cin * 27) as f32).sqrt();
-            put(
-                &mut map,
-                format!("{name}.weight"),
-                vec![cout, cin, 3, 3, 3],
-                scale,
-            );
+            put(&mut map, format!("{name}.weight"), vec![cout, cin, 3, 3, 3], scale);
             put(&mut map, format!("{name}.bias"), vec![cout], 0.1);
             cin = cout;
         }
-        for (name, i, o) in [
-            ("fc6", cfg.fc6_inputs(), cfg.hidden),
-            ("fc7", cfg.hidden, cfg.hidden),
-            ("fc8", cfg.hidden, cfg.classes),
-        ] {
-            put(
-                &mut map,
-                format!("{name}.weight"),
-                vec![o, i],
-                3.0 / (i as f32).sqrt(),
-            );
+        for (name, i, o) in [("fc6", cfg.fc6_inputs(), cfg.hidden), ("fc7", cfg.hidden, cfg.hidden), ("fc8", cfg.hidden, cfg.classes)] {
+            put(&mut map, format!("{name}.weight"), vec![o, i], 3.0 / (i as f32).sqrt());
             put(&mut map, format!("{name}.bias"), vec![o], 0.1);
         }
-        put(
-            &mut map,
-            "mean.b".into(),
-            vec![3, cfg.frames, cfg.size, cfg.size],
-            40.0,
-        );
+        put(&mut map, "mean.b".into(), vec![3, cfg.frames, cfg.size, cfg.size], 40.0);
         map
     }
 
     #[test]
     fn absent_c3d_weights_are_missing_and_misshaped_ones_are_errors_naming_them() {
-        let root =
-            std::env::temp_dir().join(format!("latte-metrics-stage-c3d-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("latte-metrics-stage-c3d-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         write_store(&root.join("s/samples.zarr"), "samples", 2, 16, 0);
         write_store(&root.join("f/frames.zarr"), "frames", 2, 20, 1);
-        let inputs = BTreeMap::from([
-            ("samples".to_string(), root.join("s")),
-            ("frames".to_string(), root.join("f")),
-        ]);
+        let inputs = BTreeMap::from([("samples".to_string(), root.join("s")), ("frames".to_string(), root.join("f"))]);
         let out = root.join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let tiny = C3dConfig {
-            frames: 16,
-            size: 16,
-            channels: [2; 8],
-            hidden: 3,
-            classes: 5,
-        };
+        let tiny = C3dConfig { frames: 16, size: 16, channels: [2; 8], hidden: 3, classes: 5 };
         let w = root.join("tiny-c3d.safetensors");
         write_safetensors(&w, &random_c3d(&tiny), None).unwrap();
         let absent = root.join("absent.safetensors");
-        let p = params(
-            &root,
-            &format!(
-                "fvd = false\nfid = false\nc3d_weights = \"{}\"\n",
-                absent.display()
-            ),
-        );
+        let p = params(&root, &format!("fvd = false\nfid = false\nc3d_weights = \"{}\"\n", absent.display()));
         let m = run_stage(&root, &p, &out);
         assert_eq!(m["is"]["status"], "missing_weights", "{m}");
         assert_eq!(m["is"]["looked_for"], absent.display().to_string());
         // A file for a smaller C3D: the published network's first tensor has the wrong shape.
-        let p = params(
-            &root,
-            &format!(
-                "fvd = false\nfid = false\nis_splits = 2\nc3d_weights = \"{}\"\n",
-                w.display()
-            ),
-        );
+        let p = params(&root, &format!("fvd = false\nfid = false\nis_splits = 2\nc3d_weights = \"{}\"\n", w.display()));
         Metrics.validate(&p).unwrap();
         let ctx = StageContext {
             name: "metrics",
@@ -959,45 +737,29 @@ pub(crate) mod tests {
             err += &format!(": {s}");
             src = s.source();
         }
-        assert!(
-            err.contains("conv1a.weight")
-                && err.contains("c3d_weights")
-                && err.contains(&w.display().to_string()),
-            "{err}"
-        );
+        assert!(err.contains("conv1a.weight") && err.contains("c3d_weights") && err.contains(&w.display().to_string()), "{err}");
         let mut r = Registry::new();
         r.register(Upstream);
         r.register(Metrics);
         let text = "[stages.s]\nkind = \"upstream\"\n[stages.metrics]\nkind = \"metrics\"\n\
                     inputs = { samples = \"s\", frames = \"s\" }\nis_num_clips = 5\nis_splits = 10\n";
-        let err = latte_engine::pipeline::parse(
-            text,
-            &root.join("pipeline.toml"),
-            &r,
-            &Default::default(),
-        );
-        let Err(err) = err else {
-            panic!("is_num_clips < is_splits must be refused")
-        };
+        let err = latte_engine::pipeline::parse(text, &root.join("pipeline.toml"), &r, &Default::default());
+        let Err(err) = err else { panic!("is_num_clips < is_splits must be refused") };
         assert!(format!("{err:?}").contains("is_splits"), "{err:?}");
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
     fn video_inception_score_uses_the_first_16_frames_of_the_first_samples() {
-        let root =
-            std::env::temp_dir().join(format!("latte-metrics-stage-is-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("latte-metrics-stage-is-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         // Videos 0 and 3 are too short for a 16-frame clip and must be skipped.
         let dir = root.join("s/samples.zarr");
         let mut wr = RaggedWriter::create(&dir).unwrap();
-        wr.add_array::<u8>(&ArraySpec::new("samples", &[], &[12, 12, 3]))
-            .unwrap();
+        wr.add_array::<u8>(&ArraySpec::new("samples", &[], &[12, 12, 3])).unwrap();
         let lens = [9, 18, 16, 15, 20, 16, 17, 16, 30, 16];
         for (v, &len) in lens.iter().enumerate() {
-            let frames: Vec<u8> = (0..len * 12 * 12 * 3)
-                .map(|i| ((i * (v + 2) + i / 432 * 29) % 256) as u8)
-                .collect();
+            let frames: Vec<u8> = (0..len * 12 * 12 * 3).map(|i| ((i * (v + 2) + i / 432 * 29) % 256) as u8).collect();
             wr.append("samples", &frames).unwrap();
             wr.end_video(&format!("v{v}"), None).unwrap();
         }
@@ -1012,20 +774,8 @@ pub(crate) mod tests {
         let fake = Videos::open(&dir, &["samples"]).unwrap();
 
         let device = Device::flex();
-        let tiny = C3dConfig {
-            frames: 16,
-            size: 20,
-            channels: [3, 3, 2, 2, 2, 2, 2, 2],
-            hidden: 4,
-            classes: 6,
-        };
-        let model = C3d::from_tensors(
-            &random_c3d(&tiny),
-            Path::new("random"),
-            tiny.clone(),
-            &device,
-        )
-        .unwrap();
+        let tiny = C3dConfig { frames: 16, size: 20, channels: [3, 3, 2, 2, 2, 2, 2, 2], hidden: 4, classes: 6 };
+        let model = C3d::from_tensors(&random_c3d(&tiny), Path::new("random"), tiny.clone(), &device).unwrap();
         let (p, inputs, out) = (params(&root, ""), BTreeMap::new(), root.join("out"));
         let ctx = StageContext {
             name: "metrics",
@@ -1057,10 +807,7 @@ pub(crate) mod tests {
         let (mean, std) = inception_score(&probs, 6, tiny.classes, 3, 42);
         assert_eq!(a["value"].as_f64().unwrap(), mean);
         assert_eq!(a["std"].as_f64().unwrap(), std);
-        assert!(
-            mean > 1.0 && std > 0.0,
-            "{mean} ± {std}: random weights must spread the classes"
-        );
+        assert!(mean > 1.0 && std > 0.0, "{mean} ± {std}: random weights must spread the classes");
 
         let err = video_inception_score(&ctx, &model, &fake, 6, 9, &device).unwrap_err();
         assert!(err.to_string().contains("is_splits"), "{err}");

@@ -79,7 +79,11 @@ const PARAMS: &[ParamSpec] = &[
 ];
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { name: "train", required: false, help: "the `train` stage (config.json, model.safetensors); not needed when `checkpoint` is set" },
+    InputSpec {
+        name: "train",
+        required: false,
+        help: "the `train` stage (config.json, model.safetensors); not needed when `checkpoint` is set",
+    },
     InputSpec { name: "vae", required: false, help: "a `vae_train` stage (vae/); not needed when `weights` is set" },
 ];
 
@@ -229,7 +233,9 @@ fn model_source(ctx: &StageContext<'_>) -> anyhow::Result<ModelSource> {
     }
     match ctx.inputs.get("train") {
         Some(dir) => Ok(ModelSource::TrainDir(dir.clone())),
-        None => bail!("stage `{}` needs a model: bind the `train` input to a train stage or set `checkpoint` to a Latte weights file", ctx.name),
+        None => {
+            bail!("stage `{}` needs a model: bind the `train` input to a train stage or set `checkpoint` to a Latte weights file", ctx.name)
+        }
     }
 }
 
@@ -239,7 +245,10 @@ fn vae_dir(ctx: &StageContext<'_>) -> anyhow::Result<PathBuf> {
     }
     match ctx.inputs.get("vae") {
         Some(dir) => Ok(vae_folder(dir)),
-        None => bail!("stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder", ctx.name),
+        None => bail!(
+            "stage `{}` needs a VAE: bind the `vae` input to a vae_train stage or set `weights` to a diffusers AutoencoderKL folder",
+            ctx.name
+        ),
     }
 }
 
@@ -291,14 +300,16 @@ pub fn load_model(source: &ModelSource, use_ema: bool, device: &Device) -> anyho
     match source {
         ModelSource::TrainDir(dir) => {
             let config = TrainOutputConfig::<LatteConfig>::read(dir)?;
-            let mut model = Latte::new(&config.model, device, 0).with_context(|| format!("{}: key `model`", dir.join(TRAIN_OUTPUT_CONFIG).display()))?;
+            let mut model = Latte::new(&config.model, device, 0)
+                .with_context(|| format!("{}: key `model`", dir.join(TRAIN_OUTPUT_CONFIG).display()))?;
             let weights = dir.join(if use_ema { "model.safetensors" } else { "model_raw.safetensors" });
             model.load_safetensors(&weights).with_context(|| format!("loading the weights {}", weights.display()))?;
             Ok((model, config.latents.scale_factor))
         }
         ModelSource::Checkpoint(dir) => {
             let state = latte_train::checkpoint::read_state(dir)?;
-            let config: LatteConfig = serde_json::from_value(state.model.clone()).with_context(|| format!("{}: `model` is not a Latte configuration", dir.join("state.json").display()))?;
+            let config: LatteConfig = serde_json::from_value(state.model.clone())
+                .with_context(|| format!("{}: `model` is not a Latte configuration", dir.join("state.json").display()))?;
             let model = latte_train::checkpoint::load_weights(dir, Latte::new(&config, device, 0)?, use_ema)?;
             Ok((model, state.config.scale_factor))
         }
@@ -307,7 +318,9 @@ pub fn load_model(source: &ModelSource, use_ema: bool, device: &Device) -> anyho
                 bail!("`use_ema = false` needs the `train` input (model_raw.safetensors); a checkpoint file gives its EMA weights");
             }
             let mut model = Latte::new(config, device, 0)?;
-            model.load_weights_file(path).with_context(|| format!("loading the Latte weights {} (check `model`, `num_classes`, `num_frames`, `latent_size`)", path.display()))?;
+            model.load_weights_file(path).with_context(|| {
+                format!("loading the Latte weights {} (check `model`, `num_classes`, `num_frames`, `latent_size`)", path.display())
+            })?;
             Ok((model, *scale_factor))
         }
     }
@@ -315,7 +328,13 @@ pub fn load_model(source: &ModelSource, use_ema: bool, device: &Device) -> anyho
 
 /// Samples `opts.n` videos from the model of `source`, decodes them with the diffusers VAE
 /// folder `vae_dir` and writes the stage's outputs into `out` (which must be empty).
-pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &SampleOptions, progress: &dyn Progress) -> anyhow::Result<SampleReport> {
+pub fn sample_to_dir(
+    source: &ModelSource,
+    vae_dir: &Path,
+    out: &Path,
+    opts: &SampleOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<SampleReport> {
     opts.validate()?;
     let device = latte_nn::device::device_from_name(&opts.device).context("parameter `device`")?;
     let (model, scale_factor) = load_model(source, opts.use_ema, &device)?;
@@ -335,9 +354,17 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
     let side = cfg.input_size * folder.config.downsample_factor();
     let diffusion = GaussianDiffusion::create(&opts.steps.to_string())?;
     if opts.cfg_scale != 1.0 && cfg.num_classes.is_none() {
-        bail!("parameter `cfg_scale` is {} but the model is unconditional; guidance needs a class-conditional model (use 1.0)", opts.cfg_scale);
+        bail!(
+            "parameter `cfg_scale` is {} but the model is unconditional; guidance needs a class-conditional model (use 1.0)",
+            opts.cfg_scale
+        );
     }
-    let run = SeededRun { method: opts.method, seed: opts.seed, sample_shape: [cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size], num_classes: cfg.num_classes };
+    let run = SeededRun {
+        method: opts.method,
+        seed: opts.seed,
+        sample_shape: [cfg.num_frames, cfg.in_channels, cfg.input_size, cfg.input_size],
+        num_classes: cfg.num_classes,
+    };
     let network = |x, t, labels: Option<&[usize]>| {
         model.guided_forward(x, t, labels, opts.cfg_scale).context("the network call (with `cfg_scale` ≠ 1: guidance)")
     };
@@ -390,8 +417,20 @@ pub fn sample_to_dir(source: &ModelSource, vae_dir: &Path, out: &Path, opts: &Sa
 
     let mut extra = serde_json::Map::new();
     for (k, v) in [
-        ("method", serde_json::json!(match opts.method { Method::Ddpm => "ddpm", Method::Ddim { .. } => "ddim" })),
-        ("eta", serde_json::json!(match opts.method { Method::Ddpm => 0.0, Method::Ddim { eta } => eta })),
+        (
+            "method",
+            serde_json::json!(match opts.method {
+                Method::Ddpm => "ddpm",
+                Method::Ddim { .. } => "ddim",
+            }),
+        ),
+        (
+            "eta",
+            serde_json::json!(match opts.method {
+                Method::Ddpm => 0.0,
+                Method::Ddim { eta } => eta,
+            }),
+        ),
         ("steps", serde_json::json!(diffusion.num_timesteps())),
         ("cfg_scale", serde_json::json!(opts.cfg_scale)),
         ("use_ema", serde_json::json!(opts.use_ema)),
@@ -485,7 +524,12 @@ mod tests {
     }
 
     fn train_output_config(model: LatteConfig, scale_factor: f64) -> TrainOutputConfig<LatteConfig> {
-        let latents = latte_train::LatentsInfo { dataset: "test".into(), latent_shape: [4, LATENT as u64, LATENT as u64], num_classes: model.num_classes.map(|k| k as u32), scale_factor };
+        let latents = latte_train::LatentsInfo {
+            dataset: "test".into(),
+            latent_shape: [4, LATENT as u64, LATENT as u64],
+            num_classes: model.num_classes.map(|k| k as u32),
+            scale_factor,
+        };
         TrainOutputConfig {
             checkpointing: false,
             device: "cpu".into(),
@@ -608,7 +652,8 @@ mod tests {
         let first = VideoReader::open(&out.join("videos/0000.mp4")).unwrap().read_all().unwrap();
         let luma = |p: &[u8]| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
         let n = 16 * 16;
-        let mean_err: f64 = first[0].data.chunks(3).zip(pixels[..n * 3].chunks(3)).map(|(a, b)| (luma(a) - luma(b)).abs()).sum::<f64>() / n as f64;
+        let mean_err: f64 =
+            first[0].data.chunks(3).zip(pixels[..n * 3].chunks(3)).map(|(a, b)| (luma(a) - luma(b)).abs()).sum::<f64>() / n as f64;
         println!("luma mean abs error of the mp4's first frame: {mean_err:.2}");
         assert!(mean_err < 8.0, "mp4 frame differs from the stored one by {mean_err} (luma) on average");
         let _ = std::fs::remove_dir_all(&root);
@@ -692,7 +737,17 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         let inputs = BTreeMap::from([("train".to_string(), train.clone()), ("vae".to_string(), vae.clone())]);
         let never = Cancel::new();
-        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out, work: &out.with_extension("work"), memo: &out.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &never };
+        let ctx = StageContext {
+            name: "sample",
+            params: &p,
+            inputs: &inputs,
+            out: &out,
+            work: &out.with_extension("work"),
+            memo: &out.with_extension("work"),
+            threads: 1,
+            progress: &NoProgress,
+            cancel: &never,
+        };
         Sample.run(&ctx).unwrap();
         for f in ["videos/0000.mp4", "videos/0001.mp4", "grid.mp4", "grid.gif", "samples.zarr/zarr.json"] {
             assert!(out.join(f).is_file(), "{f} is missing");
@@ -702,12 +757,29 @@ mod tests {
         cancelled.cancel();
         let out_c = root.join("out_cancelled");
         std::fs::create_dir_all(&out_c).unwrap();
-        let ctx = StageContext { name: "sample", params: &p, inputs: &inputs, out: &out_c, work: &out_c.with_extension("work"), memo: &out_c.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &cancelled };
+        let ctx = StageContext {
+            name: "sample",
+            params: &p,
+            inputs: &inputs,
+            out: &out_c,
+            work: &out_c.with_extension("work"),
+            memo: &out_c.with_extension("work"),
+            threads: 1,
+            progress: &NoProgress,
+            cancel: &cancelled,
+        };
         let e = Sample.run(&ctx).unwrap_err();
         assert!(Interrupted::is_in(e.as_ref()), "{e}");
         assert!(!out_c.join("videos/0000.mp4").exists());
 
-        for (extra, key) in [("method = \"euler\"", "method"), ("steps = 0", "steps"), ("steps = 1001", "steps"), ("eta = -1.0", "eta"), ("n = 0", "n"), ("fps = 0", "fps")] {
+        for (extra, key) in [
+            ("method = \"euler\"", "method"),
+            ("steps = 0", "steps"),
+            ("steps = 1001", "steps"),
+            ("eta = -1.0", "eta"),
+            ("n = 0", "n"),
+            ("fps = 0", "fps"),
+        ] {
             let e = params(&root, extra).unwrap_err();
             assert!(e.contains(key), "{extra}: {e}");
         }
@@ -722,7 +794,17 @@ mod tests {
         let no_model = BTreeMap::from([("vae".to_string(), vae.clone())]);
         let out2 = root.join("out2");
         std::fs::create_dir_all(&out2).unwrap();
-        let ctx = StageContext { name: "sample", params: &p, inputs: &no_model, out: &out2, work: &out2.with_extension("work"), memo: &out2.with_extension("work"), threads: 1, progress: &NoProgress, cancel: &never };
+        let ctx = StageContext {
+            name: "sample",
+            params: &p,
+            inputs: &no_model,
+            out: &out2,
+            work: &out2.with_extension("work"),
+            memo: &out2.with_extension("work"),
+            threads: 1,
+            progress: &NoProgress,
+            cancel: &never,
+        };
         let e = Sample.run(&ctx).unwrap_err().to_string();
         assert!(e.contains("`train`") && e.contains("`checkpoint`"), "{e}");
         std::fs::write(root.join("w.pt"), b"").unwrap();

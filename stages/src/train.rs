@@ -263,7 +263,8 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
     let world = latte_train::World::from_env()?;
     let (devices, mut collectives) =
-        latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}"))).context("parameter `device`")?;
+        latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}")))
+            .context("parameter `device`")?;
     let checkpointing = p.bool("checkpointing").map_err(err)?;
     let compute = crate::precision(p, "precision", &["f32", "bf16"]).map_err(anyhow::Error::msg)?;
     let seed = p.u64("seed").map_err(err)?;
@@ -303,7 +304,11 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         ctx.progress.inc(l.step.saturating_sub(shown));
         shown = l.step;
         ctx.progress.set_message(&format!("loss {:.4} (mse {:.4}, vb {:.4}), {:.2} it/s", l.loss, l.mse, l.vb, 1.0 / l.secs));
-        if ctx.cancelled() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if ctx.cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     };
     // Building the model and opening the store take a while for a large model.
     ctx.check_cancelled()?;
@@ -464,7 +469,17 @@ mod tests {
         let inputs = BTreeMap::from([("latents".to_string(), input)]);
         let p = try_params(root, 3, Path::new(""), extra).unwrap();
         Train.validate(&p).unwrap();
-        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+        let ctx = StageContext {
+            name: "train",
+            params: &p,
+            inputs: &inputs,
+            out: &out,
+            work: &work,
+            memo: &work,
+            threads: 1,
+            progress: &NoProgress,
+            cancel: &Cancel::new(),
+        };
         Train.run(&ctx).unwrap_or_else(|e| panic!("{extra}: {e}"));
         let losses = latte_train::read_log(&out.join("loss.jsonl")).unwrap().iter().map(|l| l.loss).collect();
         let weights = latte_nn::host::read_safetensors(&out.join("model_raw.safetensors")).unwrap();
@@ -540,13 +555,25 @@ mod tests {
             let p = params(&root, steps, &resume);
             Train.validate(&p).unwrap();
             let work = root.join("work");
-            let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+            let ctx = StageContext {
+                name: "train",
+                params: &p,
+                inputs: &inputs,
+                out,
+                work: &work,
+                memo: &work,
+                threads: 1,
+                progress: &NoProgress,
+                cancel: &Cancel::new(),
+            };
             Train.run(&ctx)
         };
         run_once(2, &root.join("out1")).unwrap();
         let out = root.join("out2");
         run_once(3, &out).unwrap();
-        for f in ["model.safetensors", "model_raw.safetensors", "config.json", "loss.jsonl", "loss.png", "checkpoints/step-00000003/model.bpk"] {
+        for f in
+            ["model.safetensors", "model_raw.safetensors", "config.json", "loss.jsonl", "loss.png", "checkpoints/step-00000003/model.bpk"]
+        {
             assert!(out.join(f).exists(), "{f} is missing");
         }
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
@@ -575,7 +602,17 @@ mod tests {
         std::fs::write(step.join("state.json"), "{ not json").unwrap();
         let inputs = BTreeMap::from([("latents".to_string(), input.clone())]);
         let p = params(&root, 4, Path::new(""));
-        let ctx = StageContext { name: "train", params: &p, inputs: &inputs, out: &out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel: &Cancel::new() };
+        let ctx = StageContext {
+            name: "train",
+            params: &p,
+            inputs: &inputs,
+            out: &out,
+            work: &work,
+            memo: &work,
+            threads: 1,
+            progress: &NoProgress,
+            cancel: &Cancel::new(),
+        };
         let e = format!("{:#}", anyhow!(Train.run(&ctx).unwrap_err()));
         for want in ["--force", &work.display().to_string(), "state.json"] {
             assert!(e.contains(want), "`{want}` missing from: {e}");
@@ -694,7 +731,12 @@ mod tests {
         let killed = tempfile_dir("killed");
         std::fs::write(killed.join("pipeline.toml"), pipeline_text("1e-3", 2)).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "train::tests::a_killed_run_resumes_from_its_last_checkpoint_bit_identically", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "train::tests::a_killed_run_resumes_from_its_last_checkpoint_bit_identically",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &killed)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

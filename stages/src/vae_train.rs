@@ -25,26 +25,86 @@ const PARAMS: &[ParamSpec] = &[
         default: Some("[32, 32, 64, 64]"),
         help: "channels per resolution level; n levels downsample by 2^(n-1) (SD: [128, 256, 512, 512])",
     },
-    ParamSpec { name: "layers_per_block", ty: ParamType::Int, default: Some("1"), help: "ResNet blocks per encoder level (decoder: one more)" },
+    ParamSpec {
+        name: "layers_per_block",
+        ty: ParamType::Int,
+        default: Some("1"),
+        help: "ResNet blocks per encoder level (decoder: one more)",
+    },
     ParamSpec { name: "norm_num_groups", ty: ParamType::Int, default: Some("8"), help: "GroupNorm groups; divides every channel count" },
     ParamSpec { name: "latent_channels", ty: ParamType::Int, default: Some("4"), help: "latent channels (the Latte model expects 4)" },
-    ParamSpec { name: "steps", ty: ParamType::Int, default: Some("700"), help: "optimizer steps (700 of batch 4: about 2 minutes on 2 busy cores)" },
-    ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("4"), help: "crops per step (more steps of smaller batches trained faster for the same time)" },
-    ParamSpec { name: "crop", ty: ParamType::Int, default: Some("32"), help: "side of the random square crops trained on; 0 = whole frames" },
-    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("0.001"), help: "peak AdamW learning rate (warmup, then cosine to a tenth)" },
-    ParamSpec { name: "kl_weight", ty: ParamType::Float, default: Some("1e-6"), help: "weight of KL(q‖N(0,I)) per pixel element against the reconstruction loss" },
-    ParamSpec { name: "loss", ty: ParamType::Str, default: Some("\"mse\""), help: "reconstruction loss: \"l1\" or \"mse\" (mse optimises the reported PSNR directly)" },
-    ParamSpec { name: "initial_logvar", ty: ParamType::Float, default: Some("-6.0"), help: "initial bias of the posterior log-variance: a near-deterministic start trains faster" },
+    ParamSpec {
+        name: "steps",
+        ty: ParamType::Int,
+        default: Some("700"),
+        help: "optimizer steps (700 of batch 4: about 2 minutes on 2 busy cores)",
+    },
+    ParamSpec {
+        name: "batch_size",
+        ty: ParamType::Int,
+        default: Some("4"),
+        help: "crops per step (more steps of smaller batches trained faster for the same time)",
+    },
+    ParamSpec {
+        name: "crop",
+        ty: ParamType::Int,
+        default: Some("32"),
+        help: "side of the random square crops trained on; 0 = whole frames",
+    },
+    ParamSpec {
+        name: "lr",
+        ty: ParamType::Float,
+        default: Some("0.001"),
+        help: "peak AdamW learning rate (warmup, then cosine to a tenth)",
+    },
+    ParamSpec {
+        name: "kl_weight",
+        ty: ParamType::Float,
+        default: Some("1e-6"),
+        help: "weight of KL(q‖N(0,I)) per pixel element against the reconstruction loss",
+    },
+    ParamSpec {
+        name: "loss",
+        ty: ParamType::Str,
+        default: Some("\"mse\""),
+        help: "reconstruction loss: \"l1\" or \"mse\" (mse optimises the reported PSNR directly)",
+    },
+    ParamSpec {
+        name: "initial_logvar",
+        ty: ParamType::Float,
+        default: Some("-6.0"),
+        help: "initial bias of the posterior log-variance: a near-deterministic start trains faster",
+    },
     ParamSpec {
         name: "zero_residual_init",
         ty: ParamType::Bool,
         default: Some("true"),
         help: "start the last layer of every residual branch at zero, so each block starts as the identity (trains faster)",
     },
-    ParamSpec { name: "seed", ty: ParamType::Int, default: Some("0"), help: "seed of the initialisation, the batches and the posterior noise" },
-    ParamSpec { name: "heldout_fraction", ty: ParamType::Float, default: Some("0.1"), help: "fraction of videos kept out of training for the PSNR report" },
-    ParamSpec { name: "max_frames", ty: ParamType::Int, default: Some("4096"), help: "frames loaded for training (evenly subsampled); bounds memory" },
-    ParamSpec { name: "fit_scaling_factor", ty: ParamType::Bool, default: Some("true"), help: "set scaling_factor to 1/std of the latents (as SD's 0.18215 was chosen); false keeps 0.18215" },
+    ParamSpec {
+        name: "seed",
+        ty: ParamType::Int,
+        default: Some("0"),
+        help: "seed of the initialisation, the batches and the posterior noise",
+    },
+    ParamSpec {
+        name: "heldout_fraction",
+        ty: ParamType::Float,
+        default: Some("0.1"),
+        help: "fraction of videos kept out of training for the PSNR report",
+    },
+    ParamSpec {
+        name: "max_frames",
+        ty: ParamType::Int,
+        default: Some("4096"),
+        help: "frames loaded for training (evenly subsampled); bounds memory",
+    },
+    ParamSpec {
+        name: "fit_scaling_factor",
+        ty: ParamType::Bool,
+        default: Some("true"),
+        help: "set scaling_factor to 1/std of the latents (as SD's 0.18215 was chosen); false keeps 0.18215",
+    },
 ];
 
 const INPUTS: &[InputSpec] = &[InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr)" }];
@@ -133,7 +193,11 @@ fn split(counts: &[u64], offsets: &[u64], fraction: f64) -> (Vec<u64>, Vec<u64>)
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for v in 0..n {
         let frames = offsets[v]..offsets[v] + counts[v];
-        if held_videos.contains(&v) { heldout.extend(frames) } else { train.extend(frames) }
+        if held_videos.contains(&v) {
+            heldout.extend(frames)
+        } else {
+            train.extend(frames)
+        }
     }
     (train, heldout)
 }
@@ -215,8 +279,9 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         }
         crate::cancel::stop_if_cancelled(cancel);
     };
-    let outcome = crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &options.device, &mut on_step))?
-        .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
+    let outcome =
+        crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &options.device, &mut on_step))?
+            .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 
     let mut config = outcome.config.clone();

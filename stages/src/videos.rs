@@ -16,7 +16,12 @@ const PARAMS: &[ParamSpec] = &[
         help: "synthetic | ffs | ucf101 | sky | taichi | videos (any folder of video files) | frames (any folder of frame folders)",
     },
     ParamSpec { name: "path", ty: ParamType::Path, default: Some("\"\""), help: "the dataset's root folder (not used by `synthetic`)" },
-    ParamSpec { name: "sky_min_frames", ty: ParamType::Int, default: Some("48"), help: "sky: keep frame folders with more than this many frames (num_frames × frame_interval)" },
+    ParamSpec {
+        name: "sky_min_frames",
+        ty: ParamType::Int,
+        default: Some("48"),
+        help: "sky: keep frame folders with more than this many frames (num_frames × frame_interval)",
+    },
     ParamSpec { name: "num_videos", ty: ParamType::Int, default: Some("32"), help: "synthetic: number of videos (1 to 1,000,000)" },
     ParamSpec { name: "min_frames", ty: ParamType::Int, default: Some("56"), help: "synthetic: shortest video length in frames" },
     ParamSpec { name: "max_frames", ty: ParamType::Int, default: Some("80"), help: "synthetic: longest video length in frames" },

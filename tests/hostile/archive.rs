@@ -34,7 +34,10 @@ fn fields_tar(t: &[u8]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 512 <= t.len() && t[at] != 0 {
-        let size = std::str::from_utf8(&t[at + 124..at + 135]).ok().and_then(|s| usize::from_str_radix(s.trim_matches(['\0', ' ']), 8).ok()).unwrap_or(0);
+        let size = std::str::from_utf8(&t[at + 124..at + 135])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim_matches(['\0', ' ']), 8).ok())
+            .unwrap_or(0);
         for (o, n) in [(100, 8), (124, 12), (148, 8)] {
             out.extend(fields_digits(&t[at + o..at + o + n], at + o));
         }

@@ -141,7 +141,8 @@ pub fn run_with_output<I>(
     let only = env_usize("LATTE_HOSTILE_CASE");
     let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     let rss = reset_peak_rss();
-    let mut t = Tally { ok: 0, err: 0, failures: Vec::new(), max_heap: 0, max_rss: 0, slowest: Duration::ZERO, reading: Duration::ZERO, leaked: 0 };
+    let mut t =
+        Tally { ok: 0, err: 0, failures: Vec::new(), max_heap: 0, max_rss: 0, slowest: Duration::ZERO, reading: Duration::ZERO, leaked: 0 };
     let started = Instant::now();
     // One case alone reproduces as in the run that printed it: its seed depends on its index only.
     let range = match only {
@@ -154,7 +155,12 @@ pub fn run_with_output<I>(
         let Case { input, bytes } = make(&mut m);
         let what = m.describe();
         let heap = heap_bound(bytes) + output;
-        let rss_before = if rss { reset_peak_rss(); current_rss() } else { None };
+        let rss_before = if rss {
+            reset_peak_rss();
+            current_rss()
+        } else {
+            None
+        };
         STARTED.store(epoch().elapsed().as_millis() as u64 + 1, Relaxed);
         alloc::begin(case, seed, &what, heap);
         let t0 = Instant::now();
@@ -205,7 +211,9 @@ pub fn run_with_output<I>(
             why.push(format!("peak RSS grew by {} MiB (bound {} MiB)", rss_peak / MIB, rss_limit / MIB));
         }
         match (why.is_empty(), err) {
-            (false, _) => t.failures.push(format!("case {case} (LATTE_HOSTILE_CASE={case}, seed {seed}, mutations: {what}): {}", why.join("; "))),
+            (false, _) => {
+                t.failures.push(format!("case {case} (LATTE_HOSTILE_CASE={case}, seed {seed}, mutations: {what}): {}", why.join("; ")))
+            }
             (true, true) => t.err += 1,
             (true, false) => t.ok += 1,
         }

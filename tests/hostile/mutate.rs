@@ -85,8 +85,7 @@ const TEXT_EXTREMES: [&str; 14] = [
 
 /// Tokens that confuse text parsers: delimiters, quotes, escapes, and deep nesting (a
 /// recursive-descent parser without a depth limit overflows its stack on these).
-const TEXT_TOKENS: [&str; 16] =
-    ["\"", "'", "[", "]", "{", "}", ",", ":", "=", "\n", "\\", "\\u", "\0", "\u{feff}", "${", "[stages.x]\n"];
+const TEXT_TOKENS: [&str; 16] = ["\"", "'", "[", "]", "{", "}", ",", ":", "=", "\n", "\\", "\\u", "\0", "\u{feff}", "${", "[stages.x]\n"];
 
 pub struct Mutator {
     pub rng: ChaCha8Rng,
@@ -99,7 +98,11 @@ impl Mutator {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { self.rng.random_range(0..n) }
+        if n == 0 {
+            0
+        } else {
+            self.rng.random_range(0..n)
+        }
     }
 
     pub fn chance(&mut self, p: f64) -> bool {

@@ -35,4 +35,3 @@ fn metrics_npy() {
 fn metrics_npy_long() {
     npy(LONG);
 }
-

@@ -68,9 +68,7 @@ fn nn_safetensors_long() {
 
 fn metrics(cases: usize) {
     let _serial = harness::serial();
-    single_file("metrics safetensors", cases, |p| {
-        latte_metrics::tensors::read_safetensors(p).map(drop).map_err(|e| e.to_string())
-    });
+    single_file("metrics safetensors", cases, |p| latte_metrics::tensors::read_safetensors(p).map(drop).map_err(|e| e.to_string()));
 }
 
 #[test]

@@ -21,7 +21,11 @@ fn clip(n: usize) -> Vec<Frame> {
             let data = (0..48 * 32).flat_map(|p| {
                 let (x, y) = (p % 48, p / 48);
                 let inside = (x + 48 - i * 3 % 48) % 48 < 10 && (8..20).contains(&y);
-                if inside { [230, 200, 30] } else { [(x * 5) as u8, (y * 7) as u8, 90] }
+                if inside {
+                    [230, 200, 30]
+                } else {
+                    [(x * 5) as u8, (y * 7) as u8, 90]
+                }
             });
             Frame::new(48, 32, data.collect())
         })

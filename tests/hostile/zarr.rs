@@ -29,7 +29,13 @@ fn valid_store(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         w.append("mean", &m).expect("append mean");
         w.end_video(&format!("clip{v}"), Some(v as u32)).expect("end video");
     }
-    let info = GroupInfo { dataset: "synthetic".into(), num_classes: Some(3), window: WindowKind::Linspace, flip: true, extra: Default::default() };
+    let info = GroupInfo {
+        dataset: "synthetic".into(),
+        num_classes: Some(3),
+        window: WindowKind::Linspace,
+        flip: true,
+        extra: Default::default(),
+    };
     w.finish(info).expect("finish");
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];

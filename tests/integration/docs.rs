@@ -48,6 +48,11 @@ fn readme_commands_are_what_ci_runs() {
     assert!(readme.contains("```sh\n./.ci/run\n```"));
     let ci = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"));
     assert!(ci.starts_with("#!/usr/bin/env bash") && ci.contains("set -euo pipefail"));
-    assert!(ci.contains("  test)\n    check_cuda\n    fetch_weights\n    log=\"$(mktemp)\"\n    cargo test --workspace 2>&1 | tee \"$log\"\n"));
+    assert!(
+        ci.contains("  test)\n    check_format\n    check_cuda\n    fetch_weights\n    log=\"$(mktemp)\"\n    cargo test --workspace 2>&1 | tee \"$log\"\n")
+    );
     assert!(ci.contains("    cargo xtask run pipeline.toml\n    ;;"));
+    // The formatting CI checks is the one rustfmt.toml states.
+    assert!(ci.contains("cargo fmt --all --check"));
+    assert!(read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rustfmt.toml")).contains("max_width = 140"));
 }

@@ -68,7 +68,11 @@ fn four_points_share_the_upstream_stage_which_runs_once() {
     assert_eq!(again, summary);
 
     // Two axes: a shared value and a parameter; points = product, last axis fastest.
-    std::fs::write(f.path("two.toml"), "pipeline = \"pipeline.toml\"\nsummary = [\"train\"]\n[axes]\n\"shared.seed\" = [0, 5]\n\"train.value\" = [1, 9]\n").unwrap();
+    std::fs::write(
+        f.path("two.toml"),
+        "pipeline = \"pipeline.toml\"\nsummary = [\"train\"]\n[axes]\n\"shared.seed\" = [0, 5]\n\"train.value\" = [1, 9]\n",
+    )
+    .unwrap();
     let (summary, ran) = run_grid(&f, "two.toml");
     // seed 0 reuses prep, train(1) and its score from the first grid and adds train(9) and its
     // score; seed 5 needs a new prep, 2 trains and 2 scores.
@@ -80,7 +84,11 @@ fn four_points_share_the_upstream_stage_which_runs_once() {
 #[test]
 fn the_curves_figure_has_one_line_per_point_labelled_by_its_axis_values() {
     let f = Fixture::new(&format!("{BASE}\n[stages.curve]\nkind = \"curve\"\ninputs = {{ a = \"train\" }}\n"));
-    std::fs::write(f.path("abl.grid.toml"), "pipeline = \"pipeline.toml\"\nsummary = [\"curve\"]\n[axes]\n\"curve.value\" = [30, 60, 90]\n").unwrap();
+    std::fs::write(
+        f.path("abl.grid.toml"),
+        "pipeline = \"pipeline.toml\"\nsummary = [\"curve\"]\n[axes]\n\"curve.value\" = [30, 60, 90]\n",
+    )
+    .unwrap();
     let (g, points) = grid::load(&f.path("abl.grid.toml"), &f.registry).expect("valid grid");
     let mut plans: Vec<Plan> = points.iter().map(|p| Plan::new(&p.pipeline, &Selection::default()).unwrap()).collect();
     runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent, cancel: None }).unwrap();
@@ -110,11 +118,26 @@ fn grid_errors_name_the_grid_file_line_and_key() {
             assert!(err.contains(e), "error lacks {e:?}:\n{err}");
         }
     };
-    check("pipeline = \"pipeline.toml\"\n[axes]\n\"train.value\" = [1, \"x\"]\n", &["g.toml:3: `stages.train.value`: expected an integer, found the string \"x\""]);
-    check("pipeline = \"pipeline.toml\"\n[axes]\n\"trian.value\" = [1]\n", &["g.toml:3: `trian.value`: the base pipeline has no stage `trian`", "did you mean `train`?"]);
-    check("pipeline = \"pipeline.toml\"\n[axes]\n\"train.valeu\" = [1]\n", &["g.toml:3: `stages.train.valeu`: kind `record` has no parameter `valeu`", "did you mean `value`?"]);
-    check("pipeline = \"pipeline.toml\"\n[axes]\n\"shared.sed\" = [1]\n", &["g.toml:3: `shared.sed`: the base pipeline's [shared] table has no value `sed`"]);
-    check("pipline = \"pipeline.toml\"\n[axes]\n\"train.value\" = [1]\n", &["g.toml:1: `pipline`: unknown key", "did you mean `pipeline`?", "g.toml:1: `pipeline`: the grid names no base pipeline"]);
+    check(
+        "pipeline = \"pipeline.toml\"\n[axes]\n\"train.value\" = [1, \"x\"]\n",
+        &["g.toml:3: `stages.train.value`: expected an integer, found the string \"x\""],
+    );
+    check(
+        "pipeline = \"pipeline.toml\"\n[axes]\n\"trian.value\" = [1]\n",
+        &["g.toml:3: `trian.value`: the base pipeline has no stage `trian`", "did you mean `train`?"],
+    );
+    check(
+        "pipeline = \"pipeline.toml\"\n[axes]\n\"train.valeu\" = [1]\n",
+        &["g.toml:3: `stages.train.valeu`: kind `record` has no parameter `valeu`", "did you mean `value`?"],
+    );
+    check(
+        "pipeline = \"pipeline.toml\"\n[axes]\n\"shared.sed\" = [1]\n",
+        &["g.toml:3: `shared.sed`: the base pipeline's [shared] table has no value `sed`"],
+    );
+    check(
+        "pipline = \"pipeline.toml\"\n[axes]\n\"train.value\" = [1]\n",
+        &["g.toml:1: `pipline`: unknown key", "did you mean `pipeline`?", "g.toml:1: `pipeline`: the grid names no base pipeline"],
+    );
     check("pipeline = \"pipeline.toml\"\n[axes]\n\"train.value\" = []\n", &["g.toml:3: `axes.train.value`: expected a non-empty list"]);
 }
 

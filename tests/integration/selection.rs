@@ -108,7 +108,12 @@ fn a_failed_stage_caches_nothing_and_stops_its_downstream() {
     let msg = err.to_string();
     assert!(msg.contains("stage `b` (kind `record`) failed: stage b: asked to fail"), "{msg}");
     let Error::StageFailed { log, .. } = &err else { panic!("{err:?}") };
-    assert_eq!(read(log), "about to fail\nerror: stage `b` (kind `record`) failed: stage b: asked to fail\n    log: ".to_owned() + &log.display().to_string() + "\n");
+    assert_eq!(
+        read(log),
+        "about to fail\nerror: stage `b` (kind `record`) failed: stage b: asked to fail\n    log: ".to_owned()
+            + &log.display().to_string()
+            + "\n"
+    );
     assert_eq!(f.take_journal(), ["a", "b"]);
     let plan = f.plan(&Selection::default());
     assert_eq!(plan.stage("a").unwrap().state, State::Cached);

@@ -19,7 +19,11 @@ fn check(pipeline: &str, expect: &[&str]) {
 fn unknown_kind_suggests_the_near_one() {
     check(
         "[stages.a]\nkind = \"recrod\"\n",
-        &["pipeline.toml:2: `stages.a.kind`: unknown stage kind `recrod`", "did you mean `record`?", "kinds: curve, join, leaf, record, slow"],
+        &[
+            "pipeline.toml:2: `stages.a.kind`: unknown stage kind `recrod`",
+            "did you mean `record`?",
+            "kinds: curve, join, leaf, record, slow",
+        ],
     );
 }
 
@@ -27,7 +31,11 @@ fn unknown_kind_suggests_the_near_one() {
 fn misspelled_parameter_suggests_the_near_one() {
     check(
         "[stages.a]\nkind = \"record\"\nvalue = 1\nlabl = \"x\"\n",
-        &["pipeline.toml:4: `stages.a.labl`: kind `record` has no parameter `labl`", "did you mean `label`?", "allowed: value, rate, label"],
+        &[
+            "pipeline.toml:4: `stages.a.labl`: kind `record` has no parameter `labl`",
+            "did you mean `label`?",
+            "allowed: value, rate, label",
+        ],
     );
 }
 
@@ -81,7 +89,10 @@ fn shared_references_resolve_or_suggest() {
         &["pipeline.toml:5: `stages.a.value`: no shared value named `sede`", "did you mean `${seed}`?"],
     );
     // A shared value is type-checked where it is used.
-    check("[shared]\nseed = \"x\"\n[stages.a]\nkind = \"record\"\nvalue = \"${seed}\"\n", &["pipeline.toml:5: `stages.a.value`: expected an integer"]);
+    check(
+        "[shared]\nseed = \"x\"\n[stages.a]\nkind = \"record\"\nvalue = \"${seed}\"\n",
+        &["pipeline.toml:5: `stages.a.value`: expected an integer"],
+    );
     let f = Fixture::new("[shared]\nseed = 7\n[stages.a]\nkind = \"record\"\nvalue = \"${seed}\"\n");
     assert_eq!(f.load().unwrap().stages[0].params.int("value").unwrap(), 7);
 }
@@ -90,8 +101,14 @@ fn shared_references_resolve_or_suggest() {
 fn top_level_syntax_paths_and_cross_checks() {
     check("[stage.a]\nkind = \"record\"\n", &["pipeline.toml:1: `stage`: unknown top-level key", "did you mean `stages`?"]);
     check("[stages.a]\nkind = \"record\nvalue = 1\n", &["pipeline.toml:2:", "not valid TOML"]);
-    check("[stages.a]\nkind = \"record\"\ndata = \"missing.bin\"\n", &["pipeline.toml:3: `stages.a.data`: path", "missing.bin does not exist"]);
-    check("[stages.a]\nkind = \"record\"\nsizes = [1, -2]\n", &["pipeline.toml:3: `stages.a.sizes`: `sizes` must not hold negative numbers"]);
+    check(
+        "[stages.a]\nkind = \"record\"\ndata = \"missing.bin\"\n",
+        &["pipeline.toml:3: `stages.a.data`: path", "missing.bin does not exist"],
+    );
+    check(
+        "[stages.a]\nkind = \"record\"\nsizes = [1, -2]\n",
+        &["pipeline.toml:3: `stages.a.sizes`: `sizes` must not hold negative numbers"],
+    );
     check("store = \".x\"\n", &["`stages`: the pipeline defines no stages"]);
     check("[stages.\"a b\"]\nkind = \"record\"\n", &["pipeline.toml:1: `stages.a b`: invalid stage name"]);
 }

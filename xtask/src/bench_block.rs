@@ -9,8 +9,8 @@
 use anyhow::{bail, Context, Result};
 use latte_model::burn::module::Module;
 use latte_model::burn::optim::GradientsParams;
-use latte_model::latte_nn::adamw::AdamW;
 use latte_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use latte_model::latte_nn::adamw::AdamW;
 use latte_model::latte_nn::init::{Init, ParamFactory};
 use latte_model::{Latte, LatteConfig};
 use std::process::Command;
@@ -153,12 +153,7 @@ fn run_inner(args: Args) -> Result<()> {
     let fl = flops_fwd(b, f, n_tokens, cfg.hidden_size);
     let (fm, sm) = (median(fwd_ms), median(step_ms));
     let part = |i: usize| median(parts.iter().map(|p: &[f64; 3]| p[i]).collect());
-    println!(
-        "RESULT burn-flex step parts (medians): forward+loss {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
-        part(0),
-        part(1),
-        part(2)
-    );
+    println!("RESULT burn-flex step parts (medians): forward+loss {:.1} ms, backward {:.1} ms, AdamW {:.1} ms", part(0), part(1), part(2));
     println!(
         "RESULT burn-flex threads={} fwd_median_ms={fm:.1} step_median_ms={sm:.1} step_GFLOP/s={:.1} params={}",
         args.threads,

@@ -31,7 +31,14 @@ pub fn run(args: Args) -> Result<()> {
     let rows = rows?;
     println!("{:>14} {:>13} {:>15} {:>16} {:>13}", "source frames", "ours ms/clip", "ffmpeg ms/clip", "ratio (goal>=1)", "decoded/clip");
     for r in &rows {
-        println!("{:>14} {:>13.1} {:>15.1} {:>16.2} {:>13.1}", r.source_frames, r.ours_s * 1e3, r.cli_s * 1e3, r.cli_s / r.ours_s, r.decoded_per_clip);
+        println!(
+            "{:>14} {:>13.1} {:>15.1} {:>16.2} {:>13.1}",
+            r.source_frames,
+            r.ours_s * 1e3,
+            r.cli_s * 1e3,
+            r.cli_s / r.ours_s,
+            r.decoded_per_clip
+        );
     }
     if let (Some(a), Some(b)) = (rows.first(), rows.last()) {
         println!("clip cost long/short: {:.2} (goal: flat, about 1)", b.ours_s / a.ours_s);

@@ -70,24 +70,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let i3d_w = dir.join(latte_metrics::weights::I3D.converted);
     if i3d_w.exists() {
         let model = I3d::load(&i3d_w, &device)?;
-        let clip: Vec<u8> = (0..16 * 224 * 224 * 3)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
+        let clip: Vec<u8> = (0..16 * 224 * 224 * 3).map(|i| (i * 7 % 251) as u8).collect();
         let s = timed(args.iters, || {
             let x = i3d::preprocess(&[&clip], 16, 224, 224, &device)?;
             let _ = model.forward(x)?.into_data();
             Ok(())
         })?;
-        println!(
-            "i3d: {:.3} clips/s (16×224×224, batch 1, {} clips in {s:.2} s)",
-            args.iters as f64 / s,
-            args.iters
-        );
+        println!("i3d: {:.3} clips/s (16×224×224, batch 1, {} clips in {s:.2} s)", args.iters as f64 / s, args.iters);
     } else {
-        println!(
-            "i3d: skipped, no weights at {} (cargo xtask weights fetch i3d)",
-            i3d_w.display()
-        );
+        println!("i3d: skipped, no weights at {} (cargo xtask weights fetch i3d)", i3d_w.display());
     }
     let inc_w = dir.join(latte_metrics::weights::INCEPTION.converted);
     if inc_w.exists() {
@@ -98,16 +89,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let _ = model.forward(x)?.into_data();
             Ok(())
         })?;
-        println!(
-            "inception: {:.3} images/s (256→299, batch 1, {} images in {s:.2} s)",
-            args.iters as f64 / s,
-            args.iters
-        );
+        println!("inception: {:.3} images/s (256→299, batch 1, {} images in {s:.2} s)", args.iters as f64 / s, args.iters);
     } else {
-        println!(
-            "inception: skipped, no weights at {} (cargo xtask weights fetch inception)",
-            inc_w.display()
-        );
+        println!("inception: skipped, no weights at {} (cargo xtask weights fetch inception)", inc_w.display());
     }
     Ok(())
 }

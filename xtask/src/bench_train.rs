@@ -144,7 +144,12 @@ fn cases(args: &Args) -> Result<Vec<BenchCase>> {
         }
         // The forward check runs a 2-block slice: every shape of the network, without a
         // 2.7 GB weights file for the PyTorch side to read.
-        vec![(format!("Latte-XL/2 (16 frames of 32×32 latents, batch {b})"), LatteConfig { num_frames: 16, input_size: 32, ..xl }, b, Some(2))]
+        vec![(
+            format!("Latte-XL/2 (16 frames of 32×32 latents, batch {b})"),
+            LatteConfig { num_frames: 16, input_size: 32, ..xl },
+            b,
+            Some(2),
+        )]
     } else {
         let s2_frames = args.s2_frames;
         vec![
@@ -267,7 +272,11 @@ pub fn run(args: Args) -> Result<()> {
             "Rust on {}, PyTorch on {torch_device}{}; clips/s = batch / median step; peak GPU memory: what each allocator \
              reserved (burn's pools, torch's max_memory_reserved)",
             args.device,
-            if torch_device == "cpu" { " (it has no wgpu device: the ratio compares two devices)" } else { " (TF32 matmuls; bf16: autocast)" }
+            if torch_device == "cpu" {
+                " (it has no wgpu device: the ratio compares two devices)"
+            } else {
+                " (TF32 matmuls; bf16: autocast)"
+            }
         );
     }
     let mut failures = Vec::new();
@@ -282,7 +291,10 @@ pub fn run(args: Args) -> Result<()> {
     let mut loader_rates: Vec<(String, f64)> = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         // once per shape: the loader's rate depends on the clip shape, not on precision
-        let shape = format!("{}×{}×{}×{}, batch {}", case.model.num_frames, case.model.in_channels, case.model.input_size, case.model.input_size, case.batch_size);
+        let shape = format!(
+            "{}×{}×{}×{}, batch {}",
+            case.model.num_frames, case.model.in_channels, case.model.input_size, case.model.input_size, case.batch_size
+        );
         if !loader_rates.iter().any(|(s, _)| *s == shape) {
             let rate = loader_rate(case, args.loader_threads).with_context(|| format!("bench train, {}: timing the loader", case.name))?;
             println!(
@@ -440,7 +452,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if args.xl {
-        println!("summary on {} (clips/s = batch / median step; MiB = peak GPU memory reserved; ratio = rust / torch step time):", args.device);
+        println!(
+            "summary on {} (clips/s = batch / median step; MiB = peak GPU memory reserved; ratio = rust / torch step time):",
+            args.device
+        );
         for line in &summary {
             println!("  {line}");
         }
@@ -473,7 +488,11 @@ fn check_dtype(device: &Device, name: &str, dtype: Option<FloatDType>) -> Result
 }
 
 fn precision_name(dtype: Option<FloatDType>) -> &'static str {
-    if dtype.is_some() { "bf16" } else { "f32" }
+    if dtype.is_some() {
+        "bf16"
+    } else {
+        "f32"
+    }
 }
 
 /// A memory figure in MiB, `n/a` where the backend does not report one.
@@ -552,11 +571,13 @@ fn rust_row(i: usize, case: &BenchCase, args: &Args, parity: Option<&Path>) -> R
 /// holds up under such load (180 ms, 2.1-2.5 s) but costs up to ~60% idle (small case 165-185
 /// ms), so it would flatter the Rust side; hence the `others_cores` figures and the warning.
 fn omp_setting() -> String {
-    let set: Vec<String> = ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
-        .collect();
-    if set.is_empty() { "default".into() } else { set.join(",") }
+    let set: Vec<String> =
+        ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"].iter().filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))).collect();
+    if set.is_empty() {
+        "default".into()
+    } else {
+        set.join(",")
+    }
 }
 
 /// The PyTorch script against the reference's own tensors in `shared/fixtures` (model forward
@@ -704,9 +725,10 @@ fn torch_row(python: &str, case: &BenchCase, args: &Args, device: &str, dir: &Pa
     let others_cores = clock.others_cores();
     let text = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = text.lines().find(|l| l.starts_with("RESULT torch ")).ok_or_else(|| {
-        anyhow!("{python} {} gave no RESULT line (exit {}):\n{text}{stderr}", script.display(), out.status)
-    })?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT torch "))
+        .ok_or_else(|| anyhow!("{python} {} gave no RESULT line (exit {}):\n{text}{stderr}", script.display(), out.status))?;
     let check_line = text.lines().find(|l| l.starts_with("CHECK "));
     let check = match check_line {
         Some(l) => Some(Check {
@@ -880,7 +902,15 @@ fn loader_rate(case: &BenchCase, threads: usize) -> Result<f64> {
         let start = rng.random_range(0..=total - f);
         Ok((start..start + f).collect())
     });
-    let clips = LatentClips { counts: vec![frames; videos], labels: None, num_classes: None, frame_shape: [c, side, side], flip: true, read, window };
+    let clips = LatentClips {
+        counts: vec![frames; videos],
+        labels: None,
+        num_classes: None,
+        frame_shape: [c, side, side],
+        flip: true,
+        read,
+        window,
+    };
     let cfg = TrainConfig { batch_size: case.batch_size, num_frames: f, loader_threads: threads.max(1), ..TrainConfig::default() };
     Ok(latte_train::loader_clips_per_second(clips, &cfg, 32)?)
 }
@@ -893,7 +923,8 @@ pub fn bench_train(case: &BenchCase, device: &Device, warmup: usize, iters: usiz
     let m = &case.model;
     let clips = bench_clips(m)?;
     let steps = (warmup + iters) as u64;
-    let cfg = TrainConfig { steps, batch_size: case.batch_size, num_frames: m.num_frames, checkpoint_every: steps, ..TrainConfig::default() };
+    let cfg =
+        TrainConfig { steps, batch_size: case.batch_size, num_frames: m.num_frames, checkpoint_every: steps, ..TrainConfig::default() };
     let model = Latte::new(m, &autodiff_with(device, case.checkpointing), 0)?.with_compute_dtype(case.dtype);
     let params = model.num_params();
     // Reset the peak-RSS counter so the figure is this case's (Linux; ignored elsewhere).
@@ -960,11 +991,20 @@ fn nccl_check(device: &Device) -> Result<()> {
     }));
     let outcome = match summed {
         Ok(Ok(g)) => {
-            let back: Vec<f32> = g.get::<1>(model.id).map(|t| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
-            if back == values { Ok(()) } else { Err("the one-rank sum changed the gradients".to_string()) }
+            let back: Vec<f32> =
+                g.get::<1>(model.id).map(|t| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
+            if back == values {
+                Ok(())
+            } else {
+                Err("the one-rank sum changed the gradients".to_string())
+            }
         }
         Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panicked".into())),
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into())),
     };
     match outcome {
         Ok(()) => {
@@ -1009,7 +1049,9 @@ fn compare_step(args: &Args, kind: DeviceKind) -> Result<()> {
         Ok(logs)
     };
     let label = format!("{} {}{}", args.device, precision.as_str(), if checkpointing { ", checkpointing" } else { "" });
-    println!("compare-step: {steps} steps of the small config (D 192, depth 6, 8 frames of 8×8 latents, batch {batch_size}), cpu f32 vs {label}");
+    println!(
+        "compare-step: {steps} steps of the small config (D 192, depth 6, 8 frames of 8×8 latents, batch {batch_size}), cpu f32 vs {label}"
+    );
     let cpu = run_on(&Device::flex(), None, false).context("the CPU's steps")?;
     let dev = run_on(&device, precision.dtype(), checkpointing).with_context(|| format!("the steps on {label}"))?;
     let tol = if precision == Precision::F32 { STEP_REL_TOL } else { BF16_STEP_REL_TOL };

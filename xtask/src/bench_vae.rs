@@ -105,13 +105,20 @@ fn read_bench(videos: usize) -> anyhow::Result<()> {
     writer.add_array::<f32>(&ArraySpec::new("mean", &[2], &frame_shape))?;
     for v in 0..videos {
         // Latent-like values: a smooth field plus per-video variation (compresses a little).
-        let data: Vec<f32> = (0..per_video).map(|i| ((i % 1024) as f32 * 0.01 + v as f32).sin() * 0.8 + ((i * 7919 + v) % 101) as f32 * 0.002).collect();
+        let data: Vec<f32> =
+            (0..per_video).map(|i| ((i % 1024) as f32 * 0.01 + v as f32).sin() * 0.8 + ((i * 7919 + v) % 101) as f32 * 0.002).collect();
         writer.append::<f32>("mean", &data)?;
         writer.end_video(&format!("v{v:05}"), None)?;
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         std::fs::write(raw.join(format!("v{v:05}.bin")), bytes)?;
     }
-    writer.finish(GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowKind::Linspace, flip: true, extra: Default::default() })?;
+    writer.finish(GroupInfo {
+        dataset: "bench".into(),
+        num_classes: None,
+        window: WindowKind::Linspace,
+        flip: true,
+        extra: Default::default(),
+    })?;
 
     let mut order: Vec<usize> = (0..videos).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));

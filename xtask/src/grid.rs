@@ -23,13 +23,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let registry = latte_stages::registry();
     let (grid, points) = grid::load(&args.grid, &registry).with_context(|| format!("cannot load grid {}", args.grid.display()))?;
     let mut plans = points.iter().map(|p| Plan::new(&p.pipeline, &Selection::default())).collect::<Result<Vec<_>, _>>()?;
-    let unique: std::collections::BTreeSet<&str> = plans.iter().flat_map(|p| p.stages.iter().filter(|s| s.run).map(|s| s.key.as_str())).collect();
+    let unique: std::collections::BTreeSet<&str> =
+        plans.iter().flat_map(|p| p.stages.iter().filter(|s| s.run).map(|s| s.key.as_str())).collect();
     println!("{} point(s), {} distinct stage run(s) needed", points.len(), unique.len());
     if args.dry_run {
         for (point, plan) in points.iter().zip(&plans) {
             let values: Vec<String> = point.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let runs: Vec<&str> = plan.stages.iter().filter(|s| s.run).map(|s| s.decl.name.as_str()).collect();
-            println!("  point {:03} [{}]: runs {}", point.index, values.join(", "), if runs.is_empty() { "nothing".to_owned() } else { runs.join(", ") });
+            println!(
+                "  point {:03} [{}]: runs {}",
+                point.index,
+                values.join(", "),
+                if runs.is_empty() { "nothing".to_owned() } else { runs.join(", ") }
+            );
         }
         return Ok(());
     }

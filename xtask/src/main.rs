@@ -9,25 +9,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_block;
+mod bench_frames;
+mod bench_metrics;
+mod bench_train;
+mod bench_vae;
 mod clean;
 mod grid;
 mod interrupt;
+mod malloc;
+mod metrics;
+mod model;
 mod progress;
 mod run;
-mod status;
-mod verify;
-mod workspace;
-mod bench_metrics;
-mod metrics;
-mod weights;
-mod model;
-mod bench_block;
-mod bench_train;
-mod bench_frames;
-mod vae;
-mod bench_vae;
 mod sample;
-mod malloc;
+mod status;
+mod vae;
+mod verify;
+mod weights;
+mod workspace;
 // Subcommand modules, one per command: add `mod <name>;` here.
 
 #[derive(Parser)]

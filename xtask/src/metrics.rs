@@ -50,20 +50,20 @@ pub fn run(command: MetricsCommand) -> anyhow::Result<()> {
     match command {
         MetricsCommand::Fd { a, b, unbiased } => {
             let started = Instant::now();
-            let cov = if unbiased {
-                Covariance::Unbiased
-            } else {
-                Covariance::Population
-            };
+            let cov = if unbiased { Covariance::Unbiased } else { Covariance::Population };
             let ma = latte_metrics::npy::read_matrix(&a)?;
             let mb = latte_metrics::npy::read_matrix(&b)?;
             if ma.cols != mb.cols {
-                bail!("{} has {} features per row but {} has {}; both must come from the same network", a.display(), ma.cols, b.display(), mb.cols);
+                bail!(
+                    "{} has {} features per row but {} has {}; both must come from the same network",
+                    a.display(),
+                    ma.cols,
+                    b.display(),
+                    mb.cols
+                );
             }
-            let ga = Gaussian::from_rows(ma.rows, ma.cols, &ma.data, cov)
-                .with_context(|| format!("statistics of {}", a.display()))?;
-            let gb = Gaussian::from_rows(mb.rows, mb.cols, &mb.data, cov)
-                .with_context(|| format!("statistics of {}", b.display()))?;
+            let ga = Gaussian::from_rows(ma.rows, ma.cols, &ma.data, cov).with_context(|| format!("statistics of {}", a.display()))?;
+            let gb = Gaussian::from_rows(mb.rows, mb.cols, &mb.data, cov).with_context(|| format!("statistics of {}", b.display()))?;
             let fd = frechet_distance(&ga, &gb)?;
             println!("{fd:.10}");
             eprintln!(
@@ -79,30 +79,12 @@ pub fn run(command: MetricsCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        MetricsCommand::Features {
-            net,
-            weights,
-            input,
-            out,
-        } => {
-            let Some(kind) = Net::parse(&net) else {
-                bail!("--net must be `i3d`, `inception` or `c3d`, got `{net}`")
-            };
+        MetricsCommand::Features { net, weights, input, out } => {
+            let Some(kind) = Net::parse(&net) else { bail!("--net must be `i3d`, `inception` or `c3d`, got `{net}`") };
             let started = Instant::now();
-            let t = features_file(kind, &weights, &input, &out).with_context(|| {
-                format!(
-                    "computing {net} features of {} with weights {}",
-                    input.display(),
-                    weights.display()
-                )
-            })?;
-            println!(
-                "{} {:?} in {:.2} s; wrote {}",
-                kind.output_name(),
-                t.shape,
-                started.elapsed().as_secs_f64(),
-                out.display()
-            );
+            let t = features_file(kind, &weights, &input, &out)
+                .with_context(|| format!("computing {net} features of {} with weights {}", input.display(), weights.display()))?;
+            println!("{} {:?} in {:.2} s; wrote {}", kind.output_name(), t.shape, started.elapsed().as_secs_f64(), out.display());
             Ok(())
         }
     }

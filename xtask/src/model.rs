@@ -3,10 +3,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use latte_model::flops::forward_gflops;
-use latte_model::reference::{expected_path, run_dir_as};
-use latte_model::{Latte, LatteConfig};
 use latte_model::latte_nn::device::device_from_name;
 use latte_model::latte_nn::host::{max_abs_diff, read_safetensors, write_safetensors};
+use latte_model::reference::{expected_path, run_dir_as};
+use latte_model::{Latte, LatteConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -109,13 +109,7 @@ fn info(presets: Vec<String>, variants_of: &str) -> Result<()> {
         let mut cfg = LatteConfig::preset(variants_of)?;
         cfg.variant = v;
         let model = Latte::new(&cfg, &device, 0)?;
-        println!(
-            "{:<8} {:>14} {:>10.2} {:>14.2}",
-            v,
-            model.num_trainable_params(),
-            forward_gflops(&cfg),
-            TABLE3_XL[v as usize - 1]
-        );
+        println!("{:<8} {:>14} {:>10.2} {:>14.2}", v, model.num_trainable_params(), forward_gflops(&cfg), TABLE3_XL[v as usize - 1]);
     }
     Ok(())
 }

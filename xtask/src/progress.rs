@@ -59,7 +59,10 @@ impl Observer for Bars {
             }
             None => {
                 println!("[{}] started: kind {}, {} thread(s), key {}", job.name, job.kind, job.threads, &job.key[..12]);
-                Box::new(Plain { name: job.name.clone(), state: Mutex::new(PlainState { len: 0, pos: 0, last: Instant::now(), reported: 0 }) })
+                Box::new(Plain {
+                    name: job.name.clone(),
+                    state: Mutex::new(PlainState { len: 0, pos: 0, last: Instant::now(), reported: 0 }),
+                })
             }
         }
     }

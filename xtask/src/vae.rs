@@ -33,8 +33,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         VaeCommand::Forward { dir, out } => {
             let started = Instant::now();
-            let result = latte_vae::forward::forward_dir(&dir, &Device::flex())
-                .with_context(|| format!("running the VAE in {}", dir.display()))?;
+            let result =
+                latte_vae::forward::forward_dir(&dir, &Device::flex()).with_context(|| format!("running the VAE in {}", dir.display()))?;
             latte_vae::forward::write_outputs(&result, &out).with_context(|| format!("writing {}", out.display()))?;
             let shapes: Vec<String> = result.outputs.iter().map(|(k, s, _)| format!("{k} {s:?}")).collect();
             println!(

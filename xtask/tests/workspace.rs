@@ -35,7 +35,11 @@ fn weights_go_into_the_checkout_the_command_runs_in() {
     let (ok, out) = xtask_in(&ws.join("xtask/src"), &["weights", "fetch", "i3d", "--archive", "no-such.tar.gz"], &[]);
     assert!(!ok);
     let want = ws.join(".latte/weights");
-    assert!(out.contains(&want.display().to_string()), "the default weights folder is not the running clone's ({}):\n{out}", want.display());
+    assert!(
+        out.contains(&want.display().to_string()),
+        "the default weights folder is not the running clone's ({}):\n{out}",
+        want.display()
+    );
     let this = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(".latte/weights");
     assert!(!out.contains(&this.display().to_string()), "the building clone's folder was used:\n{out}");
 }

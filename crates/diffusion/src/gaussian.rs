@@ -79,8 +79,7 @@ impl GaussianDiffusion {
         Self::check_same("q_sample noise", &x_start, &noise)?;
         let s = &self.schedule;
         let dev = x_start.device();
-        Ok(Self::extract(&s.sqrt_alphas_cumprod, t, &dev) * x_start
-            + Self::extract(&s.sqrt_one_minus_alphas_cumprod, t, &dev) * noise)
+        Ok(Self::extract(&s.sqrt_alphas_cumprod, t, &dev) * x_start + Self::extract(&s.sqrt_one_minus_alphas_cumprod, t, &dev) * noise)
     }
 
     /// Mean and clipped log variance of `q(x_{t−1} | x_t, x0)`.
@@ -94,8 +93,7 @@ impl GaussianDiffusion {
         let s = &self.schedule;
         let dev = x_t.device();
         let [b, f, c, h, w] = x_t.dims();
-        let mean = Self::extract(&s.posterior_mean_coef1, t, &dev) * x_start
-            + Self::extract(&s.posterior_mean_coef2, t, &dev) * x_t;
+        let mean = Self::extract(&s.posterior_mean_coef1, t, &dev) * x_start + Self::extract(&s.posterior_mean_coef2, t, &dev) * x_t;
         let log_var = Self::extract(&s.posterior_log_variance_clipped, t, &dev).expand([b, f, c, h, w]);
         (mean, log_var)
     }
@@ -104,16 +102,14 @@ impl GaussianDiffusion {
     pub fn predict_xstart_from_eps(&self, x_t: Tensor<5>, t: &[usize], eps: Tensor<5>) -> Tensor<5> {
         let s = &self.schedule;
         let dev = x_t.device();
-        Self::extract(&s.sqrt_recip_alphas_cumprod, t, &dev) * x_t
-            - Self::extract(&s.sqrt_recipm1_alphas_cumprod, t, &dev) * eps
+        Self::extract(&s.sqrt_recip_alphas_cumprod, t, &dev) * x_t - Self::extract(&s.sqrt_recipm1_alphas_cumprod, t, &dev) * eps
     }
 
     /// `ε = (sqrt(1/ᾱ_t)·x_t − x̂0) / sqrt(1/ᾱ_t − 1)`.
     pub fn predict_eps_from_xstart(&self, x_t: Tensor<5>, t: &[usize], pred_xstart: Tensor<5>) -> Tensor<5> {
         let s = &self.schedule;
         let dev = x_t.device();
-        (Self::extract(&s.sqrt_recip_alphas_cumprod, t, &dev) * x_t - pred_xstart)
-            / Self::extract(&s.sqrt_recipm1_alphas_cumprod, t, &dev)
+        (Self::extract(&s.sqrt_recip_alphas_cumprod, t, &dev) * x_t - pred_xstart) / Self::extract(&s.sqrt_recipm1_alphas_cumprod, t, &dev)
     }
 
     /// `p_mean_variance` with learned-range variance: splits `model_out` (B, F, 2C, H, W) on the

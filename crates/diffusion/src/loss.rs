@@ -84,9 +84,7 @@ pub fn mean_flat(x: Tensor<5>) -> Tensor<1> {
 pub fn normal_kl(mean1: Tensor<5>, logvar1: Tensor<5>, mean2: Tensor<5>, logvar2: Tensor<5>) -> Tensor<5> {
     let diff = mean1 - mean2;
     // Same association as the reference: ((−1 + lv2 − lv1) + exp(lv1 − lv2)) + Δ²·exp(−lv2).
-    (((logvar2.clone() - 1.0) - logvar1.clone()) + (logvar1 - logvar2.clone()).exp()
-        + diff.powi_scalar(2) * logvar2.neg().exp())
-        * 0.5
+    (((logvar2.clone() - 1.0) - logvar1.clone()) + (logvar1 - logvar2.clone()).exp() + diff.powi_scalar(2) * logvar2.neg().exp()) * 0.5
 }
 
 /// The standard normal CDF by the tanh approximation IDDPM uses.

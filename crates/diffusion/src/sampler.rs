@@ -47,14 +47,7 @@ impl GaussianDiffusion {
 
     /// One DDIM step with noise scale `eta` (0 = deterministic; `z` is unused then but must
     /// have x's shape). The learned variance is ignored.
-    pub fn ddim_step(
-        &self,
-        model_out: Tensor<5>,
-        x: Tensor<5>,
-        k: &[usize],
-        eta: f64,
-        z: Tensor<5>,
-    ) -> Result<Tensor<5>, DiffusionError> {
+    pub fn ddim_step(&self, model_out: Tensor<5>, x: Tensor<5>, k: &[usize], eta: f64, z: Tensor<5>) -> Result<Tensor<5>, DiffusionError> {
         Self::check_same("ddim_step noise", &x, &z)?;
         let dev = x.device();
         let out = self.p_mean_variance(model_out, x.clone(), k, false)?;
@@ -62,10 +55,11 @@ impl GaussianDiffusion {
         let s = &self.schedule;
         let alpha_bar = Self::extract(&s.alphas_cumprod, k, &dev); // (B, 1, 1, 1, 1)
         let alpha_bar_prev = Self::extract(&s.alphas_cumprod_prev, k, &dev); // (B, 1, 1, 1, 1)
-        let sigma = ((alpha_bar_prev.clone().neg() + 1.0) / (alpha_bar.clone().neg() + 1.0)).sqrt() * eta
+        let sigma = ((alpha_bar_prev.clone().neg() + 1.0) / (alpha_bar.clone().neg() + 1.0)).sqrt()
+            * eta
             * (alpha_bar / alpha_bar_prev.clone()).neg().add_scalar(1.0).sqrt();
-        let mean_pred = out.pred_xstart * alpha_bar_prev.clone().sqrt()
-            + ((alpha_bar_prev.neg() + 1.0) - sigma.clone().powi_scalar(2)).sqrt() * eps;
+        let mean_pred =
+            out.pred_xstart * alpha_bar_prev.clone().sqrt() + ((alpha_bar_prev.neg() + 1.0) - sigma.clone().powi_scalar(2)).sqrt() * eps;
         Ok(mean_pred + nonzero_mask(k, &dev) * sigma * z)
     }
 

@@ -56,10 +56,7 @@ impl Schedule {
             return Err(DiffusionError::BadSchedule(format!("need at least 2 steps, got {n}")));
         }
         if timestep_map.len() != n {
-            return Err(DiffusionError::BadSchedule(format!(
-                "timestep map has {} entries for {n} betas",
-                timestep_map.len()
-            )));
+            return Err(DiffusionError::BadSchedule(format!("timestep map has {} entries for {n} betas", timestep_map.len())));
         }
         if let Some((i, b)) = betas.iter().enumerate().find(|(_, &b)| !(b > 0.0 && b <= 1.0)) {
             return Err(DiffusionError::BadSchedule(format!("beta[{i}] = {b} is outside (0, 1]")));
@@ -73,14 +70,12 @@ impl Schedule {
                 Some(*acc)
             })
             .collect();
-        let alphas_cumprod_prev: Vec<f64> =
-            std::iter::once(1.0).chain(alphas_cumprod[..n - 1].iter().copied()).collect();
+        let alphas_cumprod_prev: Vec<f64> = std::iter::once(1.0).chain(alphas_cumprod[..n - 1].iter().copied()).collect();
         let map = |f: &dyn Fn(usize) -> f64| (0..n).map(f).collect::<Vec<f64>>();
         let ac = &alphas_cumprod;
         let acp = &alphas_cumprod_prev;
         let posterior_variance = map(&|i| betas[i] * (1.0 - acp[i]) / (1.0 - ac[i]));
-        let posterior_log_variance_clipped =
-            map(&|i| posterior_variance[if i == 0 { 1 } else { i }].ln());
+        let posterior_log_variance_clipped = map(&|i| posterior_variance[if i == 0 { 1 } else { i }].ln());
         Ok(Schedule {
             sqrt_alphas_cumprod: map(&|i| ac[i].sqrt()),
             sqrt_one_minus_alphas_cumprod: map(&|i| (1.0 - ac[i]).sqrt()),
@@ -132,8 +127,7 @@ impl Schedule {
 pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<BTreeSet<usize>, DiffusionError> {
     let bad = |reason: String| DiffusionError::BadRespacing { spec: spec.to_owned(), reason };
     if let Some(count) = spec.strip_prefix("ddim") {
-        let desired: usize =
-            count.parse().map_err(|_| bad(format!("`{count}` is not a step count")))?;
+        let desired: usize = count.parse().map_err(|_| bad(format!("`{count}` is not a step count")))?;
         for stride in 1..num_timesteps {
             if (0..num_timesteps).step_by(stride).len() == desired {
                 return Ok((0..num_timesteps).step_by(stride).collect());

@@ -148,9 +148,7 @@ fn training_losses_match() {
     let dev = Device::flex();
     let d = GaussianDiffusion::create("").unwrap();
     let model_out = fx.tensor5("model_out", &dev);
-    let losses = d
-        .training_losses(|_| model_out, fx.tensor5("x0", &dev), &fx.timesteps(), fx.tensor5("noise", &dev))
-        .unwrap();
+    let losses = d.training_losses(|_| model_out, fx.tensor5("x0", &dev), &fx.timesteps(), fx.tensor5("noise", &dev)).unwrap();
     expect_close("mse", losses.mse, &fx, 1e-5);
     expect_close("vb", losses.vb, &fx, 1e-5);
     expect_close("loss", losses.loss, &fx, 1e-5);
@@ -181,9 +179,7 @@ fn ddpm_and_ddim_steps_match() {
     let dev = Device::flex();
     let d = GaussianDiffusion::create("250").unwrap();
     let k = respaced_k(&fx);
-    let ddpm = d
-        .ddpm_step(fx.tensor5("model_out", &dev), fx.tensor5("x_t", &dev), &k, fx.tensor5("z", &dev))
-        .unwrap();
+    let ddpm = d.ddpm_step(fx.tensor5("model_out", &dev), fx.tensor5("x_t", &dev), &k, fx.tensor5("z", &dev)).unwrap();
     expect_close("ddpm_next", ddpm, &fx, 1e-6);
     let x_t = fx.tensor5("x_t", &dev);
     let ddim = d.ddim_step(fx.tensor5("model_out", &dev), x_t.clone(), &k, 0.0, x_t.zeros_like()).unwrap();
@@ -237,7 +233,8 @@ fn ddpm_loop_is_seeded_and_uses_original_timesteps() {
             Ok::<_, DiffusionError>(Tensor::cat(vec![x.clone() * 0.1, x.zeros_like()], 2))
         };
         let ks: Vec<usize> = (0..d.num_timesteps()).rev().collect();
-        let x = d.sample_loop(Method::Ddpm, model, noise, &ks, |dims| latte_diffusion::gaussian_noise(dims, &mut rng, &dev), |_| {}).unwrap();
+        let x =
+            d.sample_loop(Method::Ddpm, model, noise, &ks, |dims| latte_diffusion::gaussian_noise(dims, &mut rng, &dev), |_| {}).unwrap();
         (to_f64(x), seen)
     };
     let (a, seen) = run(1);

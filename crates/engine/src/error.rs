@@ -47,7 +47,12 @@ impl fmt::Display for Diagnostics {
 pub enum Error {
     /// A file or directory could not be read or written.
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The pipeline or grid file is invalid; nothing ran.
     #[error("{0}")]
     Invalid(Diagnostics),

@@ -63,7 +63,11 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(Grid, Vec<Point>)> {
             .zip(&grid.axes)
             .map(|((key, value), axis)| Override { key: key.clone(), value: value.clone(), file: file.clone(), line: axis.line })
             .collect();
-        let options = LoadOptions { lock_file: Some(dir.join(format!("{stem}.grid")).join(format!("point-{index:03}.lock"))), overrides, ..Default::default() };
+        let options = LoadOptions {
+            lock_file: Some(dir.join(format!("{stem}.grid")).join(format!("point-{index:03}.lock"))),
+            overrides,
+            ..Default::default()
+        };
         match pipeline::load(&grid.base, registry, &options) {
             Ok(pipeline) => points.push(Point { index, values, pipeline }),
             // Every point reports the same bad axis; keep each message once.
@@ -110,7 +114,15 @@ fn parse(text: &str, file: &Path) -> Result<Grid> {
         }
         line
     };
-    let table: toml::Table = toml::from_str(text).map_err(|e| Error::Invalid(Diagnostics(vec![Diagnostic { file: file.to_owned(), line: 1, key: String::new(), message: e.to_string(), help: None }])))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        Error::Invalid(Diagnostics(vec![Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            key: String::new(),
+            message: e.to_string(),
+            help: None,
+        }]))
+    })?;
     for key in table.keys().filter(|k| !GRID_KEYS.contains(&k.as_str())) {
         err(line_of(&[key]), key, "unknown key in a grid file".into(), Some(allowed_help(key, GRID_KEYS)));
     }
@@ -127,7 +139,12 @@ fn parse(text: &str, file: &Path) -> Result<Grid> {
         }
     };
     if !base.as_os_str().is_empty() && !base.is_file() {
-        err(line_of(&["pipeline"]), "pipeline", format!("{} is not a file", base.display()), Some("the path is relative to the grid file's folder".into()));
+        err(
+            line_of(&["pipeline"]),
+            "pipeline",
+            format!("{} is not a file", base.display()),
+            Some("the path is relative to the grid file's folder".into()),
+        );
     }
     let summary_stages = match table.get("summary") {
         None => None,
@@ -144,7 +161,9 @@ fn parse(text: &str, file: &Path) -> Result<Grid> {
                 let line = line_of(&["axes", key]);
                 match values {
                     Value::Array(a) if !a.is_empty() => axes.push(Axis { key: key.clone(), values: a.clone(), line }),
-                    other => err(line, &format!("axes.{key}"), format!("expected a non-empty list of values, found {}", describe(other)), None),
+                    other => {
+                        err(line, &format!("axes.{key}"), format!("expected a non-empty list of values, found {}", describe(other)), None)
+                    }
                 }
             }
         }
@@ -162,11 +181,13 @@ fn product(axes: &[Axis]) -> Vec<Vec<(String, Value)>> {
     for axis in axes {
         points = points
             .into_iter()
-            .flat_map(|p| axis.values.iter().map(move |v| {
-                let mut p = p.clone();
-                p.push((axis.key.clone(), v.clone()));
-                p
-            }))
+            .flat_map(|p| {
+                axis.values.iter().map(move |v| {
+                    let mut p = p.clone();
+                    p.push((axis.key.clone(), v.clone()));
+                    p
+                })
+            })
             .collect();
     }
     points
@@ -187,7 +208,12 @@ pub fn summary(grid: &Grid, points: &[Point], plans: &[Plan]) -> Summary {
     for plan in plans {
         let stages: Vec<&str> = match &grid.summary_stages {
             Some(s) => s.iter().map(String::as_str).collect(),
-            None => plan.stages.iter().filter(|s| plan.pipeline.consumers(&s.decl.name).next().is_none()).map(|s| s.decl.name.as_str()).collect(),
+            None => plan
+                .stages
+                .iter()
+                .filter(|s| plan.pipeline.consumers(&s.decl.name).next().is_none())
+                .map(|s| s.decl.name.as_str())
+                .collect(),
         };
         let mut metrics = BTreeMap::new();
         for name in stages {
@@ -233,7 +259,12 @@ pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, la
             let x = json["x"].as_str().unwrap_or("step").to_owned();
             for (metric, line) in json["curves"].as_object().into_iter().flatten() {
                 let pts = line.as_array().into_iter().flatten().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect();
-                let label = point.values.iter().map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), cell(v))).collect::<Vec<_>>().join(", ");
+                let label = point
+                    .values
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 figures.entry(metric.clone()).or_insert_with(|| (x.clone(), Vec::new())).1.push(latte_plot::Series { label, points: pts });
             }
         }
@@ -247,8 +278,18 @@ pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, la
         .enumerate()
         .map(|(i, name)| {
             let (x, series) = &figures[name];
-            let path = if i == 0 { dir.join(format!("{stem}.curves.png")) } else { dir.join(format!("{stem}.curves.{}.png", name.to_lowercase())) };
-            let chart = latte_plot::LineChart { title: format!("{name} over training ({stem})"), x_label: x.clone(), y_label: name.clone(), log_x: false, series: series.clone() };
+            let path = if i == 0 {
+                dir.join(format!("{stem}.curves.png"))
+            } else {
+                dir.join(format!("{stem}.curves.{}.png", name.to_lowercase()))
+            };
+            let chart = latte_plot::LineChart {
+                title: format!("{name} over training ({stem})"),
+                x_label: x.clone(),
+                y_label: name.clone(),
+                log_x: false,
+                series: series.clone(),
+            };
             (path, chart)
         })
         .collect()
@@ -295,7 +336,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
 impl Summary {
     pub fn to_csv(&self) -> String {
         let field = |s: &String| {
-            if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.clone() }
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.clone()
+            }
         };
         let line = |r: &Vec<String>| r.iter().map(field).collect::<Vec<_>>().join(",");
         std::iter::once(&self.header).chain(&self.rows).map(line).map(|l| l + "\n").collect()
@@ -350,10 +395,22 @@ impl Summary {
                     slot * 0.7,
                     esc(&format!("{}: {v}", label(row)))
                 ));
-                svg.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n", x + slot * 0.35, top + PANEL_H - 24.0, esc(&label(row))));
-                svg.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{v:.4}</text>\n", x + slot * 0.35, y - 3.0));
+                svg.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+                    x + slot * 0.35,
+                    top + PANEL_H - 24.0,
+                    esc(&label(row))
+                ));
+                svg.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{v:.4}</text>\n",
+                    x + slot * 0.35,
+                    y - 3.0
+                ));
             }
-            svg.push_str(&format!("<line x1=\"{left}\" y1=\"{zero_y:.1}\" x2=\"{:.1}\" y2=\"{zero_y:.1}\" stroke=\"black\"/>\n", left + width));
+            svg.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{zero_y:.1}\" x2=\"{:.1}\" y2=\"{zero_y:.1}\" stroke=\"black\"/>\n",
+                left + width
+            ));
         }
         svg.push_str("</svg>\n");
         Some(svg)

@@ -90,12 +90,7 @@ struct Stat {
 
 impl Stat {
     fn of(m: &std::fs::Metadata) -> Self {
-        Stat {
-            size: m.len(),
-            mtime_ns: mtime_ns(m),
-            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
-            ino: m.ino(),
-        }
+        Stat { size: m.len(), mtime_ns: mtime_ns(m), ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128, ino: m.ino() }
     }
 }
 
@@ -122,10 +117,7 @@ impl Hasher {
     /// A hasher whose memo lives in `memo_file`. An unreadable or corrupt memo is a cache
     /// miss, not an error.
     pub fn with_memo(memo_file: PathBuf) -> Self {
-        let memo = std::fs::read(&memo_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let memo = std::fs::read(&memo_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         Hasher { memo_file: Some(memo_file), memo: Mutex::new(memo), dirty: Mutex::new(false) }
     }
 

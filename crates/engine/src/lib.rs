@@ -25,5 +25,7 @@ pub use pipeline::{LoadOptions, Override, Pipeline, StageDecl};
 pub use plan::{Plan, Reason, Selection, State};
 pub use registry::Registry;
 pub use runner::{JobInfo, Observer, Report, RunOptions, Silent};
-pub use stage::{device_kind, Cancel, InputSpec, Interrupted, NoProgress, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+pub use stage::{
+    device_kind, Cancel, InputSpec, Interrupted, NoProgress, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError,
+};
 pub use store::Store;

@@ -47,16 +47,31 @@ pub struct FileRecord {
 /// One way in which an entry differs from its manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Damage {
-    Missing { file: String },
-    Size { file: String, recorded: u64, found: u64 },
-    Content { file: String },
+    Missing {
+        file: String,
+    },
+    Size {
+        file: String,
+        recorded: u64,
+        found: u64,
+    },
+    Content {
+        file: String,
+    },
     /// A file the stage did not write (full check only).
-    Unexpected { file: String },
+    Unexpected {
+        file: String,
+    },
     /// The manifest itself is gone or unreadable: nothing can be trusted.
-    Manifest { reason: String },
+    Manifest {
+        reason: String,
+    },
     /// No manifest (an entry from before manifests) and the content digest differs from the
     /// one recorded when it was installed.
-    Digest { recorded: String, found: String },
+    Digest {
+        recorded: String,
+        found: String,
+    },
 }
 
 impl Damage {
@@ -89,7 +104,10 @@ pub fn seal(dir: &Path) -> Result<String> {
     let files = Hasher::without_memo().tree(dir)?;
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA,
-        files: files.iter().map(|f| (f.path.clone(), FileRecord { size: f.size, mtime_ns: f.mtime_ns, sha256: f.sha256.clone() })).collect(),
+        files: files
+            .iter()
+            .map(|f| (f.path.clone(), FileRecord { size: f.size, mtime_ns: f.mtime_ns, sha256: f.sha256.clone() }))
+            .collect(),
     };
     let path = dir.join(MANIFEST_FILE);
     let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();

@@ -192,7 +192,11 @@ impl Locations {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 struct Validator {
@@ -207,19 +211,11 @@ impl Validator {
     }
 
     fn apply_override(&mut self, table: &mut toml::Table, o: &Override) {
-        let here = |message: String, help: Option<String>| Diagnostic {
-            file: o.file.clone(),
-            line: o.line,
-            key: o.key.clone(),
-            message,
-            help,
-        };
+        let here =
+            |message: String, help: Option<String>| Diagnostic { file: o.file.clone(), line: o.line, key: o.key.clone(), message, help };
         let key = o.key.strip_prefix("stages.").unwrap_or(&o.key);
         let Some((head, name)) = key.split_once('.').filter(|(h, n)| !h.is_empty() && !n.is_empty() && !n.contains('.')) else {
-            self.diags.push(here(
-                "not a parameter path".into(),
-                Some("write `shared.NAME` or `STAGE.PARAM` (e.g. `train.lr`)".into()),
-            ));
+            self.diags.push(here("not a parameter path".into(), Some("write `shared.NAME` or `STAGE.PARAM` (e.g. `train.lr`)".into())));
             return;
         };
         let (container, path) = if head == "shared" && !o.key.starts_with("stages.") {
@@ -315,7 +311,15 @@ impl Validator {
         Some(Pipeline { file: file.to_owned(), dir: dir.to_owned(), store, lock_file, stages })
     }
 
-    fn stage(&mut self, name: &str, t: &toml::Table, names: &[&str], shared: &toml::Table, dir: &Path, registry: &Registry) -> Option<StageDecl> {
+    fn stage(
+        &mut self,
+        name: &str,
+        t: &toml::Table,
+        names: &[&str],
+        shared: &toml::Table,
+        dir: &Path,
+        registry: &Registry,
+    ) -> Option<StageDecl> {
         let path = format!("stages.{name}");
         let line = self.locations.at(&path).1;
         let kinds = || registry.kinds().collect::<Vec<_>>().join(", ");
@@ -376,10 +380,18 @@ impl Validator {
                 None => self.error(&path, format!("missing required parameter `{}`", spec.name), Some(spec_help(spec))),
                 Some(lit) => match parse_literal(lit).and_then(|v| check_type(spec.ty, &v).ok()) {
                     Some(v) => {
-                        let v = if matches!(spec.ty, ParamType::Path | ParamType::OptionalPath) && v.as_str() != Some("") { Value::String(dir.join(v.as_str()?).to_string_lossy().into_owned()) } else { v };
+                        let v = if matches!(spec.ty, ParamType::Path | ParamType::OptionalPath) && v.as_str() != Some("") {
+                            Value::String(dir.join(v.as_str()?).to_string_lossy().into_owned())
+                        } else {
+                            v
+                        };
                         values.insert(spec.name.to_owned(), v);
                     }
-                    None => self.error(&path, format!("kind `{}` declares an invalid default `{lit}` for `{}` (a bug in the kind)", stage.kind(), spec.name), None),
+                    None => self.error(
+                        &path,
+                        format!("kind `{}` declares an invalid default `{lit}` for `{}` (a bug in the kind)", stage.kind(), spec.name),
+                        None,
+                    ),
                 },
             }
         }
@@ -405,7 +417,11 @@ impl Validator {
             None => &empty,
             Some(Value::Table(t)) => t,
             Some(other) => {
-                self.error(&path, format!("expected a table `{{ slot = \"stage\" }}`, found {}", describe(other)), Some(format!("slots of kind `{}`: {}", stage.kind(), slots())));
+                self.error(
+                    &path,
+                    format!("expected a table `{{ slot = \"stage\" }}`, found {}", describe(other)),
+                    Some(format!("slots of kind `{}`: {}", stage.kind(), slots())),
+                );
                 return None;
             }
         };
@@ -438,7 +454,11 @@ impl Validator {
         }
         for spec in specs.iter().filter(|s| s.required && !table.contains_key(s.name)) {
             let at = if raw.is_some() { path.clone() } else { format!("stages.{name}") };
-            self.error(&at, format!("missing required input `{}` ({})", spec.name, spec.help), Some(format!("add `inputs = {{ {} = \"STAGE\" }}`", spec.name)));
+            self.error(
+                &at,
+                format!("missing required input `{}` ({})", spec.name, spec.help),
+                Some(format!("add `inputs = {{ {} = \"STAGE\" }}`", spec.name)),
+            );
         }
         (self.diags.len() == before).then_some(inputs)
     }
@@ -467,7 +487,11 @@ impl Validator {
         }
         let p = dir.join(v.as_str()?);
         if spec.ty == ParamType::Path && !p.exists() {
-            self.error(kpath, format!("path {} does not exist", p.display()), Some("relative paths are relative to the pipeline file's folder".into()));
+            self.error(
+                kpath,
+                format!("path {} does not exist", p.display()),
+                Some("relative paths are relative to the pipeline file's folder".into()),
+            );
             return None;
         }
         Some(Value::String(p.to_string_lossy().into_owned()))

@@ -59,8 +59,14 @@ impl fmt::Display for State {
 pub enum Reason {
     New,
     Forced,
-    KindChanged { from: String, to: String },
-    VersionChanged { from: String, to: String },
+    KindChanged {
+        from: String,
+        to: String,
+    },
+    VersionChanged {
+        from: String,
+        to: String,
+    },
     ParamsChanged(Vec<String>),
     InputsChanged(Vec<String>),
     /// The lock records the current key but the store lacks the output (deleted or cleaned).
@@ -165,7 +171,17 @@ impl Plan {
             if state == State::Stale && store.is_complete(&entry.key) {
                 rebuilt.insert(decl.name.clone());
             }
-            stages.push(PlannedStage { decl: decl.clone(), key: entry.key.clone(), output, state, reasons, selected: false, run: false, force: false, entry });
+            stages.push(PlannedStage {
+                decl: decl.clone(),
+                key: entry.key.clone(),
+                output,
+                state,
+                reasons,
+                selected: false,
+                run: false,
+                force: false,
+                entry,
+            });
         }
         // A memo that cannot be saved only costs re-hashing next time.
         let _ = hasher.save();
@@ -237,7 +253,8 @@ fn entry_for(decl: &StageDecl, keys: &BTreeMap<String, String>, store: &Store, h
         };
         key_params.insert(name.clone(), keyed);
     }
-    let inputs: BTreeMap<String, String> = decl.inputs.iter().map(|(slot, up)| (slot.clone(), keys.get(up).cloned().unwrap_or_default())).collect();
+    let inputs: BTreeMap<String, String> =
+        decl.inputs.iter().map(|(slot, up)| (slot.clone(), keys.get(up).cloned().unwrap_or_default())).collect();
     let mut t = toml::Table::new();
     t.insert("schema".into(), KEY_SCHEMA.into());
     t.insert("kind".into(), decl.stage.kind().into());

@@ -160,16 +160,17 @@ pub fn run(plans: &mut [Plan], options: &RunOptions<'_>) -> Result<Report> {
                     scope.spawn(move || {
                         // A panic outside the stage (observer, store) must still report, or
                         // the loop below would wait for this job forever.
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(plan, job.stage, threads, force, observer, cancel)))
-                            .unwrap_or_else(|p| {
-                                let s = &plan.stages[job.stage];
-                                Err(Error::StageFailed {
-                                    stage: s.decl.name.clone(),
-                                    kind: s.decl.stage.kind().to_owned(),
-                                    message: format!("the runner panicked: {}", panic_message(&p)),
-                                    log: plan.store.log_path(&s.key),
-                                })
-                            });
+                        let result =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| execute(plan, job.stage, threads, force, observer, cancel)))
+                                .unwrap_or_else(|p| {
+                                    let s = &plan.stages[job.stage];
+                                    Err(Error::StageFailed {
+                                        stage: s.decl.name.clone(),
+                                        kind: s.decl.stage.kind().to_owned(),
+                                        message: format!("the runner panicked: {}", panic_message(&p)),
+                                        log: plan.store.log_path(&s.key),
+                                    })
+                                });
                         let _ = tx.send((key, result));
                     });
                 }
@@ -377,7 +378,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Forwards progress to the observer's sink and keeps log lines in the stage's log file.

@@ -202,7 +202,11 @@ impl StageContext<'_> {
     /// `Err(Interrupted)` once the run is cancelled: call it at a safe point of a long loop
     /// (`ctx.check_cancelled()?`), so an interrupt stops the stage within one iteration.
     pub fn check_cancelled(&self) -> Result<(), Interrupted> {
-        if self.cancelled() { Err(Interrupted) } else { Ok(()) }
+        if self.cancelled() {
+            Err(Interrupted)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -275,9 +279,7 @@ impl Params {
 
     pub fn int_list(&self, key: &str) -> Result<Vec<i64>, StageError> {
         let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
-        arr.iter()
-            .map(|v| v.as_integer().ok_or_else(|| format!("parameter `{key}` holds a non-integer").into()))
-            .collect()
+        arr.iter().map(|v| v.as_integer().ok_or_else(|| format!("parameter `{key}` holds a non-integer").into())).collect()
     }
 
     pub fn float_list(&self, key: &str) -> Result<Vec<f64>, StageError> {
@@ -293,8 +295,6 @@ impl Params {
 
     pub fn str_list(&self, key: &str) -> Result<Vec<String>, StageError> {
         let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
-        arr.iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("parameter `{key}` holds a non-string").into()))
-            .collect()
+        arr.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("parameter `{key}` holds a non-string").into())).collect()
     }
 }

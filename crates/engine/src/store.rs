@@ -198,7 +198,8 @@ impl Store {
             if !replace {
                 return remove_dir(tmp);
             }
-            let old = self.root.join("tmp").join(format!("{key}.old.{}.{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+            let old =
+                self.root.join("tmp").join(format!("{key}.old.{}.{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
             std::fs::rename(&out, &old).map_err(|e| Error::io("cannot move aside", &out, e))?;
             std::fs::rename(tmp, &out).map_err(|e| Error::io("cannot rename into place", tmp, e))?;
             return remove_dir(&old);
@@ -218,11 +219,8 @@ impl Store {
     /// Every lock file registered with this store that still exists.
     pub fn lock_files(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.root.join("locks")) else { return Vec::new() };
-        let mut out: Vec<PathBuf> = entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .map(PathBuf::from)
-            .filter(|p| p.is_file())
-            .collect();
+        let mut out: Vec<PathBuf> =
+            entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).map(PathBuf::from).filter(|p| p.is_file()).collect();
         out.sort();
         out
     }
@@ -268,9 +266,7 @@ pub fn disk_usage(path: &Path) -> u64 {
     if !meta.is_dir() {
         return meta.len();
     }
-    std::fs::read_dir(path)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum())
-        .unwrap_or(0)
+    std::fs::read_dir(path).map(|entries| entries.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum()).unwrap_or(0)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a

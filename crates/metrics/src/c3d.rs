@@ -39,9 +39,7 @@ use crate::tensors::{take_f32, TensorMap};
 use crate::MetricsError;
 
 /// Names of the eight 3×3×3 convolutions, in network order.
-pub const CONVS: [&str; 8] = [
-    "conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b",
-];
+pub const CONVS: [&str; 8] = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"];
 
 /// The widths of a C3D; [`C3dConfig::ucf101`] is the published one, smaller ones exist for
 /// tests.
@@ -62,13 +60,7 @@ pub struct C3dConfig {
 impl C3dConfig {
     /// `C3DVersion1UCF101` as TGAN2 and StyleGAN-V use it.
     pub fn ucf101() -> Self {
-        C3dConfig {
-            frames: 16,
-            size: 112,
-            channels: [64, 128, 256, 256, 512, 512, 512, 512],
-            hidden: 4096,
-            classes: 101,
-        }
+        C3dConfig { frames: 16, size: 112, channels: [64, 128, 256, 256, 512, 512, 512, 512], hidden: 4096, classes: 101 }
     }
 
     /// `(T, S)` after the five pools (a `cover_all` pool of stride 2 maps n → ⌈n/2⌉; pool1
@@ -126,21 +118,11 @@ impl C3d {
     }
 
     /// Builds the network from named tensors, checking every shape against `config`.
-    pub fn from_tensors(
-        w: &TensorMap,
-        src: &Path,
-        config: C3dConfig,
-        device: &Device,
-    ) -> Result<Self, MetricsError> {
+    pub fn from_tensors(w: &TensorMap, src: &Path, config: C3dConfig, device: &Device) -> Result<Self, MetricsError> {
         let mut convs = Vec::with_capacity(CONVS.len());
         let mut cin = 3;
         for (name, &cout) in CONVS.iter().zip(&config.channels) {
-            let k = take_f32(
-                w,
-                src,
-                &format!("{name}.weight"),
-                Some(&[cout, cin, 3, 3, 3]),
-            )?;
+            let k = take_f32(w, src, &format!("{name}.weight"), Some(&[cout, cin, 3, 3, 3]))?;
             let b = take_f32(w, src, &format!("{name}.bias"), Some(&[cout]))?;
             convs.push((
                 Tensor::from_data(TensorData::new(k.to_vec(), [cout, cin, 3, 3, 3]), device),
@@ -148,11 +130,8 @@ impl C3d {
             ));
             cin = cout;
         }
-        let dims = [
-            ("fc6", config.fc6_inputs(), config.hidden),
-            ("fc7", config.hidden, config.hidden),
-            ("fc8", config.hidden, config.classes),
-        ];
+        let dims =
+            [("fc6", config.fc6_inputs(), config.hidden), ("fc7", config.hidden, config.hidden), ("fc8", config.hidden, config.classes)];
         let mut fcs = Vec::with_capacity(3);
         for (name, fan_in, fan_out) in dims {
             let k = take_f32(w, src, &format!("{name}.weight"), Some(&[fan_out, fan_in]))?;
@@ -166,12 +145,7 @@ impl C3d {
         let (t, s) = (config.frames, config.size);
         let m = take_f32(w, src, "mean.b", Some(&[3, t, s, s]))?;
         let mean = Tensor::from_data(TensorData::new(m.to_vec(), [1, 3, t, s, s]), device);
-        Ok(C3d {
-            config,
-            convs,
-            fcs,
-            mean,
-        })
+        Ok(C3d { config, convs, fcs, mean })
     }
 
     pub fn config(&self) -> &C3dConfig {
@@ -188,14 +162,7 @@ impl C3d {
                 cfg.frames, cfg.size
             )));
         }
-        let bgr = Tensor::cat(
-            vec![
-                x.clone().narrow(1, 2, 1),
-                x.clone().narrow(1, 1, 1),
-                x.narrow(1, 0, 1),
-            ],
-            1,
-        ); // [B, 3, T, S, S]
+        let bgr = Tensor::cat(vec![x.clone().narrow(1, 2, 1), x.clone().narrow(1, 1, 1), x.narrow(1, 0, 1)], 1); // [B, 3, T, S, S]
         let mut x = bgr * 128.0 + self.mean.clone();
         let options = ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
         for (i, (k, bias)) in self.convs.iter().enumerate() {
@@ -228,11 +195,7 @@ pub fn max_pool_cover_all(x: Tensor<5>, temporal: bool) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
     let x = pad_end(pad_end(x, 3, h % 2), 4, w % 2); // [B, C, T, 2·H', 2·W']
-    let y = max_pool2d(
-        x.reshape([b, c * t, 2 * h2, 2 * w2]),
-        MaxPoolOptions::new([2, 2]).with_stride([2, 2]),
-    )
-    .reshape([b, c, t, h2, w2]);
+    let y = max_pool2d(x.reshape([b, c * t, 2 * h2, 2 * w2]), MaxPoolOptions::new([2, 2]).with_stride([2, 2])).reshape([b, c, t, h2, w2]);
     if !temporal {
         return y;
     }
@@ -249,29 +212,16 @@ pub fn max_pool_cover_all(x: Tensor<5>, temporal: bool) -> Tensor<5> {
 ///
 /// The uint8 → [-1, 1] map is how StyleGAN-V's wrapper must feed TGAN2's network (it passes
 /// uint8 clips to the TorchScript file); the TorchScript itself was not inspected.
-pub fn preprocess(
-    clips: &[&[u8]],
-    t: usize,
-    h: usize,
-    w: usize,
-    config: &C3dConfig,
-    device: &Device,
-) -> Result<Tensor<5>, MetricsError> {
+pub fn preprocess(clips: &[&[u8]], t: usize, h: usize, w: usize, config: &C3dConfig, device: &Device) -> Result<Tensor<5>, MetricsError> {
     if t != config.frames {
-        return Err(MetricsError::Input(format!(
-            "C3D takes clips of exactly {} frames, got {t}",
-            config.frames
-        )));
+        return Err(MetricsError::Input(format!("C3D takes clips of exactly {} frames, got {t}", config.frames)));
     }
     let s = config.size;
     let frame = h * w * 3;
     let mut out = Vec::with_capacity(clips.len() * 3 * t * s * s);
     for (i, clip) in clips.iter().enumerate() {
         if clip.len() != t * frame || frame == 0 {
-            return Err(MetricsError::Input(format!(
-                "clip {i} holds {} bytes, expected {t}×{h}×{w}×3 (and H, W ≥ 1)",
-                clip.len()
-            )));
+            return Err(MetricsError::Input(format!("clip {i} holds {} bytes, expected {t}×{h}×{w}×3 (and H, W ≥ 1)", clip.len())));
         }
         let scaled: Vec<f32> = clip.iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
         let mut planes = vec![0f32; 3 * t * s * s];
@@ -292,10 +242,7 @@ pub fn preprocess(
         }
         out.extend_from_slice(&planes);
     }
-    Ok(Tensor::from_data(
-        TensorData::new(out, [clips.len(), 3, t, s, s]),
-        device,
-    ))
+    Ok(Tensor::from_data(TensorData::new(out, [clips.len(), 3, t, s, s]), device))
 }
 
 /// What to tell a user who has no C3D weights: they cannot be fetched, only supplied.

@@ -23,12 +23,7 @@ pub enum MetricsError {
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor `{name}` should be {expected}, found {found}")]
-    TensorShape {
-        path: PathBuf,
-        name: String,
-        expected: String,
-        found: String,
-    },
+    TensorShape { path: PathBuf, name: String, expected: String, found: String },
     #[error("{path}: cannot read the pickle: {reason}")]
     Pickle { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]

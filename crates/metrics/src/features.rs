@@ -50,18 +50,10 @@ impl Net {
 }
 
 /// Reads `input`, runs the network with `weights`, writes `out`; returns the output tensor.
-pub fn features_file(
-    net: Net,
-    weights: &Path,
-    input: &Path,
-    out: &Path,
-) -> Result<HostTensor, MetricsError> {
+pub fn features_file(net: Net, weights: &Path, input: &Path, out: &Path) -> Result<HostTensor, MetricsError> {
     let map = read_safetensors(input)?;
     let name = net.input_name();
-    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor {
-        path: input.to_owned(),
-        name: name.to_owned(),
-    })?;
+    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor { path: input.to_owned(), name: name.to_owned() })?;
     let shape_err = |expected: &str| MetricsError::TensorShape {
         path: input.to_owned(),
         name: name.to_owned(),
@@ -81,20 +73,10 @@ pub fn features_file(
             let per = dims[0] * dims[1] * dims[2] * 3;
             let mut out = Vec::with_capacity(n * i3d::FEATURE_DIM);
             for k in 0..n {
-                let x = i3d::preprocess(
-                    &[&data[k * per..(k + 1) * per]],
-                    dims[0],
-                    dims[1],
-                    dims[2],
-                    &device,
-                )?;
+                let x = i3d::preprocess(&[&data[k * per..(k + 1) * per]], dims[0], dims[1], dims[2], &device)?;
                 out.extend(to_vec(model.forward(x)?.into_data())?);
             }
-            let shape = if batched {
-                vec![n, i3d::FEATURE_DIM]
-            } else {
-                vec![i3d::FEATURE_DIM]
-            };
+            let shape = if batched { vec![n, i3d::FEATURE_DIM] } else { vec![i3d::FEATURE_DIM] };
             HostTensor::f32(shape, out)
         }
         Net::Inception => {
@@ -110,11 +92,7 @@ pub fn features_file(
                 let x = inception::preprocess(&[&data[k * per..(k + 1) * per]], h, w, &device)?;
                 out.extend(to_vec(model.forward(x)?.into_data())?);
             }
-            let shape = if batched {
-                vec![n, inception::FEATURE_DIM]
-            } else {
-                vec![inception::FEATURE_DIM]
-            };
+            let shape = if batched { vec![n, inception::FEATURE_DIM] } else { vec![inception::FEATURE_DIM] };
             HostTensor::f32(shape, out)
         }
         Net::C3d => {
@@ -132,11 +110,7 @@ pub fn features_file(
                 let x = c3d::preprocess(&[clip], dims[0], dims[1], dims[2], &cfg, &device)?;
                 out.extend(to_vec(model.probabilities(x)?.into_data())?);
             }
-            let shape = if batched {
-                vec![n, cfg.classes]
-            } else {
-                vec![cfg.classes]
-            };
+            let shape = if batched { vec![n, cfg.classes] } else { vec![cfg.classes] };
             HostTensor::f32(shape, out)
         }
     };
@@ -148,6 +122,5 @@ pub fn features_file(
 
 /// A float32 tensor's values.
 pub fn to_vec(data: burn::tensor::TensorData) -> Result<Vec<f32>, MetricsError> {
-    data.try_to_vec::<f32>()
-        .map_err(|e| MetricsError::Input(format!("network output is not float32: {e:?}")))
+    data.try_to_vec::<f32>().map_err(|e| MetricsError::Input(format!("network output is not float32: {e:?}")))
 }

@@ -44,13 +44,7 @@ pub struct FeatureStats {
 
 impl FeatureStats {
     pub fn new(dim: usize) -> Self {
-        FeatureStats {
-            dim,
-            count: 0,
-            sum: vec![0.0; dim],
-            sum_outer: Mat::zeros(dim, dim),
-            pending: Vec::new(),
-        }
+        FeatureStats { dim, count: 0, sum: vec![0.0; dim], sum_outer: Mat::zeros(dim, dim), pending: Vec::new() }
     }
 
     pub fn dim(&self) -> usize {
@@ -66,16 +60,10 @@ impl FeatureStats {
     /// every entry of the covariance.
     pub fn push(&mut self, row: &[f64]) -> Result<(), MetricsError> {
         if row.len() != self.dim {
-            return Err(MetricsError::DimMismatch {
-                a: self.dim,
-                b: row.len(),
-            });
+            return Err(MetricsError::DimMismatch { a: self.dim, b: row.len() });
         }
         if let Some(col) = row.iter().position(|v| !v.is_finite()) {
-            return Err(MetricsError::NonFinite {
-                row: self.count,
-                col,
-            });
+            return Err(MetricsError::NonFinite { row: self.count, col });
         }
         for (s, v) in self.sum.iter_mut().zip(row) {
             *s += v;
@@ -113,10 +101,7 @@ impl FeatureStats {
             Covariance::Unbiased => 2,
         };
         if self.count < need {
-            return Err(MetricsError::TooFewSamples {
-                n: self.count,
-                need,
-            });
+            return Err(MetricsError::TooFewSamples { n: self.count, need });
         }
         let mut this = self.clone();
         this.flush();
@@ -126,9 +111,7 @@ impl FeatureStats {
             Covariance::Population => 1.0,
             Covariance::Unbiased => n / (n - 1.0),
         };
-        let cov = Mat::<f64>::from_fn(self.dim, self.dim, |i, j| {
-            (this.sum_outer[(i, j)] / n - mean[i] * mean[j]) * scale
-        });
+        let cov = Mat::<f64>::from_fn(self.dim, self.dim, |i, j| (this.sum_outer[(i, j)] / n - mean[i] * mean[j]) * scale);
         Ok(Gaussian { mean, cov })
     }
 }
@@ -142,12 +125,7 @@ pub struct Gaussian {
 
 impl Gaussian {
     /// Statistics of the rows of a row-major `rows×cols` matrix.
-    pub fn from_rows(
-        rows: usize,
-        cols: usize,
-        data: &[f64],
-        cov: Covariance,
-    ) -> Result<Gaussian, MetricsError> {
+    pub fn from_rows(rows: usize, cols: usize, data: &[f64], cov: Covariance) -> Result<Gaussian, MetricsError> {
         let mut stats = FeatureStats::new(cols);
         for r in 0..rows {
             stats.push(&data[r * cols..(r + 1) * cols])?;
@@ -167,12 +145,7 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64, MetricsError>
     if b.dim() != d {
         return Err(MetricsError::DimMismatch { a: d, b: b.dim() });
     }
-    let mean_term: f64 = a
-        .mean
-        .iter()
-        .zip(&b.mean)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
+    let mean_term: f64 = a.mean.iter().zip(&b.mean).map(|(x, y)| (x - y) * (x - y)).sum();
     let trace_a: f64 = (0..d).map(|i| a.cov[(i, i)]).sum();
     let trace_b: f64 = (0..d).map(|i| b.cov[(i, i)]).sum();
     Ok(mean_term + trace_a + trace_b - 2.0 * trace_sqrt_product(&a.cov, &b.cov)?)
@@ -186,9 +159,7 @@ pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64, MetricsErro
     let w = match cholesky_factor(&a) {
         Some(l) => l,
         None => {
-            let evd = a
-                .self_adjoint_eigen(Side::Lower)
-                .map_err(|_| MetricsError::Eigen { d })?;
+            let evd = a.self_adjoint_eigen(Side::Lower).map_err(|_| MetricsError::Eigen { d })?;
             let u = evd.U();
             let l = evd.S().column_vector();
             let root: Vec<f64> = (0..d).map(|j| l[j].max(0.0).sqrt()).collect();
@@ -197,9 +168,7 @@ pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64, MetricsErro
     };
     // A = W Wᵀ, so A B is similar to the PSD matrix Wᵀ B W.
     let m = w.transpose() * (&b * &w);
-    let eig = symmetrized(&m)
-        .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|_| MetricsError::Eigen { d })?;
+    let eig = symmetrized(&m).self_adjoint_eigenvalues(Side::Lower).map_err(|_| MetricsError::Eigen { d })?;
     Ok(eig.iter().map(|v| v.max(0.0).sqrt()).sum())
 }
 
@@ -210,9 +179,7 @@ fn cholesky_factor(a: &Mat<f64>) -> Option<Mat<f64>> {
     let llt = a.llt(Side::Lower).ok()?;
     let l = llt.L().to_owned();
     let max_diag = (0..a.nrows()).map(|i| a[(i, i)]).fold(0.0, f64::max);
-    let min_pivot = (0..a.nrows())
-        .map(|i| l[(i, i)] * l[(i, i)])
-        .fold(f64::INFINITY, f64::min);
+    let min_pivot = (0..a.nrows()).map(|i| l[(i, i)] * l[(i, i)]).fold(f64::INFINITY, f64::min);
     (min_pivot > 1e-10 * max_diag).then_some(l)
 }
 

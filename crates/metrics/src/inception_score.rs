@@ -17,9 +17,7 @@ impl LegacyRandomState {
         let mut s = seed;
         for (pos, slot) in mt.iter_mut().enumerate() {
             *slot = s;
-            s = 1_812_433_253u32
-                .wrapping_mul(s ^ (s >> 30))
-                .wrapping_add(pos as u32 + 1);
+            s = 1_812_433_253u32.wrapping_mul(s ^ (s >> 30)).wrapping_add(pos as u32 + 1);
         }
         LegacyRandomState { mt, pos: 624 }
     }
@@ -94,11 +92,7 @@ pub fn inception_score(probs: &[f32], n: usize, k: usize, splits: usize, seed: u
         marginal.iter_mut().for_each(|v| *v /= m);
         let mut kl = 0f64;
         for i in lo..hi {
-            kl += row(i)
-                .iter()
-                .zip(&marginal)
-                .map(|(&p, &q)| p as f64 * ((p as f64).ln() - q.ln()))
-                .sum::<f64>();
+            kl += row(i).iter().zip(&marginal).map(|(&p, &q)| p as f64 * ((p as f64).ln() - q.ln())).sum::<f64>();
         }
         scores.push((kl / m).exp());
     }

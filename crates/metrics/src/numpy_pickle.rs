@@ -14,14 +14,8 @@ use crate::MetricsError;
 
 /// Reads every array of a pickled dict tree; names are the dict keys joined with `/`.
 pub fn read_file(path: &Path) -> Result<TensorMap, MetricsError> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&bytes).map_err(|reason| MetricsError::Pickle {
-        path: path.to_owned(),
-        reason,
-    })
+    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
+    parse(&bytes).map_err(|reason| MetricsError::Pickle { path: path.to_owned(), reason })
 }
 
 /// As [`read_file`], from bytes; the error is the reason.
@@ -38,21 +32,13 @@ pub fn parse(bytes: &[u8]) -> Result<TensorMap, String> {
 fn walk(v: &Value, prefix: &str, out: &mut TensorMap, depth: usize) -> Result<(), String> {
     // A pickle can make a dict contain itself through the memo.
     if depth > 64 {
-        return Err(format!(
-            "dicts nested deeper than 64 levels under `{prefix}`"
-        ));
+        return Err(format!("dicts nested deeper than 64 levels under `{prefix}`"));
     }
     match v {
         Value::Dict(d) => {
             for (k, child) in d.borrow().iter() {
-                let key = k
-                    .as_str()
-                    .ok_or_else(|| format!("non-string dict key under `{prefix}`"))?;
-                let name = if prefix.is_empty() {
-                    key.to_owned()
-                } else {
-                    format!("{prefix}/{key}")
-                };
+                let key = k.as_str().ok_or_else(|| format!("non-string dict key under `{prefix}`"))?;
+                let name = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}/{key}") };
                 walk(child, &name, out, depth + 1)?;
             }
             Ok(())
@@ -62,10 +48,7 @@ fn walk(v: &Value, prefix: &str, out: &mut TensorMap, depth: usize) -> Result<()
             out.insert(prefix.to_owned(), t);
             Ok(())
         }
-        other => Err(format!(
-            "`{prefix}` is neither a dict nor an array ({})",
-            kind(other)
-        )),
+        other => Err(format!("`{prefix}` is neither a dict nor an array ({})", kind(other))),
     }
 }
 
@@ -99,20 +82,13 @@ fn ndarray(v: &Value) -> Result<HostTensor, String> {
     let state = call.state.borrow().clone().ok_or("array without state")?;
     let items = state.items().ok_or("array state is not a tuple")?;
     let [_, shape, dtype, fortran, raw] = items.as_slice() else {
-        return Err(format!(
-            "array state has {} fields, expected 5",
-            items.len()
-        ));
+        return Err(format!("array state has {} fields, expected 5", items.len()));
     };
     let shape: Vec<usize> = shape
         .items()
         .ok_or("array shape is not a tuple")?
         .iter()
-        .map(|d| {
-            d.as_int()
-                .and_then(|i| usize::try_from(i).ok())
-                .ok_or("bad shape entry")
-        })
+        .map(|d| d.as_int().and_then(|i| usize::try_from(i).ok()).ok_or("bad shape entry"))
         .collect::<Result<_, _>>()?;
     let fortran = fortran.as_int().ok_or("bad fortran flag")? != 0;
     let (code, little) = dtype_of(dtype)?;
@@ -126,11 +102,7 @@ fn ndarray(v: &Value) -> Result<HostTensor, String> {
         other => return Err(format!("dtype `{other}` is not float32/float64")),
     };
     if raw.len() != numel * width {
-        return Err(format!(
-            "array data holds {} bytes, shape {shape:?} needs {}",
-            raw.len(),
-            numel * width
-        ));
+        return Err(format!("array data holds {} bytes, shape {shape:?} needs {}", raw.len(), numel * width));
     }
     let mut data: Vec<f32> = raw
         .chunks_exact(width)
@@ -156,17 +128,8 @@ fn dtype_of(v: &Value) -> Result<(String, bool), String> {
         return Err("dtype is not numpy.dtype".into());
     }
     let args = call.args.items().ok_or("dtype args are not a tuple")?;
-    let code = args
-        .first()
-        .and_then(Value::as_str)
-        .ok_or("dtype without a type code")?
-        .to_owned();
-    let order = call
-        .state
-        .borrow()
-        .as_ref()
-        .and_then(Value::items)
-        .and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_owned)));
+    let code = args.first().and_then(Value::as_str).ok_or("dtype without a type code")?.to_owned();
+    let order = call.state.borrow().as_ref().and_then(Value::items).and_then(|s| s.get(1).and_then(|o| o.as_str().map(str::to_owned)));
     let little = match order.as_deref() {
         Some(">") => false,
         // `<`, `|` (not applicable) and `=` (native; every platform that wrote these is little-endian).

@@ -74,11 +74,7 @@ impl Value {
     /// The value under string key `key` of a dict.
     pub fn get(&self, key: &str) -> Option<Value> {
         match self {
-            Value::Dict(d) => d
-                .borrow()
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v.clone()),
+            Value::Dict(d) => d.borrow().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v.clone()),
             _ => None,
         }
     }
@@ -126,8 +122,7 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Result<usize, PickleError> {
         let b = self.take(8)?;
-        usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .or_else(|_| err("length overflows"))
+        usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes"))).or_else(|_| err("length overflows"))
     }
     fn line(&mut self) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
@@ -153,25 +148,16 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
     // A map, not a vector indexed by memo slot: the slot is a 32-bit number of the file, and
     // sizing a vector by it would allocate what the file merely names.
     let mut memo: HashMap<usize, Value> = HashMap::new();
-    let pop = |stack: &mut Vec<Value>| {
-        stack
-            .pop()
-            .ok_or_else(|| PickleError("stack underflow".into()))
+    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| PickleError("stack underflow".into()));
+    let pop_mark = |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>, PickleError> {
+        let m = marks.pop().ok_or_else(|| PickleError("MARK expected".into()))?;
+        if m > stack.len() {
+            return err("MARK beyond the stack");
+        }
+        Ok(stack.split_off(m))
     };
-    let pop_mark =
-        |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>, PickleError> {
-            let m = marks
-                .pop()
-                .ok_or_else(|| PickleError("MARK expected".into()))?;
-            if m > stack.len() {
-                return err("MARK beyond the stack");
-            }
-            Ok(stack.split_off(m))
-        };
     fn get(memo: &HashMap<usize, Value>, idx: usize) -> Result<Value, PickleError> {
-        memo.get(&idx)
-            .cloned()
-            .ok_or_else(|| PickleError(format!("memo index {idx} is unset")))
+        memo.get(&idx).cloned().ok_or_else(|| PickleError(format!("memo index {idx} is unset")))
     }
     fn set_items(target: &Value, items: Vec<Value>) -> Result<(), PickleError> {
         let Value::Dict(d) = target else {
@@ -236,58 +222,28 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b's' => {
                 let v = pop(&mut stack)?;
                 let k = pop(&mut stack)?;
-                set_items(
-                    stack
-                        .last()
-                        .ok_or_else(|| PickleError("SETITEM on empty stack".into()))?,
-                    vec![k, v],
-                )?;
+                set_items(stack.last().ok_or_else(|| PickleError("SETITEM on empty stack".into()))?, vec![k, v])?;
             }
             b'u' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                set_items(
-                    stack
-                        .last()
-                        .ok_or_else(|| PickleError("SETITEMS on empty stack".into()))?,
-                    items,
-                )?;
+                set_items(stack.last().ok_or_else(|| PickleError("SETITEMS on empty stack".into()))?, items)?;
             }
             b'a' => {
                 let v = pop(&mut stack)?;
-                append(
-                    stack
-                        .last()
-                        .ok_or_else(|| PickleError("APPEND on empty stack".into()))?,
-                    vec![v],
-                )?;
+                append(stack.last().ok_or_else(|| PickleError("APPEND on empty stack".into()))?, vec![v])?;
             }
             b'e' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                append(
-                    stack
-                        .last()
-                        .ok_or_else(|| PickleError("APPENDS on empty stack".into()))?,
-                    items,
-                )?;
+                append(stack.last().ok_or_else(|| PickleError("APPENDS on empty stack".into()))?, items)?;
             }
             0x94 => {
-                let v = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| PickleError("MEMOIZE on empty stack".into()))?;
+                let v = stack.last().cloned().ok_or_else(|| PickleError("MEMOIZE on empty stack".into()))?;
                 let idx = memo.len();
                 memo.insert(idx, v);
             }
             b'q' | b'r' => {
-                let idx = if op == b'q' {
-                    r.u8()? as usize
-                } else {
-                    r.u32()?
-                };
-                let v = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| PickleError("PUT on empty stack".into()))?;
+                let idx = if op == b'q' { r.u8()? as usize } else { r.u32()? };
+                let v = stack.last().cloned().ok_or_else(|| PickleError("PUT on empty stack".into()))?;
                 memo.insert(idx, v);
             }
             b'h' => {
@@ -303,9 +259,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             0x89 => stack.push(Value::Bool(false)),
             b'J' => {
                 let b = r.take(4)?;
-                stack.push(Value::Int(
-                    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
-                ));
+                stack.push(Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
             }
             b'K' => stack.push(Value::Int(r.u8()? as i64)),
             b'M' => stack.push(Value::Int(r.u16()? as i64)),
@@ -326,9 +280,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             }
             b'G' => {
                 let b = r.take(8)?;
-                stack.push(Value::Float(f64::from_be_bytes(
-                    b.try_into().expect("8 bytes"),
-                )));
+                stack.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))));
             }
             0x8c => {
                 let n = r.u8()? as usize;
@@ -343,11 +295,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                 stack.push(r.utf8(n)?);
             }
             b'C' | b'U' => {
-                let n = if op == b'C' {
-                    r.u8()? as usize
-                } else {
-                    r.u32()?
-                };
+                let n = if op == b'C' { r.u8()? as usize } else { r.u32()? };
                 stack.push(Value::Bytes(Rc::from(r.take(n)?)));
             }
             b'B' => {
@@ -378,11 +326,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
             b'R' | 0x81 => {
                 let args = pop(&mut stack)?;
                 let func = pop(&mut stack)?;
-                stack.push(Value::Call(Rc::new(Call {
-                    func,
-                    args,
-                    state: RefCell::new(None),
-                })));
+                stack.push(Value::Call(Rc::new(Call { func, args, state: RefCell::new(None) })));
             }
             b'b' => {
                 let state = pop(&mut stack)?;
@@ -392,11 +336,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                         let Value::Dict(s) = &state else {
                             return err("BUILD of a dict with a non-dict state");
                         };
-                        let items: Vec<Value> = s
-                            .borrow()
-                            .iter()
-                            .flat_map(|(k, v)| [k.clone(), v.clone()])
-                            .collect();
+                        let items: Vec<Value> = s.borrow().iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
                         set_items(d, items)?;
                     }
                     _ => return err("BUILD on a value that is not an object"),
@@ -413,10 +353,7 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
                 pop_mark(&mut stack, &mut marks)?;
             }
             b'2' => {
-                let v = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| PickleError("DUP on empty stack".into()))?;
+                let v = stack.last().cloned().ok_or_else(|| PickleError("DUP on empty stack".into()))?;
                 stack.push(v);
             }
             _ => return err(format!("unsupported pickle opcode 0x{op:02x} at byte {at}")),

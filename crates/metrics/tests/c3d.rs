@@ -18,13 +18,7 @@ use latte_metrics::MetricsError;
 /// Small enough for naive loops, big enough that both pools see odd sizes (22 → 11 → 6,
 /// 6 → 3 → 2) and pool5 leaves 2×2×2 cells, so fc6's flatten order matters.
 fn tiny() -> C3dConfig {
-    C3dConfig {
-        frames: 24,
-        size: 44,
-        channels: [3, 4, 3, 4, 3, 4, 3, 2],
-        hidden: 6,
-        classes: 7,
-    }
+    C3dConfig { frames: 24, size: 44, channels: [3, 4, 3, 4, 3, 4, 3, 2], hidden: 6, classes: 7 }
 }
 
 fn random_weights(cfg: &C3dConfig, seed: u64) -> TensorMap {
@@ -33,47 +27,23 @@ fn random_weights(cfg: &C3dConfig, seed: u64) -> TensorMap {
     let mut cin = 3;
     for (name, &cout) in CONVS.iter().zip(&cfg.channels) {
         let scale = 2.0 / ((cin * 27) as f32).sqrt();
-        map.insert(
-            format!("{name}.weight"),
-            HostTensor::f32(vec![cout, cin, 3, 3, 3], rng.vec(cout * cin * 27, scale)),
-        );
-        map.insert(
-            format!("{name}.bias"),
-            HostTensor::f32(vec![cout], rng.vec(cout, 0.1)),
-        );
+        map.insert(format!("{name}.weight"), HostTensor::f32(vec![cout, cin, 3, 3, 3], rng.vec(cout * cin * 27, scale)));
+        map.insert(format!("{name}.bias"), HostTensor::f32(vec![cout], rng.vec(cout, 0.1)));
         cin = cout;
     }
-    for (name, i, o) in [
-        ("fc6", cfg.fc6_inputs(), cfg.hidden),
-        ("fc7", cfg.hidden, cfg.hidden),
-        ("fc8", cfg.hidden, cfg.classes),
-    ] {
+    for (name, i, o) in [("fc6", cfg.fc6_inputs(), cfg.hidden), ("fc7", cfg.hidden, cfg.hidden), ("fc8", cfg.hidden, cfg.classes)] {
         let scale = 2.0 / (i as f32).sqrt();
-        map.insert(
-            format!("{name}.weight"),
-            HostTensor::f32(vec![o, i], rng.vec(o * i, scale)),
-        );
-        map.insert(
-            format!("{name}.bias"),
-            HostTensor::f32(vec![o], rng.vec(o, 0.1)),
-        );
+        map.insert(format!("{name}.weight"), HostTensor::f32(vec![o, i], rng.vec(o * i, scale)));
+        map.insert(format!("{name}.bias"), HostTensor::f32(vec![o], rng.vec(o, 0.1)));
     }
     let (t, s) = (cfg.frames, cfg.size);
     // The real `mean.b` is 128 − a pixel mean: tens, positive and negative.
-    map.insert(
-        "mean.b".into(),
-        HostTensor::f32(vec![3, t, s, s], rng.vec(3 * t * s * s, 40.0)),
-    );
+    map.insert("mean.b".into(), HostTensor::f32(vec![3, t, s, s], rng.vec(3 * t * s * s, 40.0)));
     map
 }
 
 fn f(map: &TensorMap, name: &str) -> Vec<f64> {
-    map[name]
-        .as_f32()
-        .unwrap()
-        .iter()
-        .map(|&v| v as f64)
-        .collect()
+    map[name].as_f32().unwrap().iter().map(|&v| v as f64).collect()
 }
 
 /// 3×3×3 conv, stride 1, zero padding 1, then ReLU; `x` is `[C, T, H, W]`.
@@ -89,22 +59,12 @@ fn naive_conv_relu(x: &[f64], d: [usize; 4], w: &[f64], b: &[f64], cout: usize) 
                         for a in 0..3 {
                             for bb in 0..3 {
                                 for c in 0..3 {
-                                    let (it, ih, iw) = (
-                                        ot as isize + a as isize - 1,
-                                        oh as isize + bb as isize - 1,
-                                        ow as isize + c as isize - 1,
-                                    );
-                                    if it < 0
-                                        || ih < 0
-                                        || iw < 0
-                                        || it >= t as isize
-                                        || ih >= h as isize
-                                        || iw >= wd as isize
-                                    {
+                                    let (it, ih, iw) =
+                                        (ot as isize + a as isize - 1, oh as isize + bb as isize - 1, ow as isize + c as isize - 1);
+                                    if it < 0 || ih < 0 || iw < 0 || it >= t as isize || ih >= h as isize || iw >= wd as isize {
                                         continue;
                                     }
-                                    let xv = x[((i * t + it as usize) * h + ih as usize) * wd
-                                        + iw as usize];
+                                    let xv = x[((i * t + it as usize) * h + ih as usize) * wd + iw as usize];
                                     acc += xv * w[(((o * cin + i) * 3 + a) * 3 + bb) * 3 + c];
                                 }
                             }
@@ -166,13 +126,7 @@ fn naive_c3d(x: &[f32], cfg: &C3dConfig, w: &TensorMap) -> Vec<f64> {
     let mut d = [3, t, s, s];
     for (i, name) in CONVS.iter().enumerate() {
         let cout = cfg.channels[i];
-        h = naive_conv_relu(
-            &h,
-            d,
-            &f(w, &format!("{name}.weight")),
-            &f(w, &format!("{name}.bias")),
-            cout,
-        );
+        h = naive_conv_relu(&h, d, &f(w, &format!("{name}.weight")), &f(w, &format!("{name}.bias")), cout);
         d[0] = cout;
         let pool = match i {
             0 => Some([1, 2, 2]),
@@ -212,11 +166,7 @@ fn rows(t: Tensor<2>) -> Vec<f32> {
 #[test]
 fn ucf101_shapes_are_the_published_ones() {
     let cfg = C3dConfig::ucf101();
-    assert_eq!(
-        cfg.pooled(),
-        (1, 4),
-        "112 → 56 → 28 → 14 → 7 → 4 (cover_all)"
-    );
+    assert_eq!(cfg.pooled(), (1, 4), "112 → 56 → 28 → 14 → 7 → 4 (cover_all)");
     assert_eq!(cfg.fc6_inputs(), 512 * 4 * 4);
     assert_eq!(tiny().pooled(), (2, 2));
 }
@@ -239,48 +189,29 @@ fn tiny_c3d_matches_naive_float64_loops() {
         spread = spread.max(want.iter().fold(0f64, |m, v| m.max((v - want[0]).abs())));
         for (k, &v) in want.iter().enumerate() {
             let got = logits[b * cfg.classes + k] as f64;
-            assert!(
-                (got - v).abs() <= 1e-4 * scale.max(1.0),
-                "clip {b} class {k}: {got} vs {v}"
-            );
+            assert!((got - v).abs() <= 1e-4 * scale.max(1.0), "clip {b} class {k}: {got} vs {v}");
         }
         for (k, p) in softmax(&want).iter().enumerate() {
             let got = probs[b * cfg.classes + k] as f64;
             assert!((got - p).abs() <= 1e-5, "clip {b} prob {k}: {got} vs {p}");
         }
     }
-    assert!(
-        spread > 1e-3,
-        "the logits must not be constant, or the test proves nothing"
-    );
+    assert!(spread > 1e-3, "the logits must not be constant, or the test proves nothing");
 }
 
 #[test]
 fn batch_does_not_change_a_clip_result() {
     let device = Device::flex();
     let cfg = tiny();
-    let net = C3d::from_tensors(
-        &random_weights(&cfg, 3),
-        Path::new("random"),
-        cfg.clone(),
-        &device,
-    )
-    .unwrap();
+    let net = C3d::from_tensors(&random_weights(&cfg, 3), Path::new("random"), cfg.clone(), &device).unwrap();
     let per = 3 * cfg.frames * cfg.size * cfg.size;
     let x = clips(&cfg, 3, 5);
     let all = rows(net.probabilities(input(&x, 3, &cfg, &device)).unwrap());
     for b in 0..3 {
-        let one = rows(
-            net.probabilities(input(&x[b * per..(b + 1) * per], 1, &cfg, &device))
-                .unwrap(),
-        );
+        let one = rows(net.probabilities(input(&x[b * per..(b + 1) * per], 1, &cfg, &device)).unwrap());
         for k in 0..cfg.classes {
             let a = all[b * cfg.classes + k];
-            assert!(
-                (a - one[k]).abs() <= 1e-6,
-                "clip {b} class {k}: {a} batched vs {} alone",
-                one[k]
-            );
+            assert!((a - one[k]).abs() <= 1e-6, "clip {b} class {k}: {a} batched vs {} alone", one[k]);
         }
     }
     let again = rows(net.probabilities(input(&x, 3, &cfg, &device)).unwrap());
@@ -295,18 +226,8 @@ fn cover_all_pool_keeps_the_odd_last_cell() {
     let t = Tensor::<5>::from_data(TensorData::new(x.clone(), [1, 1, 3, 3, 5]), &device);
     let got = max_pool_cover_all(t, true);
     assert_eq!(got.dims(), [1, 1, 2, 2, 3]);
-    let (want, _) = naive_pool(
-        &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-        [1, 3, 3, 5],
-        [2, 2, 2],
-    );
-    let got: Vec<f64> = got
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-        .iter()
-        .map(|&v| v as f64)
-        .collect();
+    let (want, _) = naive_pool(&x.iter().map(|&v| v as f64).collect::<Vec<_>>(), [1, 3, 3, 5], [2, 2, 2]);
+    let got: Vec<f64> = got.into_data().try_to_vec::<f32>().unwrap().iter().map(|&v| v as f64).collect();
     assert_eq!(got, want);
 }
 
@@ -319,11 +240,7 @@ fn align_corners_resize_and_preprocess_layout() {
     assert_eq!(r, vec![0.0, 2.0, 4.0, 4.0, 6.0, 8.0, 8.0, 10.0, 12.0]);
 
     let device = Device::flex();
-    let cfg = C3dConfig {
-        frames: 2,
-        size: 3,
-        ..tiny()
-    };
+    let cfg = C3dConfig { frames: 2, size: 3, ..tiny() };
     // A 2-frame 3×3 clip needs no resize: check x/255·2−1 and the [3, T, S, S] layout.
     let clip: Vec<u8> = (0..2 * 3 * 3 * 3).map(|i| (i * 7 % 256) as u8).collect();
     let x = preprocess(&[&clip], 2, 3, 3, &cfg, &device).unwrap();
@@ -356,53 +273,30 @@ fn wrong_weights_name_the_tensor_and_the_file() {
     let src = Path::new("/data/c3d.safetensors");
 
     let mut w = random_weights(&cfg, 1);
-    w.insert(
-        "conv3b.weight".into(),
-        HostTensor::f32(vec![4, 3, 3, 3, 1], vec![0.0; 108]),
-    );
+    w.insert("conv3b.weight".into(), HostTensor::f32(vec![4, 3, 3, 3, 1], vec![0.0; 108]));
     let err = C3d::from_tensors(&w, src, cfg.clone(), &device).unwrap_err();
-    assert!(
-        matches!(&err, MetricsError::TensorShape { name, .. } if name == "conv3b.weight"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, MetricsError::TensorShape { name, .. } if name == "conv3b.weight"), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("/data/c3d.safetensors") && msg.contains("[4, 3, 3, 3, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("/data/c3d.safetensors") && msg.contains("[4, 3, 3, 3, 3]"), "{msg}");
 
     let mut w = random_weights(&cfg, 1);
     w.remove("mean.b");
     let err = C3d::from_tensors(&w, src, cfg.clone(), &device).unwrap_err();
-    assert!(
-        matches!(&err, MetricsError::MissingTensor { name, .. } if name == "mean.b"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, MetricsError::MissingTensor { name, .. } if name == "mean.b"), "{err:?}");
 
     let mut w = random_weights(&cfg, 1);
-    w.insert(
-        "fc8.weight".into(),
-        HostTensor::u8(vec![cfg.classes, cfg.hidden], vec![0; 42]),
-    );
+    w.insert("fc8.weight".into(), HostTensor::u8(vec![cfg.classes, cfg.hidden], vec![0; 42]));
     let err = C3d::from_tensors(&w, src, cfg.clone(), &device).unwrap_err();
     assert!(err.to_string().contains("fc8.weight"), "{err}");
 
     // The published network: a file made for a smaller C3D fails on its first tensor.
-    let err =
-        C3d::from_tensors(&random_weights(&cfg, 1), src, C3dConfig::ucf101(), &device).unwrap_err();
+    let err = C3d::from_tensors(&random_weights(&cfg, 1), src, C3dConfig::ucf101(), &device).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("conv1a.weight") && msg.contains("[64, 3, 3, 3, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv1a.weight") && msg.contains("[64, 3, 3, 3, 3]"), "{msg}");
 
     let net = C3d::from_tensors(&random_weights(&cfg, 1), src, cfg.clone(), &device).unwrap();
     let bad = Tensor::<5>::zeros([1, 3, cfg.frames - 1, cfg.size, cfg.size], &device);
-    assert!(net
-        .logits(bad)
-        .unwrap_err()
-        .to_string()
-        .contains("C3D takes"));
+    assert!(net.logits(bad).unwrap_err().to_string().contains("C3D takes"));
 }
 
 #[test]
@@ -436,16 +330,8 @@ fn weights_round_trip_through_safetensors_and_feed_the_inception_score() {
 fn full_ucf101_network_runs_on_a_clip() {
     let device = Device::flex();
     let cfg = C3dConfig::ucf101();
-    let net = C3d::from_tensors(
-        &random_weights(&cfg, 2),
-        Path::new("random"),
-        cfg.clone(),
-        &device,
-    )
-    .unwrap();
-    let clip: Vec<u8> = (0..16 * 64 * 80 * 3)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect();
+    let net = C3d::from_tensors(&random_weights(&cfg, 2), Path::new("random"), cfg.clone(), &device).unwrap();
+    let clip: Vec<u8> = (0..16 * 64 * 80 * 3).map(|i| (i * 31 % 251) as u8).collect();
     let x = preprocess(&[&clip], 16, 64, 80, &cfg, &device).unwrap();
     assert_eq!(x.dims(), [1, 3, 16, 112, 112]);
     let p = rows(net.probabilities(x).unwrap());
@@ -463,27 +349,16 @@ fn features_file_writes_probs_for_c3d() {
     let weights = dir.path().join("c3d.safetensors");
     write_safetensors(&weights, &random_weights(&C3dConfig::ucf101(), 4), None).unwrap();
     let input = dir.path().join("in.safetensors");
-    let clips: Vec<u8> = (0..2 * 16 * 32 * 32 * 3)
-        .map(|i| (i * 13 % 256) as u8)
-        .collect();
+    let clips: Vec<u8> = (0..2 * 16 * 32 * 32 * 3).map(|i| (i * 13 % 256) as u8).collect();
     let mut map = TensorMap::new();
-    map.insert(
-        "frames_u8".into(),
-        HostTensor::u8(vec![2, 16, 32, 32, 3], clips),
-    );
+    map.insert("frames_u8".into(), HostTensor::u8(vec![2, 16, 32, 32, 3], clips));
     write_safetensors(&input, &map, None).unwrap();
     let out = dir.path().join("out.safetensors");
     let t = features_file(Net::C3d, &weights, &input, &out).unwrap();
     assert_eq!(t.shape, vec![2, 101]);
     assert_eq!(read_safetensors(&out).unwrap()["probs"], t);
     // Same weights, one clip at a time through the library: same rows.
-    map.insert(
-        "frames_u8".into(),
-        HostTensor::u8(
-            vec![16, 32, 32, 3],
-            map["frames_u8"].as_u8().unwrap()[..16 * 32 * 32 * 3].to_vec(),
-        ),
-    );
+    map.insert("frames_u8".into(), HostTensor::u8(vec![16, 32, 32, 3], map["frames_u8"].as_u8().unwrap()[..16 * 32 * 32 * 3].to_vec()));
     write_safetensors(&input, &map, None).unwrap();
     let one = features_file(Net::C3d, &weights, &input, &out).unwrap();
     assert_eq!(one.shape, vec![101]);
@@ -508,13 +383,6 @@ fn a_pt_file_with_other_names_lists_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c3d_ucf101.pt");
     write_torchscript_zip(&path, &[("0", vec![1.0; 6])], &p);
-    let err = C3d::load(&path, &Device::flex())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("c3d_ucf101.pt")
-            && err.contains("`conv1a.weight` is missing")
-            && err.contains("features.0.weight"),
-        "{err}"
-    );
+    let err = C3d::load(&path, &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("c3d_ucf101.pt") && err.contains("`conv1a.weight` is missing") && err.contains("features.0.weight"), "{err}");
 }

@@ -10,8 +10,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn expected() -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(fixtures().join("expected.json")).expect("read expected.json");
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("read expected.json");
     serde_json::from_str(&text).expect("parse expected.json")
 }
 
@@ -24,52 +23,27 @@ fn fd_of_case(case: &str, cov: Covariance) -> f64 {
 }
 
 fn check(case: &str, key: &str, cov: Covariance, rel_tol: f64) {
-    let want = expected()["cases"][case][key]
-        .as_f64()
-        .expect("expected value");
+    let want = expected()["cases"][case][key].as_f64().expect("expected value");
     let got = fd_of_case(case, cov);
     let rel = ((got - want) / want).abs();
     println!("{case} {key}: got {got:.15} want {want:.15} rel {rel:.2e}");
-    assert!(
-        rel <= rel_tol,
-        "{case} {key}: got {got}, want {want}, relative error {rel:e} > {rel_tol:e}"
-    );
+    assert!(rel <= rel_tol, "{case} {key}: got {got}, want {want}, relative error {rel:e} > {rel_tol:e}");
 }
 
 #[test]
 fn population_covariance_matches_stylegan_v_sqrtm() {
     for case in ["case1", "case2", "case3"] {
-        check(
-            case,
-            "fd_stylegan_v_popcov_sqrtm",
-            Covariance::Population,
-            1e-9,
-        );
+        check(case, "fd_stylegan_v_popcov_sqrtm", Covariance::Population, 1e-9);
     }
-    check(
-        "case4",
-        "fd_stylegan_v_popcov_sqrtm",
-        Covariance::Population,
-        1e-6,
-    );
+    check("case4", "fd_stylegan_v_popcov_sqrtm", Covariance::Population, 1e-6);
 }
 
 #[test]
 fn unbiased_covariance_matches_pytorch_fid() {
     for case in ["case1", "case2", "case3"] {
-        check(
-            case,
-            "fd_pytorch_fid_unbiasedcov_sqrtm",
-            Covariance::Unbiased,
-            1e-9,
-        );
+        check(case, "fd_pytorch_fid_unbiasedcov_sqrtm", Covariance::Unbiased, 1e-9);
     }
-    check(
-        "case4",
-        "fd_pytorch_fid_unbiasedcov_sqrtm",
-        Covariance::Unbiased,
-        1e-6,
-    );
+    check("case4", "fd_pytorch_fid_unbiasedcov_sqrtm", Covariance::Unbiased, 1e-6);
 }
 
 #[test]
@@ -114,9 +88,7 @@ fn chunked_accumulation_equals_one_shot() {
     let g1 = stats.gaussian(Covariance::Population).unwrap();
     let g2 = Gaussian::from_rows(a.rows, a.cols, &a.data, Covariance::Population).unwrap();
     let d = a.cols;
-    let max = (0..d * d)
-        .map(|k| (g1.cov[(k / d, k % d)] - g2.cov[(k / d, k % d)]).abs())
-        .fold(0.0, f64::max);
+    let max = (0..d * d).map(|k| (g1.cov[(k / d, k % d)] - g2.cov[(k / d, k % d)]).abs()).fold(0.0, f64::max);
     assert!(max < 1e-12, "covariance differs by {max}");
 }
 
@@ -135,10 +107,7 @@ fn bad_inputs_give_errors_not_panics() {
     assert!(err.contains("needs 48"), "{err}");
 
     let missing = dir.path().join("missing.npy");
-    assert!(npy::read_matrix(&missing)
-        .unwrap_err()
-        .to_string()
-        .contains("missing.npy"));
+    assert!(npy::read_matrix(&missing).unwrap_err().to_string().contains("missing.npy"));
 
     let mut s = FeatureStats::new(2);
     assert!(s.push(&[1.0, f64::NAN]).is_err());
@@ -153,10 +122,7 @@ fn bad_inputs_give_errors_not_panics() {
 #[test]
 fn npy_round_trip_and_integer_dtype_refused() {
     let m = npy::parse_matrix(&npy::encode_f64(2, 2, &[1.5, -2.0, 3.25, 4.0])).unwrap();
-    assert_eq!(
-        (m.rows, m.cols, m.data.clone()),
-        (2, 2, vec![1.5, -2.0, 3.25, 4.0])
-    );
+    assert_eq!((m.rows, m.cols, m.data.clone()), (2, 2, vec![1.5, -2.0, 3.25, 4.0]));
     let mut bytes = npy::encode_f64(1, 1, &[0.0]);
     let at = bytes.windows(3).position(|w| w == b"<f8").unwrap();
     bytes[at + 1] = b'i';
@@ -167,16 +133,11 @@ fn npy_round_trip_and_integer_dtype_refused() {
 #[test]
 fn trace_sqrt_of_diagonal_products_through_both_routes() {
     use latte_metrics::frechet::trace_sqrt_product;
-    let diag = |v: &[f64]| {
-        faer::Mat::<f64>::from_fn(v.len(), v.len(), |i, j| if i == j { v[i] } else { 0.0 })
-    };
+    let diag = |v: &[f64]| faer::Mat::<f64>::from_fn(v.len(), v.len(), |i, j| if i == j { v[i] } else { 0.0 });
     let b = diag(&[4.0, 1.0, 1.0, 5.0]);
     // Positive definite A: the Cholesky route.
     let pd = trace_sqrt_product(&diag(&[1.0, 4.0, 9.0, 16.0]), &b).unwrap();
-    assert!(
-        (pd - (2.0 + 2.0 + 3.0 + 80f64.sqrt())).abs() < 1e-12,
-        "{pd}"
-    );
+    assert!((pd - (2.0 + 2.0 + 3.0 + 80f64.sqrt())).abs() < 1e-12, "{pd}");
     // Singular A: the eigendecomposition route.
     let singular = trace_sqrt_product(&diag(&[1.0, 4.0, 9.0, 0.0]), &b).unwrap();
     assert!((singular - 7.0).abs() < 1e-12, "{singular}");

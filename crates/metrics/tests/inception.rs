@@ -27,57 +27,29 @@ fn torchscript_reader_reads_a_zip_written_here() {
     p.extend_from_slice(b"ub."); // Top's attributes
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.pt");
-    write_torchscript_zip(
-        &path,
-        &[
-            ("0", vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-            ("1", vec![9.0, 7.5, -1.0]),
-        ],
-        &p,
-    );
+    write_torchscript_zip(&path, &[("0", vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), ("1", vec![9.0, 7.5, -1.0])], &p);
     let map = latte_metrics::torchscript::read_file(&path).unwrap();
     assert_eq!(map.keys().collect::<Vec<_>>(), ["conv.beta", "conv.weight"]);
     assert_eq!(map["conv.weight"].shape, [2, 3]);
-    assert_eq!(
-        map["conv.weight"].as_f32().unwrap(),
-        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    );
-    assert_eq!(
-        map["conv.beta"].as_f32().unwrap(),
-        [7.5, -1.0],
-        "storage offset honoured"
-    );
+    assert_eq!(map["conv.weight"].as_f32().unwrap(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(map["conv.beta"].as_f32().unwrap(), [7.5, -1.0], "storage offset honoured");
 
     // A storage shorter than the tensor needs is an error naming the tensor.
     write_torchscript_zip(&path, &[("0", vec![1.0; 6]), ("1", vec![1.0])], &p);
-    let err = latte_metrics::torchscript::read_file(&path)
-        .unwrap_err()
-        .to_string();
+    let err = latte_metrics::torchscript::read_file(&path).unwrap_err().to_string();
     assert!(err.contains("conv.beta") && err.contains("m.pt"), "{err}");
     // Not a zip at all.
     std::fs::write(&path, b"hello").unwrap();
-    assert!(latte_metrics::torchscript::read_file(&path)
-        .unwrap_err()
-        .to_string()
-        .contains("not a TorchScript zip"));
+    assert!(latte_metrics::torchscript::read_file(&path).unwrap_err().to_string().contains("not a TorchScript zip"));
 }
 
 #[test]
 fn nv_bilinear_resize_matches_fid_helper() {
     let fx = read_safetensors(&common::fixtures().join("inception/img_a_256.safetensors")).unwrap();
-    let img: Vec<f32> = fx["image_u8"]
-        .as_u8()
-        .unwrap()
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let img: Vec<f32> = fx["image_u8"].as_u8().unwrap().iter().map(|&v| v as f32).collect();
     let want = fx["resized"].as_f32().unwrap();
     let got = bilinear_tf_legacy(&img, 256, 256, 3, 299, 299);
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     println!("nv_bilinear resize 256 -> 299: max abs diff {diff:.3e} (of 255)");
     // grid_sample rounds its coordinates in float32; the spec measured 0.0038.
     assert!(diff < 0.01, "resize differs by {diff}");
@@ -98,20 +70,10 @@ fn parity_with_fid_helper_fixture() {
     let net = InceptionV3::load(&weights, &dev).unwrap();
     for (file, size) in [("img_a.safetensors", 299), ("img_a_256.safetensors", 256)] {
         let fx = read_safetensors(&common::fixtures().join("inception").join(file)).unwrap();
-        let x =
-            inception::preprocess(&[fx["image_u8"].as_u8().unwrap()], size, size, &dev).unwrap();
-        let got: Vec<f32> = net
-            .forward(x)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let x = inception::preprocess(&[fx["image_u8"].as_u8().unwrap()], size, size, &dev).unwrap();
+        let got: Vec<f32> = net.forward(x).unwrap().into_data().try_to_vec::<f32>().unwrap();
         let want = fx["features"].as_f32().unwrap();
-        let diff = got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         println!("InceptionV3 {file}: features max abs diff {diff:.3e}");
         assert!(diff <= 1e-4, "{file}: features differ by {diff}");
     }
@@ -221,25 +183,10 @@ fn random_inception(seed: u64) -> latte_metrics::tensors::TensorMap {
     for (name, s) in LAYERS {
         let fan_in = (s[1] * s[2] * s[3]) as f32;
         let f = |v: Vec<f32>, shape: Vec<usize>| latte_metrics::tensors::HostTensor::f32(shape, v);
-        map.insert(
-            format!("net.layers.{name}.weight"),
-            f(rng.vec(s.iter().product(), 1.7 / fan_in.sqrt()), s.to_vec()),
-        );
-        map.insert(
-            format!("net.layers.{name}.beta"),
-            f(rng.vec(s[0], 0.1), vec![s[0]]),
-        );
-        map.insert(
-            format!("net.layers.{name}.mean"),
-            f(rng.vec(s[0], 0.1), vec![s[0]]),
-        );
-        map.insert(
-            format!("net.layers.{name}.var"),
-            f(
-                rng.vec(s[0], 0.5).iter().map(|v| 1.0 + v).collect(),
-                vec![s[0]],
-            ),
-        );
+        map.insert(format!("net.layers.{name}.weight"), f(rng.vec(s.iter().product(), 1.7 / fan_in.sqrt()), s.to_vec()));
+        map.insert(format!("net.layers.{name}.beta"), f(rng.vec(s[0], 0.1), vec![s[0]]));
+        map.insert(format!("net.layers.{name}.mean"), f(rng.vec(s[0], 0.1), vec![s[0]]));
+        map.insert(format!("net.layers.{name}.var"), f(rng.vec(s[0], 0.5).iter().map(|v| 1.0 + v).collect(), vec![s[0]]));
     }
     map
 }
@@ -252,54 +199,24 @@ fn whole_network_on_random_weights_written_here() {
     latte_metrics::tensors::write_safetensors(&path, &random_inception(4), None).unwrap();
     let net = InceptionV3::load(&path, &dev).unwrap();
     let mut rng = common::Rng(2);
-    let a: Vec<u8> = (0..64 * 48 * 3)
-        .map(|_| (rng.next_u64() % 256) as u8)
-        .collect();
+    let a: Vec<u8> = (0..64 * 48 * 3).map(|_| (rng.next_u64() % 256) as u8).collect();
     let b: Vec<u8> = (0..64 * 48 * 3).map(|i| (i % 251) as u8).collect();
-    let both: Vec<f32> = net
-        .forward(inception::preprocess(&[&a, &b], 64, 48, &dev).unwrap())
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let both: Vec<f32> =
+        net.forward(inception::preprocess(&[&a, &b], 64, 48, &dev).unwrap()).unwrap().into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(both.len(), 2 * 2048);
-    assert!(
-        both.iter().all(|v| v.is_finite() && *v >= 0.0),
-        "pool of ReLU outputs"
-    );
-    let alone: Vec<f32> = net
-        .forward(inception::preprocess(&[&a], 64, 48, &dev).unwrap())
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
-    let batch_diff = alone
-        .iter()
-        .zip(&both[..2048])
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    assert!(both.iter().all(|v| v.is_finite() && *v >= 0.0), "pool of ReLU outputs");
+    let alone: Vec<f32> =
+        net.forward(inception::preprocess(&[&a], 64, 48, &dev).unwrap()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    let batch_diff = alone.iter().zip(&both[..2048]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(batch_diff < 1e-4, "batch of 2 vs alone: {batch_diff}");
-    let spread = both[..2048]
-        .iter()
-        .zip(&both[2048..])
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let spread = both[..2048].iter().zip(&both[2048..]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     let max = both.iter().fold(0f32, |m, v| m.max(*v));
-    println!(
-        "random InceptionV3: max feature {max:e}, max difference between the images {spread:e}"
-    );
-    assert!(
-        max > 0.0 && spread > 1e-4 * max,
-        "different images, same features"
-    );
+    println!("random InceptionV3: max feature {max:e}, max difference between the images {spread:e}");
+    assert!(max > 0.0 && spread > 1e-4 * max, "different images, same features");
     // Wrong shapes in the file are errors naming the tensor, not panics in the conv.
     let mut bad = random_inception(4);
-    let w = bad
-        .get_mut("net.layers.mixed_5.tower.conv_1.weight")
-        .unwrap();
+    let w = bad.get_mut("net.layers.mixed_5.tower.conv_1.weight").unwrap();
     w.shape = vec![160, 160, 7, 1];
-    let err = InceptionV3::from_tensors(&bad, std::path::Path::new("bad.safetensors"), &dev)
-        .unwrap_err()
-        .to_string();
+    let err = InceptionV3::from_tensors(&bad, std::path::Path::new("bad.safetensors"), &dev).unwrap_err().to_string();
     assert!(err.contains("mixed_5.tower.conv_1.weight"), "{err}");
 }

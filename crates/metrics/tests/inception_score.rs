@@ -5,9 +5,7 @@ use latte_metrics::inception_score::{inception_score, LegacyRandomState};
 #[test]
 fn shuffle_matches_numpy_random_state_42() {
     // np.random.RandomState(42).shuffle(np.arange(20))
-    let want = [
-        0, 17, 15, 1, 8, 5, 11, 3, 18, 16, 13, 2, 9, 19, 4, 12, 7, 10, 14, 6,
-    ];
+    let want = [0, 17, 15, 1, 8, 5, 11, 3, 18, 16, 13, 2, 9, 19, 4, 12, 7, 10, 14, 6];
     assert_eq!(LegacyRandomState::new(42).shuffle_permutation(20), want);
     // The same with 2048 rows (IS uses 2048 clips): first 8 and last 4.
     let p = LegacyRandomState::new(42).shuffle_permutation(2048);
@@ -19,9 +17,7 @@ fn table(n: usize, k: usize) -> Vec<f32> {
     // softmax(sin(0.7 i + 1.3 j) + 0.1 j), computed in float64 and stored as float32.
     let mut out = Vec::with_capacity(n * k);
     for i in 0..n {
-        let logits: Vec<f64> = (0..k)
-            .map(|j| (0.7 * i as f64 + 1.3 * j as f64).sin() + 0.1 * j as f64)
-            .collect();
+        let logits: Vec<f64> = (0..k).map(|j| (0.7 * i as f64 + 1.3 * j as f64).sin() + 0.1 * j as f64).collect();
         let z: f64 = logits.iter().map(|l| l.exp()).sum();
         out.extend(logits.iter().map(|l| (l.exp() / z) as f32));
     }
@@ -32,14 +28,8 @@ fn table(n: usize, k: usize) -> Vec<f32> {
 fn score_matches_numpy_reference() {
     // NumPy (float32 arithmetic) gave mean 1.1721844673156738, std 0.03410330414772034.
     let (mean, std) = inception_score(&table(40, 5), 40, 5, 10, 42);
-    assert!(
-        (mean - 1.1721844673156738).abs() / 1.1721844673156738 < 1e-5,
-        "mean {mean}"
-    );
-    assert!(
-        (std - 0.03410330414772034).abs() / 0.03410330414772034 < 1e-3,
-        "std {std}"
-    );
+    assert!((mean - 1.1721844673156738).abs() / 1.1721844673156738 < 1e-5, "mean {mean}");
+    assert!((std - 0.03410330414772034).abs() / 0.03410330414772034 < 1e-3, "std {std}");
 }
 
 #[test]

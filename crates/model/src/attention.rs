@@ -126,9 +126,7 @@ impl Attention {
         let dh = d / 2;
         let qkv = ops::linear(&self.qkv, h); // B T N 3D
         let pre = prefix.map(|p| ops::linear(&self.qkv, p)); // B 1|T P 3D
-        let half3 = |x: Tensor<4>, o: usize| {
-            Tensor::cat((0..3).map(|i| x.clone().narrow(3, i * d + o, dh)).collect(), 3)
-        };
+        let half3 = |x: Tensor<4>, o: usize| Tensor::cat((0..3).map(|i| x.clone().narrow(3, i * d + o, dh)).collect(), 3);
         let spatial = attend(half3(qkv.clone(), 0), pre.clone().map(|p| half3(p, 0)), hh, Grouping::Spatial, false);
         let tq = half3(qkv, dh); // B T N 3D/2
         let tp = pre.map(|p| half3(p, dh)); // B 1|T P 3D/2

@@ -222,7 +222,8 @@ impl Modulation {
             Some(img) => {
                 let k = img.dims()[1];
                 let mi = linear(ada, silu(img.clone())).reshape([b, k, 1, nd]); // B K 1 n·D
-                Tensor::cat(vec![mv.clone().expand([b, video_frames, 1, nd]), mi], 1) // B T 1 n·D
+                Tensor::cat(vec![mv.clone().expand([b, video_frames, 1, nd]), mi], 1)
+                // B T 1 n·D
             }
         };
         Modulation { all: all.chunk(nd / d, 3), video: mv.chunk(nd / d, 3) }

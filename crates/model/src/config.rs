@@ -124,7 +124,11 @@ impl LatteConfig {
     }
 
     pub fn out_channels(&self) -> usize {
-        if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
+        if self.learn_sigma {
+            2 * self.in_channels
+        } else {
+            self.in_channels
+        }
     }
 
     pub fn head_dim(&self) -> usize {

@@ -171,10 +171,9 @@ impl PatchEmbed {
         let bias = f.float("x_embedder.proj.bias", [d], Init::Zeros, true);
         // xavier on the weight viewed as (D, C·kernel), as the reference's initialize_weights
         let proj = match cfg.patch_embed {
-            PatchEmbedKind::Uniform => PatchProj::Uniform(Proj2d {
-                weight: f.float("x_embedder.proj.weight", [d, c, p, p], xavier(c * p * p, d), true),
-                bias,
-            }),
+            PatchEmbedKind::Uniform => {
+                PatchProj::Uniform(Proj2d { weight: f.float("x_embedder.proj.weight", [d, c, p, p], xavier(c * p * p, d), true), bias })
+            }
             PatchEmbedKind::Tubelet { stride: s } => PatchProj::Tubelet(Proj3d {
                 weight: f.float("x_embedder.proj.weight", [d, c, s, p, p], xavier(c * s * p * p, d), true),
                 bias,

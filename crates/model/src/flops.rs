@@ -36,11 +36,7 @@ pub fn forward_macs(cfg: &LatteConfig) -> u64 {
         let (attn_macs, n_mod, mod_rows) = match kind {
             BlockKind::Spatial => (qkv_proj(tokens + pre * t) + attn(t, n, d), 6, t),
             BlockKind::Temporal => (qkv_proj(tokens + pre * n) + attn(n, t, d), 6, n),
-            BlockKind::Factorised => (
-                qkv_proj(tokens + pre * t) + attn(t, n, d) + qkv_proj(tokens + pre * n) + attn(n, t, d),
-                6,
-                t,
-            ),
+            BlockKind::Factorised => (qkv_proj(tokens + pre * t) + attn(t, n, d) + qkv_proj(tokens + pre * n) + attn(n, t, d), 6, t),
             BlockKind::Split => (qkv_proj(tokens + pre) + attn(t, n, d / 2) + attn(n, t, d / 2), 6, t),
         };
         total += attn_macs + mlp_macs;

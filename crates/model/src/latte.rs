@@ -7,8 +7,8 @@
 use crate::block::{Block, BlockCtx, BlockKind, Cond, FinalLayer};
 use crate::config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
 use crate::embed::{
-    frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample, temporal_upsample_new, unpatchify, LabelEmbedder,
-    PatchEmbed, Proj3d, TimestepEmbedder,
+    frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample, temporal_upsample_new, unpatchify, LabelEmbedder, PatchEmbed, Proj3d,
+    TimestepEmbedder,
 };
 use crate::ModelError;
 use burn::module::{Module, Param};
@@ -104,8 +104,7 @@ impl Latte {
 
     /// Parameters the optimiser updates: everything except the frozen sin-cos tables.
     pub fn num_trainable_params(&self) -> usize {
-        let frozen = self.pos_embed.lazy_shape().num_elements()
-            + self.temp_embed.as_ref().map_or(0, |t| t.lazy_shape().num_elements());
+        let frozen = self.pos_embed.lazy_shape().num_elements() + self.temp_embed.as_ref().map_or(0, |t| t.lazy_shape().num_elements());
         self.num_params() - frozen
     }
 
@@ -136,10 +135,7 @@ impl Latte {
             ));
         }
         if t != cfg.num_frames + use_image_num {
-            return bad(format!(
-                "x has {t} frames; expected num_frames {} + use_image_num {use_image_num}",
-                cfg.num_frames
-            ));
+            return bad(format!("x has {t} frames; expected num_frames {} + use_image_num {use_image_num}", cfg.num_frames));
         }
         if use_image_num > 0 && cfg.temporal_stride() > 1 {
             return bad("extra image frames cannot be used with the tubelet patch embedding".into());
@@ -155,19 +151,23 @@ impl Latte {
         }
         match y_image_dims {
             None => Ok(()),
-            Some(_) if cfg.num_classes.is_none() => {
-                bad("the model is unconditional: per-image labels y_image must not be given".into())
+            Some(_) if cfg.num_classes.is_none() => bad("the model is unconditional: per-image labels y_image must not be given".into()),
+            Some(dims) if dims != [b, use_image_num] => {
+                bad(format!("y_image has shape {dims:?}; expected (B, use_image_num) = [{b}, {use_image_num}]"))
             }
-            Some(dims) if dims != [b, use_image_num] => bad(format!(
-                "y_image has shape {dims:?}; expected (B, use_image_num) = [{b}, {use_image_num}]"
-            )),
             Some(_) => Ok(()),
         }
     }
 
     /// Like [`forward`](Self::forward), but checks the input first (labels included) instead
     /// of panicking on a mismatch.
-    pub fn try_forward(&self, x: Tensor<5>, t: Tensor<1, Int>, y: Option<Tensor<1, Int>>, use_image_num: usize) -> Result<Tensor<5>, ModelError> {
+    pub fn try_forward(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1, Int>,
+        y: Option<Tensor<1, Int>>,
+        use_image_num: usize,
+    ) -> Result<Tensor<5>, ModelError> {
         self.try_forward_joint(x, t, y, None, use_image_num)
     }
 
@@ -245,7 +245,7 @@ impl Latte {
         let [b, tt, _, d] = x.dims();
 
         let temb = self.t_embedder.forward_as(t, dtype); // B D
-        // rows are gathered from the f32 table, then cast: the gradient scatters in f32
+                                                         // rows are gathered from the f32 table, then cast: the gradient scatters in f32
         let yemb = match (&self.y_embedder, y) {
             (Some(e), Some(y)) => Some(e.forward(y).cast(dtype)), // B D
             _ => None,
@@ -278,7 +278,8 @@ impl Latte {
                         let [_, _, pp, _] = clip.dims();
                         let t_img = temb.clone().reshape([b, 1, 1, d]).expand([b, k, 1, d]);
                         let images = Tensor::cat(vec![t_img, ie.unsqueeze_dim::<4>(2)], 2); // B K P D
-                        Cond::Tokens(Tensor::cat(vec![clip.expand([b, fv, pp, d]), images], 1)) // B T P D
+                        Cond::Tokens(Tensor::cat(vec![clip.expand([b, fv, pp, d]), images], 1))
+                        // B T P D
                     }
                 }
             }
@@ -351,7 +352,13 @@ impl Latte {
     /// the plain forward (`cfg_scale = 1` is the class-conditional one). Only the first half
     /// of the doubled x ever reaches the network, so stepping the kept B rows alone gives the
     /// reference's kept half exactly. Returns (B, F, 2C, H, W).
-    pub fn guided_forward(&self, x: Tensor<5>, t: Tensor<1, Int>, labels: Option<&[usize]>, cfg_scale: f64) -> Result<Tensor<5>, ModelError> {
+    pub fn guided_forward(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1, Int>,
+        labels: Option<&[usize]>,
+        cfg_scale: f64,
+    ) -> Result<Tensor<5>, ModelError> {
         let b = x.dims()[0];
         let dev = x.device();
         let ints = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &dev);

@@ -3,8 +3,8 @@
 //! `inputs.safetensors`) → the model output. Used by `cargo xtask model forward` and the
 //! parity tests.
 
-use crate::{LatteConfig, ModelError};
 use crate::{Latte, PatchEmbedKind};
+use crate::{LatteConfig, ModelError};
 use burn::tensor::Device;
 use latte_nn::host::{read_safetensors, HostTensor};
 use serde::Deserialize;
@@ -102,9 +102,7 @@ impl RefSpec {
             return Err(err("`use_image_num` > 0 needs `model` = `LatteIMG`".into()));
         }
         if file.call.train_mode && num_classes.is_some() {
-            return Err(err(
-                "`train_mode` with class labels draws random label dropout in the reference; not reproducible".into(),
-            ));
+            return Err(err("`train_mode` with class labels draws random label dropout in the reference; not reproducible".into()));
         }
         Ok(RefSpec { config, call: file.call })
     }
@@ -118,7 +116,11 @@ pub fn run_dir(dir: &Path, device: &Device) -> Result<BTreeMap<String, HostTenso
 
 /// [`run_dir`] with the network computing in `compute` (`None`: f32; see
 /// [`Latte::with_compute_dtype`]); the outputs are f32 either way.
-pub fn run_dir_as(dir: &Path, device: &Device, compute: Option<burn::tensor::FloatDType>) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+pub fn run_dir_as(
+    dir: &Path,
+    device: &Device,
+    compute: Option<burn::tensor::FloatDType>,
+) -> Result<BTreeMap<String, HostTensor>, ModelError> {
     let spec = RefSpec::from_file(&dir.join("config.json"))?;
     let mut model = Latte::new(&spec.config, device, 0)?;
     model.load_safetensors(&dir.join("weights.safetensors"))?;

@@ -48,17 +48,10 @@ impl Latte {
     /// [ours]. Shapes must match (the reference would crash on a mismatch too); DiT tensors the
     /// model has no place for are an error (wrong model size or variant).
     pub fn init_from_dit(&mut self, path: &Path) -> Result<LoadReport, ModelError> {
-        let opts = LoadOptions {
-            allow_missing: true,
-            allow_unused: false,
-            skip: vec!["y_embedder.embedding_table.weight".into()],
-        };
+        let opts = LoadOptions { allow_missing: true, allow_unused: false, skip: vec!["y_embedder.embedding_table.weight".into()] };
         let is_pt = path.extension().is_some_and(|e| e == "pt" || e == "pth");
-        let report = if is_pt {
-            w::load_pytorch(self, path, &key_map(), &opts)?.1
-        } else {
-            w::load_safetensors(self, path, &key_map(), &opts)?
-        };
+        let report =
+            if is_pt { w::load_pytorch(self, path, &key_map(), &opts)?.1 } else { w::load_safetensors(self, path, &key_map(), &opts)? };
         if report.applied.is_empty() {
             return Err(ModelError::File {
                 path: path.into(),

@@ -119,9 +119,7 @@ fn bad_image_labels_are_refused() {
     let cfg = cfg(1);
     let model = Latte::new(&cfg, &dev, 0).unwrap();
     let (x, t, y) = input(&cfg, B, K, 5, &dev);
-    let err = |yi: Tensor<2, Int>| {
-        model.try_forward_joint(x.clone(), t.clone(), y.clone(), Some(yi), K).unwrap_err().to_string()
-    };
+    let err = |yi: Tensor<2, Int>| model.try_forward_joint(x.clone(), t.clone(), y.clone(), Some(yi), K).unwrap_err().to_string();
     assert!(err(ints(vec![0, 1, 2], [1, 3], &dev)).contains("y_image has shape [1, 3]"));
     assert!(err(ints(vec![0, 1, 2, 9], [B, K], &dev)).contains("label 9 is outside"));
     assert!(err(ints(vec![0, 1, 2, -1], [B, K], &dev)).contains("label -1 is outside"));

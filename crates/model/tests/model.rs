@@ -178,14 +178,7 @@ fn mismatched_weights_and_inputs_give_clear_errors() {
 #[test]
 fn head_dim_72_and_other_shapes_run() {
     // XL's head dimension (72) at a tiny width, patch 4, odd frame count, no learned sigma
-    let cfg = LatteConfig {
-        hidden_size: 144,
-        num_heads: 2,
-        patch_size: 4,
-        num_frames: 3,
-        learn_sigma: false,
-        ..tiny(1)
-    };
+    let cfg = LatteConfig { hidden_size: 144, num_heads: 2, patch_size: 4, num_frames: 3, learn_sigma: false, ..tiny(1) };
     let model = randomize(Latte::new(&cfg, &dev(), 0).unwrap(), 1, 0.1);
     let (x, t, y) = input(&cfg, 1, 0, 1, &dev());
     assert_eq!(model.forward(x, t, y, 0).dims(), [1, 3, 4, 8, 8]);

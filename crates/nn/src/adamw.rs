@@ -7,12 +7,12 @@
 //! checkpoints of either load in the other. Anything that is not f32 on flex falls back to
 //! burn's implementation.
 
+use crate::fused::f32_values;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
 use burn::optim::{AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
-use crate::fused::f32_values;
 use rayon::prelude::*;
 
 /// The per-step constants of the update, as burn's AdamW rounds them to f32.
@@ -46,7 +46,6 @@ pub trait AdamWOps: Backend {
         decay: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
-
 
 fn update(p: f32, g: f32, m: f32, v: f32, s: &Step) -> (f32, f32, f32) {
     // each line is one of burn's tensor ops, in its order and f32 rounding
@@ -84,16 +83,14 @@ impl AdamWOps for Flex {
         let n = p.len();
         let (mut po, mut mo, mut vo) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         const CHUNK: usize = 1 << 14;
-        po.par_chunks_mut(CHUNK).zip(mo.par_chunks_mut(CHUNK)).zip(vo.par_chunks_mut(CHUNK)).enumerate().for_each(
-            |(c, ((po, mo), vo))| {
-                let at = c * CHUNK..(c * CHUNK + po.len());
-                let inputs = p[at.clone()].iter().zip(&g[at.clone()]).zip(&m[at.clone()]).zip(&v[at]);
-                // zipped iterators (no indexing) so that the loop vectorises
-                for (((po, mo), vo), (((&p, &g), &m), &v)) in po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut()).zip(inputs) {
-                    (*po, *mo, *vo) = update(p, g, m, v, &s);
-                }
-            },
-        );
+        po.par_chunks_mut(CHUNK).zip(mo.par_chunks_mut(CHUNK)).zip(vo.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, ((po, mo), vo))| {
+            let at = c * CHUNK..(c * CHUNK + po.len());
+            let inputs = p[at.clone()].iter().zip(&g[at.clone()]).zip(&m[at.clone()]).zip(&v[at]);
+            // zipped iterators (no indexing) so that the loop vectorises
+            for (((po, mo), vo), (((&p, &g), &m), &v)) in po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut()).zip(inputs) {
+                (*po, *mo, *vo) = update(p, g, m, v, &s);
+            }
+        });
         let flex = |v: Vec<f32>| FlexTensor::from_data(TensorData::new(v, shape.clone()));
         (flex(po), flex(mo), flex(vo))
     }

@@ -11,6 +11,7 @@
 //! Legend: B batch, T frames, N tokens per frame, D hidden (H heads × E head dim), S sequences,
 //! L sequence length (N for spatial sequences, T for temporal ones).
 
+use crate::fused::{exp, f32_values, sum8};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,7 +20,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
-use crate::fused::{exp, f32_values, sum8};
 use rayon::prelude::*;
 
 /// Which token sequences attend: the N tokens of each frame, or the T frames of each location.
@@ -149,7 +149,6 @@ unsafe fn matmul(
         gemm::Parallelism::None,
     );
 }
-
 
 fn flex(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape.into()))

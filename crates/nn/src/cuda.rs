@@ -36,8 +36,7 @@ pub fn probe(ordinal: Option<usize>) -> Result<usize, String> {
             cuda_version_name(driver_sys::CUDA_VERSION as i32),
         )
     })?;
-    let count = driver::device::get_count()
-        .map_err(|e| format!("cuDeviceGetCount failed: {e}; {USE_CPU}"))?;
+    let count = driver::device::get_count().map_err(|e| format!("cuDeviceGetCount failed: {e}; {USE_CPU}"))?;
     let count = usize::try_from(count).unwrap_or(0);
     if count == 0 {
         return Err(format!(
@@ -47,10 +46,7 @@ pub fn probe(ordinal: Option<usize>) -> Result<usize, String> {
     }
     if let Some(ordinal) = ordinal {
         if ordinal >= count {
-            return Err(format!(
-                "cuda:{ordinal} requested but this machine has {}",
-                describe_devices(count)
-            ));
+            return Err(format!("cuda:{ordinal} requested but this machine has {}", describe_devices(count)));
         }
     }
     // SAFETY: as above.
@@ -119,11 +115,7 @@ fn cuda_path() -> Option<PathBuf> {
         .into_iter()
         .map(PathBuf::from)
         .find(|path| path.exists())
-        .or_else(|| {
-            std::path::Path::new("/usr/bin/nvcc")
-                .exists()
-                .then(|| PathBuf::from("/usr"))
-        })
+        .or_else(|| std::path::Path::new("/usr/bin/nvcc").exists().then(|| PathBuf::from("/usr")))
 }
 
 #[cfg(test)]

@@ -79,9 +79,10 @@ impl DeviceSpec {
             (DeviceKind::Cuda, Some(list)) => {
                 let mut v = Vec::new();
                 for part in list.split(',') {
-                    let n: usize = part.trim().parse().map_err(|_| {
-                        bad(format!("; `{part}` is not a GPU number: write e.g. `cuda:0` or `cuda:0,1`"))
-                    })?;
+                    let n: usize = part
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(format!("; `{part}` is not a GPU number: write e.g. `cuda:0` or `cuda:0,1`")))?;
                     if v.contains(&n) {
                         return Err(bad(format!("; GPU {n} is listed twice")));
                     }
@@ -92,9 +93,7 @@ impl DeviceSpec {
             (k, Some(_)) => return Err(bad(format!("; `{k}` takes no number, use {NAMES}"))),
         };
         if !compiled(kind) {
-            return Err(bad(
-                "; this build has no CUDA backend: rebuild with `--features cuda` (see README, GPU) or use `cpu`".into(),
-            ));
+            return Err(bad("; this build has no CUDA backend: rebuild with `--features cuda` (see README, GPU) or use `cpu`".into()));
         }
         Ok(DeviceSpec { kind, ordinals })
     }

@@ -4,11 +4,11 @@
 //! here it is one vectorised loop with the same f32 rounding, so the bits are the composed
 //! form's (tested).
 
+use crate::fused::f32_values;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
-use crate::fused::f32_values;
 use rayon::prelude::*;
 
 #[backend_extension(Flex)]
@@ -16,7 +16,6 @@ pub trait EmaOps: Backend {
     /// `ema·keep + theta·take`, elementwise, for tensors of one shape.
     fn ema_blend(ema: FloatTensor<Self>, theta: FloatTensor<Self>, keep: f32, take: f32) -> FloatTensor<Self>;
 }
-
 
 impl EmaOps for Flex {
     fn ema_blend(ema: FlexTensor, theta: FlexTensor, keep: f32, take: f32) -> FlexTensor {

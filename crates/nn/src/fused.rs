@@ -38,7 +38,12 @@ pub trait FusedOps: Backend {
 pub trait FusedGrads: Backend {
     /// (dx, dy·x̂) of [`FusedOps::ln_modulate`]; dshift and dscale are dy and dy·x̂ summed over
     /// the broadcast axes.
-    fn ln_modulate_backward(x: FloatTensor<Self>, scale: FloatTensor<Self>, dy: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
+    fn ln_modulate_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     fn gelu_tanh_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
     /// From the forward's output y: `y·(dy − Σ dy·y)`.
     fn softmax_last_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -235,11 +240,8 @@ impl FusedGrads for Flex {
         let mut dx = vec![0f32; shape.num_elements()];
         let mut dyxhat = vec![0f32; shape.num_elements()];
         with_slice(&x, |xs| {
-            dx.par_chunks_mut(d)
-                .zip(dyxhat.par_chunks_mut(d))
-                .zip(xs.par_chunks(d).zip(dys.par_chunks(d)))
-                .enumerate()
-                .for_each(|(r, ((dxr, dyx), (xr, dyr)))| {
+            dx.par_chunks_mut(d).zip(dyxhat.par_chunks_mut(d)).zip(xs.par_chunks(d).zip(dys.par_chunks(d))).enumerate().for_each(
+                |(r, ((dxr, dyx), (xr, dyr)))| {
                     let (mean, rstd) = moments(xr, eps);
                     let c = &sc[crow[r] * d..][..d];
                     // g = dy·(1+scale); dx = rstd·(g − mean(g) − x̂·mean(g·x̂))
@@ -255,7 +257,8 @@ impl FusedGrads for Flex {
                         dxr[j] = rstd * (dxr[j] - mg - xh * mgx);
                         dyx[j] = dyr[j] * xh;
                     }
-                })
+                },
+            )
         });
         (flex(dx, shape.clone()), flex(dyxhat, shape))
     }
@@ -263,9 +266,8 @@ impl FusedGrads for Flex {
     fn gelu_tanh_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
         let shape = x.shape();
         let dys = contiguous_f32(&dy);
-        let out = with_slice(&x, |xs| {
-            xs.par_iter().zip(dys.par_iter()).with_min_len(4096).map(|(&v, &g)| g * gelu_tanh_parts(v).1).collect()
-        });
+        let out =
+            with_slice(&x, |xs| xs.par_iter().zip(dys.par_iter()).with_min_len(4096).map(|(&v, &g)| g * gelu_tanh_parts(v).1).collect());
         flex(out, shape)
     }
 
@@ -398,12 +400,8 @@ pub fn ln_modulate<const D: usize>(x: &Tensor<D>, shift: &Tensor<D>, scale: &Ten
     if !(supported(x) && supported(shift) && supported(scale) && fits(sd) && fits(cd)) {
         return None;
     }
-    let out = <Dispatch as FusedOps>::ln_modulate(
-        x.clone().into_dispatch(),
-        shift.clone().into_dispatch(),
-        scale.clone().into_dispatch(),
-        eps,
-    );
+    let out =
+        <Dispatch as FusedOps>::ln_modulate(x.clone().into_dispatch(), shift.clone().into_dispatch(), scale.clone().into_dispatch(), eps);
     Some(Tensor::from_dispatch(out))
 }
 

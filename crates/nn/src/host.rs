@@ -84,23 +84,18 @@ impl HostTensor {
 /// Every tensor of a safetensors file, by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, NnError> {
     let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {
         let shape = view.shape().to_vec();
         let raw = view.data();
         let data = match view.dtype() {
             Dtype::F32 => HostData::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            Dtype::F64 => HostData::F32(
-                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
-            ),
-            Dtype::F16 => HostData::F32(
-                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            ),
-            Dtype::BF16 => HostData::F32(
-                raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            ),
+            Dtype::F64 => {
+                HostData::F32(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect())
+            }
+            Dtype::F16 => HostData::F32(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+            Dtype::BF16 => HostData::F32(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
             Dtype::I64 => HostData::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8"))).collect()),
             Dtype::I32 => HostData::I64(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
             other => {
@@ -138,8 +133,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
                 .map_err(|e| NnError::Safetensors { path: path.into(), message: format!("tensor `{name}`: {e}") })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let buffer = safetensors::serialize(views, None)
-        .map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
+    let buffer = safetensors::serialize(views, None).map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
     write_atomic(path, &buffer)
 }
 
@@ -165,7 +159,11 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| {
             let d = (x - y).abs();
-            if d.is_nan() { f32::INFINITY } else { d }
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                d
+            }
         })
         .fold(0.0, f32::max)
 }

@@ -16,9 +16,14 @@ use rand_distr::{Distribution, Normal};
 pub enum Init {
     Zeros,
     /// `U(-a, a)` with `a = sqrt(6 / (fan_in + fan_out))` (PyTorch `xavier_uniform_`).
-    XavierUniform { fan_in: usize, fan_out: usize },
+    XavierUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
     /// `N(0, std²)` (PyTorch `normal_(std=...)`).
-    Normal { std: f32 },
+    Normal {
+        std: f32,
+    },
     /// Fixed values (row-major), e.g. sin-cos tables or an identity map.
     Values(Vec<f32>),
 }
@@ -74,7 +79,11 @@ impl ParamFactory {
                 rng.set_stream(stream);
                 let values = init.sample(numel, &mut rng);
                 let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), device);
-                if require_grad { tensor.require_grad() } else { tensor }
+                if require_grad {
+                    tensor.require_grad()
+                } else {
+                    tensor
+                }
             },
             self.device.clone(),
             trainable,

@@ -16,10 +16,7 @@
 use crate::NnError;
 use burn::module::Module;
 use burn::store::pytorch_reader::{PickleValue, PytorchReader};
-use burn::store::{
-    ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
-};
+use burn::store::{ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use std::path::Path;
 
 /// Prefix given to file keys the caller asked to skip: they become unused keys under a name no
@@ -116,9 +113,7 @@ pub fn load_safetensors<M: Module>(module: &mut M, path: &Path, keys: &KeyMap, o
         // patterns are built from escaped literals, so they always compile
         store = store.with_key_remapping(&from, &to);
     }
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| NnError::Apply { path: path.into(), message: e.to_string() })?;
+    let result = module.load_from(&mut store).map_err(|e| NnError::Apply { path: path.into(), message: e.to_string() })?;
     check(result, path, keys, opts)
 }
 
@@ -137,9 +132,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path, keys: &KeyMap) -> Re
         // patterns are built from escaped literals, so they always compile
         store = store.with_key_remapping(&from, &to);
     }
-    module
-        .save_into(&mut store)
-        .map_err(|e| NnError::Apply { path: path.into(), message: format!("saving failed: {e}") })
+    module.save_into(&mut store).map_err(|e| NnError::Apply { path: path.into(), message: format!("saving failed: {e}") })
 }
 
 /// Which state dict of a `.pt` checkpoint holds the weights.
@@ -233,9 +226,7 @@ pub fn load_pytorch<M: Module>(
         // patterns are built from escaped literals, so they always compile
         store = store.with_key_remapping(&from, &to);
     }
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| NnError::Apply { path: path.into(), message: e.to_string() })?;
+    let result = module.load_from(&mut store).map_err(|e| NnError::Apply { path: path.into(), message: e.to_string() })?;
     Ok((location, check(result, path, keys, opts)?))
 }
 
@@ -246,18 +237,12 @@ fn skip_patterns(skip: &[String]) -> Vec<(String, String)> {
 fn check(result: ApplyResult, path: &Path, keys: &KeyMap, opts: &LoadOptions) -> Result<LoadReport, NnError> {
     if let Some(err) = result.errors.first() {
         return Err(match err {
-            ApplyError::ShapeMismatch { path: p, expected, found } => NnError::ShapeMismatch {
-                path: path.into(),
-                key: keys.to_file(p),
-                expected: expected.to_vec(),
-                found: found.to_vec(),
-            },
-            ApplyError::DTypeMismatch { path: p, expected, found } => NnError::DType {
-                path: path.into(),
-                key: keys.to_file(p),
-                expected: format!("{expected:?}"),
-                found: format!("{found:?}"),
-            },
+            ApplyError::ShapeMismatch { path: p, expected, found } => {
+                NnError::ShapeMismatch { path: path.into(), key: keys.to_file(p), expected: expected.to_vec(), found: found.to_vec() }
+            }
+            ApplyError::DTypeMismatch { path: p, expected, found } => {
+                NnError::DType { path: path.into(), key: keys.to_file(p), expected: format!("{expected:?}"), found: format!("{found:?}") }
+            }
             other => NnError::Apply { path: path.into(), message: other.to_string() },
         });
     }
@@ -267,15 +252,11 @@ fn check(result: ApplyResult, path: &Path, keys: &KeyMap, opts: &LoadOptions) ->
             return Err(NnError::MissingTensor {
                 path: path.into(),
                 key: key.clone(),
-                hint: format!(
-                    " ({} missing in all; does the file match the model configuration?)",
-                    missing.len()
-                ),
+                hint: format!(" ({} missing in all; does the file match the model configuration?)", missing.len()),
             });
         }
     }
-    let unused: Vec<String> =
-        result.unused.iter().filter(|k| !k.starts_with(SKIPPED)).map(|k| keys.to_file(k)).collect();
+    let unused: Vec<String> = result.unused.iter().filter(|k| !k.starts_with(SKIPPED)).map(|k| keys.to_file(k)).collect();
     if !opts.allow_unused && !unused.is_empty() {
         return Err(NnError::UnusedTensors { path: path.into(), keys: unused });
     }

@@ -55,9 +55,6 @@ fn fused_inference_ops_match_the_composed_ones() {
     let d = latte_nn::host::max_abs_diff(&v(ops::layer_norm(x.clone(), 1e-6)), &v(ops::layer_norm_composed(x, 1e-6)));
     assert!(d < 1e-5, "layer_norm {d}");
     let (q, k, w) = (t("q", [3, 2, 9, 72], 1.0), t("k", [3, 2, 11, 72], 1.0), t("v", [3, 2, 11, 72], 1.0));
-    let d = latte_nn::host::max_abs_diff(
-        &v(ops::attention(q.clone(), k.clone(), w.clone())),
-        &v(ops::attention_composed(q, k, w)),
-    );
+    let d = latte_nn::host::max_abs_diff(&v(ops::attention(q.clone(), k.clone(), w.clone())), &v(ops::attention_composed(q, k, w)));
     assert!(d < 1e-5, "attention {d}");
 }

@@ -133,8 +133,7 @@ fn load_errors_name_file_and_key() {
         other => panic!("{other:?}"),
     }
     let mut wrong = Other { feature: lin(&f, "feature", 3, 32) };
-    let err = load_safetensors(&mut wrong, &path, &KeyMap::new(), &LoadOptions { allow_unused: true, ..Default::default() })
-        .unwrap_err();
+    let err = load_safetensors(&mut wrong, &path, &KeyMap::new(), &LoadOptions { allow_unused: true, ..Default::default() }).unwrap_err();
     assert!(matches!(&err, NnError::ShapeMismatch { key, .. } if key.starts_with("feature.")), "{err}");
 
     let mut bigger = net(0);

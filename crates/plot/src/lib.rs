@@ -91,9 +91,7 @@ impl LineChart {
                     .map_err(|e| draw(&e))?
                     .label(&s.label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                    .map_err(|e| draw(&e))?;
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(|e| draw(&e))?;
             }
             if self.series.iter().any(|s| !s.label.is_empty()) {
                 chart

@@ -27,9 +27,7 @@ mod sealed {
 }
 
 /// An element type of a ragged array: `u8`, `half::f16` or `f32`.
-pub trait FrameElement:
-    sealed::Sealed + zarrs::array::ElementOwned + bytemuck::Pod + Send + Sync + 'static
-{
+pub trait FrameElement: sealed::Sealed + zarrs::array::ElementOwned + bytemuck::Pod + Send + Sync + 'static {
     const DTYPE: Dtype;
     /// NaN for floats so that frames that were never written read back as NaN, not as data.
     fn fill() -> Self;

@@ -66,7 +66,14 @@ mod tests {
             w.end_video(&format!("v{v}"), None).unwrap();
             g0 += n;
         }
-        w.finish(GroupInfo { dataset: "test".into(), num_classes: None, window: WindowKind::Stride, flip: true, extra: Default::default() }).unwrap();
+        w.finish(GroupInfo {
+            dataset: "test".into(),
+            num_classes: None,
+            window: WindowKind::Stride,
+            flip: true,
+            extra: Default::default(),
+        })
+        .unwrap();
         let store = RaggedReader::open(&dir.path().join("latents.zarr")).unwrap();
         let posterior = Posterior::open(&store).unwrap();
         assert_eq!(posterior.frame_shape(), [4, 2, 3]);

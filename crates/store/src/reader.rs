@@ -213,9 +213,8 @@ impl RaggedReader {
             message: format!("array `{name}` has no dimension named `frame`"),
         })?;
         let shape = array.shape().to_vec();
-        let frame_bytes = shape
-            .get(axis + 1..)
-            .and_then(|dims| dims.iter().try_fold(std::mem::size_of::<T>() as u64, |bytes, &n| bytes.checked_mul(n)));
+        let frame_bytes =
+            shape.get(axis + 1..).and_then(|dims| dims.iter().try_fold(std::mem::size_of::<T>() as u64, |bytes, &n| bytes.checked_mul(n)));
         if frame_bytes.is_none_or(|b| b > MAX_FRAME_BYTES) {
             return Err(StoreError::Invalid {
                 path: self.dir.clone(),
@@ -236,11 +235,7 @@ impl RaggedReader {
         if shape[axis] != self.meta.total_frames() {
             return Err(StoreError::Invalid {
                 path: self.dir.clone(),
-                message: format!(
-                    "array `{name}` has {} frames but the group attributes count {}",
-                    shape[axis],
-                    self.meta.total_frames()
-                ),
+                message: format!("array `{name}` has {} frames but the group attributes count {}", shape[axis], self.meta.total_frames()),
             });
         }
         Ok(RaggedArray {
@@ -310,9 +305,11 @@ impl<T: FrameElement> RaggedArray<T> {
         let mut ranges: Vec<std::ops::Range<u64>> = lead.iter().map(|&i| i..i + 1).collect();
         ranges.push(start..start + count);
         ranges.extend(self.frame_shape.iter().map(|&n| 0..n));
-        self.array
-            .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges))
-            .map_err(|e| StoreError::Zarr { path: self.dir.clone(), array: self.name.clone(), source: e.into() })
+        self.array.retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges)).map_err(|e| StoreError::Zarr {
+            path: self.dir.clone(),
+            array: self.name.clone(),
+            source: e.into(),
+        })
     }
 
     /// All frames of video `video` (its position in the group's `ids`).

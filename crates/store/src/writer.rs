@@ -30,13 +30,7 @@ pub struct ArraySpec {
 
 impl ArraySpec {
     pub fn new(name: &str, lead: &[u64], frame_shape: &[u64]) -> Self {
-        Self {
-            name: name.to_owned(),
-            lead: lead.to_vec(),
-            frame_shape: frame_shape.to_vec(),
-            frames_per_shard: None,
-            zstd_level: Some(1),
-        }
+        Self { name: name.to_owned(), lead: lead.to_vec(), frame_shape: frame_shape.to_vec(), frames_per_shard: None, zstd_level: Some(1) }
     }
 }
 
@@ -181,10 +175,8 @@ impl RaggedWriter {
         }
         let frame_elems = spec.frame_shape.iter().product::<u64>() as usize;
         let elem_size = std::mem::size_of::<T>();
-        let frames_per_shard = spec
-            .frames_per_shard
-            .unwrap_or_else(|| (SHARD_BYTES / (frame_elems * elem_size) as u64).clamp(1, 1024))
-            .max(1);
+        let frames_per_shard =
+            spec.frames_per_shard.unwrap_or_else(|| (SHARD_BYTES / (frame_elems * elem_size) as u64).clamp(1, 1024)).max(1);
         let mut shard = vec![1; spec.lead.len()];
         shard.push(frames_per_shard);
         shard.extend(&spec.frame_shape);
@@ -202,9 +194,7 @@ impl RaggedWriter {
         if let Some(level) = spec.zstd_level {
             builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(level, false))]);
         }
-        let mut array = builder
-            .build(self.store.clone(), &format!("/{}", spec.name))
-            .map_err(|e| self.zarr_err(&spec.name)(e.into()))?;
+        let mut array = builder.build(self.store.clone(), &format!("/{}", spec.name)).map_err(|e| self.zarr_err(&spec.name)(e.into()))?;
         array.set_metadata_options(ArrayMetadataOptions::default().with_include_zarrs_metadata(false));
         self.arrays.insert(
             spec.name.clone(),

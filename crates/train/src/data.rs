@@ -221,8 +221,8 @@ impl BatchSampler {
                     if !mine {
                         continue;
                     }
-                    let (m, l) = (clips.read)(img_clip, orient, &[frame])
-                        .map_err(|e| TrainError::Data(format!("reading clip {img_clip}: {e}")))?;
+                    let (m, l) =
+                        (clips.read)(img_clip, orient, &[frame]).map_err(|e| TrainError::Data(format!("reading clip {img_clip}: {e}")))?;
                     check_len(img_clip, &m, &l, fl)?;
                     mean.extend(m);
                     logvar.extend(l);
@@ -272,11 +272,7 @@ impl BatchSampler {
 
 fn check_len(clip: usize, m: &[f32], l: &[f32], want: usize) -> Result<(), TrainError> {
     if m.len() != want || l.len() != want {
-        return Err(TrainError::Data(format!(
-            "reading clip {clip}: got {} mean / {} logvar values, expected {want}",
-            m.len(),
-            l.len()
-        )));
+        return Err(TrainError::Data(format!("reading clip {clip}: got {} mean / {} logvar values, expected {want}", m.len(), l.len())));
     }
     Ok(())
 }
@@ -427,9 +423,7 @@ mod tests {
             let batch = sampler.draw(index).unwrap();
             assert_eq!(batch.shape, [4, 3, C, H, W]);
             for b in 0..4 {
-                let at = |f: usize, c: usize, y: usize, x: usize| {
-                    batch.x0[(((b * 3 + f) * C + c) * H + y) * W + x] / 0.5
-                };
+                let at = |f: usize, c: usize, y: usize, x: usize| batch.x0[(((b * 3 + f) * C + c) * H + y) * W + x] / 0.5;
                 // Frame 0, channel 0, pixel 0 names the clip, orientation and first frame.
                 let v0 = at(0, 0, 0, 0).round() as usize;
                 let (o, g0) = (v0 / 100_000, (v0 % 100_000) / 1000);
@@ -481,14 +475,8 @@ mod tests {
             });
             Arc::new(clips)
         };
-        let cfg = TrainConfig {
-            batch_size: 4,
-            num_frames: 3,
-            image_frames: 2,
-            class_dropout_prob: 0.5,
-            data_seed: 9,
-            ..TrainConfig::default()
-        };
+        let cfg =
+            TrainConfig { batch_size: 4, num_frames: 3, image_frames: 2, class_dropout_prob: 0.5, data_seed: 9, ..TrainConfig::default() };
         let per_clip = (3 + 2) * C * H * W;
         let mut whole = BatchSampler::new(make(Arc::new(AtomicUsize::new(0))), &cfg, 1000).unwrap();
         let mut halves: Vec<BatchSampler> =

@@ -24,8 +24,8 @@ mod grad_norm;
 mod log;
 pub mod parallel;
 mod plot;
-mod trainer;
 pub mod trained;
+mod trainer;
 
 pub use config::TrainConfig;
 pub use data::{loader_clips_per_second, Batch, ClipReader, LatentClips, ReadError, WindowRule};
@@ -33,9 +33,9 @@ pub use ema::update_ema;
 pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};
 pub use log::{read_log, StepLog};
-pub use plot::plot_loss;
 pub use parallel::{Collective, TcpOptions, World};
-pub use trained::{DiffusionInfo, LatentsInfo, TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
-pub use trainer::{step_gradients, train, train_with, MicroLosses, ModelInput, RunPaths, StepControl, Trained};
+pub use plot::plot_loss;
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;
+pub use trained::{DiffusionInfo, LatentsInfo, TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
+pub use trainer::{step_gradients, train, train_with, MicroLosses, ModelInput, RunPaths, StepControl, Trained};

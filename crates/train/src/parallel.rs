@@ -78,23 +78,15 @@ impl World {
         let world_size = var("WORLD_SIZE");
         let (rank, world_size) = match (rank, world_size) {
             (None, None) => return Ok(Self::single()),
-            (Some(_), None) => {
-                return Err(env_err("WORLD_SIZE", None, "is not set but RANK is: set both (torchrun sets all of them)"))
-            }
-            (None, Some(_)) => {
-                return Err(env_err("RANK", None, "is not set but WORLD_SIZE is: set both (torchrun sets all of them)"))
-            }
+            (Some(_), None) => return Err(env_err("WORLD_SIZE", None, "is not set but RANK is: set both (torchrun sets all of them)")),
+            (None, Some(_)) => return Err(env_err("RANK", None, "is not set but WORLD_SIZE is: set both (torchrun sets all of them)")),
             (Some(r), Some(w)) => (number("RANK", &r)?, number("WORLD_SIZE", &w)?),
         };
         if world_size == 0 {
             return Err(env_err("WORLD_SIZE", Some("0".into()), "must be at least 1"));
         }
         if rank >= world_size {
-            return Err(env_err(
-                "RANK",
-                Some(rank.to_string()),
-                &format!("must be below WORLD_SIZE = {world_size} (ranks count from 0)"),
-            ));
+            return Err(env_err("RANK", Some(rank.to_string()), &format!("must be below WORLD_SIZE = {world_size} (ranks count from 0)")));
         }
         if world_size == 1 {
             let local_rank = match var("LOCAL_RANK") {
@@ -228,7 +220,9 @@ impl Collective {
     pub fn for_devices(spec: &DeviceSpec, world: &World, log: impl Fn(&str)) -> Result<(Vec<Device>, Vec<Collective>), TrainError> {
         if world.world_size > 1 {
             let spec = match spec {
-                DeviceSpec { kind: DeviceKind::Cuda, ordinals: None } => DeviceSpec { kind: DeviceKind::Cuda, ordinals: Some(vec![world.local_rank]) },
+                DeviceSpec { kind: DeviceKind::Cuda, ordinals: None } => {
+                    DeviceSpec { kind: DeviceKind::Cuda, ordinals: Some(vec![world.local_rank]) }
+                }
                 other => other.clone(),
             };
             let device = spec.open_one().map_err(|e| TrainError::Device(format!("rank {} of {}: {e}", world.rank, world.world_size)))?;
@@ -265,9 +259,10 @@ impl Collective {
         if world.world_size <= 1 {
             return Ok(Collective::Single);
         }
-        let master = world.master.as_ref().ok_or_else(|| {
-            env_err("MASTER_ADDR", None, &format!("must name rank 0's machine when WORLD_SIZE = {}", world.world_size))
-        })?;
+        let master = world
+            .master
+            .as_ref()
+            .ok_or_else(|| env_err("MASTER_ADDR", None, &format!("must name rank 0's machine when WORLD_SIZE = {}", world.world_size)))?;
         TcpRank::connect(world.rank, world.world_size, master, options).map(Collective::Tcp)
     }
 
@@ -318,8 +313,14 @@ pub struct ThreadRank {
 
 enum ThreadLink {
     /// Rank 0: `up[r - 1]` receives rank r's values, `down[r - 1]` sends it the sum.
-    Hub { up: Vec<Receiver<Vec<f32>>>, down: Vec<Sender<Vec<f32>>> },
-    Leaf { up: Sender<Vec<f32>>, down: Receiver<Vec<f32>> },
+    Hub {
+        up: Vec<Receiver<Vec<f32>>>,
+        down: Vec<Sender<Vec<f32>>>,
+    },
+    Leaf {
+        up: Sender<Vec<f32>>,
+        down: Receiver<Vec<f32>>,
+    },
 }
 
 const GONE: &str = "the rank stopped (see its own error); every rank must run the same steps";
@@ -432,7 +433,8 @@ impl TcpRank {
                 let (stream, addr) = accept_until(&listener, deadline, &slots, options)?;
                 let mut peer = Peer { rank: UNKNOWN, addr, stream };
                 let who = || format!("a client at {addr}");
-                prepare(&peer.stream, options.connect_timeout).map_err(|e| peer.err("setting up the socket", e, options.connect_timeout))?;
+                prepare(&peer.stream, options.connect_timeout)
+                    .map_err(|e| peer.err("setting up the socket", e, options.connect_timeout))?;
                 let mut hello = [0u8; 16];
                 peer.stream.read_exact(&mut hello).map_err(|e| peer.err("during the handshake", e, options.connect_timeout))?;
                 let (their_rank, their_world) = parse_hello(&hello).ok_or_else(|| {
@@ -466,9 +468,9 @@ impl TcpRank {
             prepare(&peer.stream, options.connect_timeout).map_err(|e| peer.err("setting up the socket", e, options.connect_timeout))?;
             peer.stream.write_all(&hello(rank, world_size)).map_err(|e| peer.err("during the handshake", e, options.connect_timeout))?;
             let mut ack = [0u8; 16];
-            peer.stream.read_exact(&mut ack).map_err(|e| {
-                peer.err("during the handshake (rank 0 refused this rank: see its error)", e, options.connect_timeout)
-            })?;
+            peer.stream
+                .read_exact(&mut ack)
+                .map_err(|e| peer.err("during the handshake (rank 0 refused this rank: see its error)", e, options.connect_timeout))?;
             if parse_hello(&ack) != Some((0, world_size)) {
                 return Err(collective_err(peer.name(), "answered with a wrong handshake; is MASTER_PORT used by another program?"));
             }
@@ -537,9 +539,8 @@ fn bind(master: &Master, name: &str) -> Result<TcpListener, TrainError> {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let listener = TcpListener::bind((ip, master.port)).map_err(|e| {
-        collective_err(name.to_owned(), &format!("cannot listen on {ip}:{}: {e} (pick a free MASTER_PORT)", master.port))
-    })?;
+    let listener = TcpListener::bind((ip, master.port))
+        .map_err(|e| collective_err(name.to_owned(), &format!("cannot listen on {ip}:{}: {e} (pick a free MASTER_PORT)", master.port)))?;
     listener.set_nonblocking(true).map_err(|e| collective_err(name.to_owned(), &format!("cannot poll the listening socket: {e}")))?;
     Ok(listener)
 }
@@ -564,8 +565,7 @@ fn accept_until(
             Err(e) => return Err(collective_err("rank 0 (listening)".into(), &format!("accepting a connection: {e}"))),
         }
         if Instant::now() >= deadline {
-            let missing: Vec<String> =
-                slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| (i + 1).to_string()).collect();
+            let missing: Vec<String> = slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| (i + 1).to_string()).collect();
             return Err(collective_err(
                 format!("rank(s) {}", missing.join(", ")),
                 &format!(
@@ -769,12 +769,7 @@ fn layout_mismatch(got: usize, params: usize) -> TrainError {
 /// The gradients in a [`grads_to_host`] buffer (summed over ranks or not), as tensors on
 /// `device` (the gradients' device: the model's without autodiff), `dtype` per parameter as
 /// `like` has them (f32 where `like` has none). One host-to-device copy.
-pub fn grads_from_host<M: Module>(
-    model: &M,
-    flat: &[f32],
-    like: &GradientsParams,
-    device: &Device,
-) -> Result<GradientsParams, TrainError> {
+pub fn grads_from_host<M: Module>(model: &M, flat: &[f32], like: &GradientsParams, device: &Device) -> Result<GradientsParams, TrainError> {
     let l = layout(model);
     let total: usize = l.params.iter().map(|(_, s)| s.num_elements()).sum();
     if flat.len() != total + l.params.len() {

@@ -68,10 +68,17 @@ impl<M: Serialize + DeserializeOwned> TrainOutputConfig<M> {
 
     pub fn read(dir: &Path) -> Result<Self, TrainError> {
         let path = dir.join(TRAIN_OUTPUT_CONFIG);
-        let bytes = std::fs::read(&path).map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("{e} (is {} the output folder of a `train` stage?)", dir.display()) })?;
-        let config: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a train output's config: {e}") })?;
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            message: format!("{e} (is {} the output folder of a `train` stage?)", dir.display()),
+        })?;
+        let config: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a train output's config: {e}") })?;
         if !(config.latents.scale_factor.is_finite() && config.latents.scale_factor > 0.0) {
-            return Err(TrainError::Checkpoint { path, message: format!("`latents.scale_factor` is {}; expected a positive number", config.latents.scale_factor) });
+            return Err(TrainError::Checkpoint {
+                path,
+                message: format!("`latents.scale_factor` is {}; expected a positive number", config.latents.scale_factor),
+            });
         }
         Ok(config)
     }

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use latte_nn::adamw::AdamW;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_diffusion::GaussianDiffusion;
+use latte_nn::adamw::AdamW;
 
 use crate::checkpoint::{self, list_checkpoints, read_state};
 use crate::data::{Batch, BatchSampler, Loader};
@@ -26,7 +26,7 @@ use crate::{plot_loss, update_ema, LatentClips, TrainConfig, TrainError};
 
 /// What the network sees for one micro-batch.
 pub struct ModelInput {
-    pub x_t: Tensor<5>, // (B, F + K, C, H, W)
+    pub x_t: Tensor<5>,    // (B, F + K, C, H, W)
     pub t: Tensor<1, Int>, // (B), original timesteps
     /// (B) class per clip after dropout; `None` when unconditional.
     pub y: Option<Tensor<1, Int>>,
@@ -159,13 +159,8 @@ where
     let diffusion = GaussianDiffusion::create("")?;
     let device = model.devices().first().cloned().unwrap_or_else(Device::flex);
     // one pass per parameter on flex, bit-identical to burn's AdamW (whose state it keeps)
-    let mut optim: ModuleOptimizer = AdamW {
-        beta_1: cfg.beta1 as f32,
-        beta_2: cfg.beta2 as f32,
-        epsilon: cfg.eps as f32,
-        weight_decay: cfg.weight_decay as f32,
-    }
-    .init();
+    let mut optim: ModuleOptimizer =
+        AdamW { beta_1: cfg.beta1 as f32, beta_2: cfg.beta2 as f32, epsilon: cfg.eps as f32, weight_decay: cfg.weight_decay as f32 }.init();
     // The EMA starts as an exact copy (the reference syncs it with decay 0).
     let mut ema = model.valid();
     let mut model = model;
@@ -189,16 +184,14 @@ where
 
     if start < cfg.steps {
         let share = cfg.batch_size / world;
-        let sampler =
-            BatchSampler::new(Arc::new(clips), cfg, diffusion.num_timesteps())?.with_share(rank * share..(rank + 1) * share);
+        let sampler = BatchSampler::new(Arc::new(clips), cfg, diffusion.num_timesteps())?.with_share(rank * share..(rank + 1) * share);
         let accum = cfg.grad_accum as u64;
         let loader = Loader::spawn(sampler, start * accum, cfg.steps * accum, cfg.prefetch, cfg.loader_threads)?;
         for step in start..cfg.steps {
             let began = Instant::now();
             let lr = cfg.lr_at(step);
             let batches = (0..accum).map(|_| loader.next()).collect::<Result<Vec<_>, _>>()?;
-            let (mut micro, mut grads) =
-                share_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, world, &device)?;
+            let (mut micro, mut grads) = share_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, world, &device)?;
             if world > 1 {
                 grads = sum_over_ranks(&mut collective, &model, &grads, &mut micro, &device)?;
             }
@@ -316,11 +309,7 @@ fn sum_over_ranks<M: Module>(
     collective.all_reduce_sum(&mut flat)?;
     let world = collective.world_size() as f64;
     for (m, terms) in micro.iter_mut().zip(flat[n..].chunks_exact(3)) {
-        *m = MicroLosses {
-            loss: f64::from(terms[0]) / world,
-            mse: f64::from(terms[1]) / world,
-            vb: f64::from(terms[2]) / world,
-        };
+        *m = MicroLosses { loss: f64::from(terms[0]) / world, mse: f64::from(terms[1]) / world, vb: f64::from(terms[2]) / world };
     }
     match collective.device_group() {
         Some(devices) => all_reduce_grads_on_devices(model, grads, &flat[..n], devices, &device.clone().inner()),

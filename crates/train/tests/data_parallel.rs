@@ -95,10 +95,8 @@ fn data_parallel_two_thread_ranks_match_one_rank() {
 
     let lead = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    let outs: Vec<RankOut> = ranks(Collective::threads(2), &[lead.path(), other.path()], &cfg, &[5, 5])
-        .into_iter()
-        .map(|r| r.expect("rank failed"))
-        .collect();
+    let outs: Vec<RankOut> =
+        ranks(Collective::threads(2), &[lead.path(), other.path()], &cfg, &[5, 5]).into_iter().map(|r| r.expect("rank failed")).collect();
     assert_eq!(bits(&outs[0].model), bits(&outs[1].model), "the ranks' weights differ");
     assert_eq!(bits(&outs[0].ema), bits(&outs[1].ema), "the ranks' EMA weights differ");
     let init = weights(&Tiny::new(5, &Device::flex()));
@@ -239,8 +237,7 @@ fn data_parallel_reads_the_launcher_environment() {
     assert_eq!(world_from(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), World::single());
 
     let with = |key: &str, value: Option<&str>| -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> =
-            full.iter().filter(|(k, _)| *k != key).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut v: Vec<(String, String)> = full.iter().filter(|(k, _)| *k != key).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if let Some(value) = value {
             v.push((key.to_string(), value.to_string()));
         }

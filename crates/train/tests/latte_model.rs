@@ -108,7 +108,8 @@ fn latte_learns_on_a_learnable_signal() {
         Ok((begin..begin + 3).collect())
     });
     let clips = LatentClips::in_memory(mean, vec![-20.0; n], counts, [4, 4, 4], window).unwrap();
-    let train_cfg = TrainConfig { steps: 120, batch_size: 4, image_frames: 0, lr: 3e-3, clip_from_step: None, checkpoint_every: 1000, ..config(120) };
+    let train_cfg =
+        TrainConfig { steps: 120, batch_size: 4, image_frames: 0, lr: 3e-3, clip_from_step: None, checkpoint_every: 1000, ..config(120) };
     let forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
     let model = Latte::new(&cfg, &dev, 1).unwrap();
     train(model, forward, clips, &train_cfg, &RunPaths::in_dir(dir.path()), &serde_json::Value::Null, |_| {}).unwrap();

@@ -49,9 +49,21 @@ fn an_interrupted_run_checkpoints_its_step_and_resumes_bit_identically() {
     let dev = Device::flex().autodiff();
     let meta = serde_json::json!({"model": "tiny"});
     let interrupt_at = |dir: &Path, at: u64| {
-        train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), &config(6), &RunPaths::in_dir(dir), &meta, |l| {
-            if l.step == at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-        })
+        train(
+            Tiny::new(5, &dev),
+            |m: &Tiny, inp| m.forward(inp),
+            clips(1),
+            &config(6),
+            &RunPaths::in_dir(dir),
+            &meta,
+            |l| {
+                if l.step == at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
         .err()
         .expect("the run must stop")
     };
@@ -83,9 +95,21 @@ fn an_interrupted_run_checkpoints_its_step_and_resumes_bit_identically() {
     assert!(matches!(interrupt_at(dir.path(), 4), TrainError::Interrupted { step: 4, .. }));
     assert_eq!(steps_on_disk(dir.path()), vec![2, 4]);
     let dir = tempfile::tempdir().unwrap();
-    let done = train(Tiny::new(5, &dev), |m: &Tiny, inp| m.forward(inp), clips(1), &config(6), &RunPaths::in_dir(dir.path()), &meta, |l| {
-        if l.step == 6 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-    })
+    let done = train(
+        Tiny::new(5, &dev),
+        |m: &Tiny, inp| m.forward(inp),
+        clips(1),
+        &config(6),
+        &RunPaths::in_dir(dir.path()),
+        &meta,
+        |l| {
+            if l.step == 6 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
     .unwrap();
     assert_eq!(bits(&weights(&done.model)), bits(&model_a));
 }
@@ -120,7 +144,11 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
             calls += 1;
             let out = m.forward(inp);
             // Step 3 (0-based) is micro-batches 6 and 7: poison it.
-            if calls == 7 { out * f32::NAN } else { out }
+            if calls == 7 {
+                out * f32::NAN
+            } else {
+                out
+            }
         },
         clips(1),
         &cfg,
@@ -264,8 +292,7 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);
     let (big, g_big) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, &dev).unwrap();
-    let (small, g_small) =
-        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, &dev).unwrap();
+    let (small, g_small) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, &dev).unwrap();
     let (a, b) = (grads_of(&model, &g_big), grads_of(&model, &g_small));
     assert!(a.iter().any(|g| g.abs() > 1e-3), "the gradients are not trivial");
     let err = rel_err(&b, &a);

@@ -21,7 +21,11 @@ fn main() {
     let (mut tr, mut he) = (Vec::new(), Vec::new());
     for v in 0..n {
         let r = meta.offsets[v]..meta.offsets[v] + meta.counts[v];
-        if held_videos.contains(&v) { he.extend(r) } else { tr.extend(r) }
+        if held_videos.contains(&v) {
+            he.extend(r)
+        } else {
+            tr.extend(r)
+        }
     }
     let all: Vec<u64> = tr.iter().chain(&he).copied().collect();
     let pixels = frames.read_frames(&[], &all).expect("read");

@@ -87,10 +87,7 @@ impl Upsample2D {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         // Nearest ×2 is an exact repeat of every pixel; a broadcast avoids any rounding rule.
-        let up = x
-            .reshape([n, c, h, 1, w, 1])
-            .expand([n, c, h, 2, w, 2])
-            .reshape([n, c, 2 * h, 2 * w]); // N, C, 2H, 2W
+        let up = x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w]); // N, C, 2H, 2W
         self.conv.forward(up)
     }
 }
@@ -316,7 +313,13 @@ impl AutoencoderKL {
     /// identity and the fresh network is a shallow chain of convolutions that trains fast
     /// (the "zero-init residual" of Goyal et al. 2017 / Fixup); the values drawn for those
     /// layers are still consumed from the generator, so other layers are unchanged.
-    pub fn init_for_training(cfg: &VaeConfig, seed: u64, logvar_bias: f32, zero_residual_branches: bool, device: &Device) -> Result<Self, VaeError> {
+    pub fn init_for_training(
+        cfg: &VaeConfig,
+        seed: u64,
+        logvar_bias: f32,
+        zero_residual_branches: bool,
+        device: &Device,
+    ) -> Result<Self, VaeError> {
         cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
         let key = if cfg.use_quant_conv { "quant_conv.bias" } else { "encoder.conv_out.bias" };
         let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device).with_shift(key, cfg.latent_channels, logvar_bias);

@@ -34,10 +34,16 @@ impl AutoencoderKL {
             let img = self.decode(flat.clone().narrow(0, start, len)); // n 3 H W
             let [n, ch, hh, ww] = img.dims();
             if ch != 3 {
-                return Err(VaeError::Input { shape: vec![b, f, c, h, w], reason: format!("the VAE decodes to {ch} channels; RGB videos need 3") });
+                return Err(VaeError::Input {
+                    shape: vec![b, f, c, h, w],
+                    reason: format!("the VAE decodes to {ch} channels; RGB videos need 3"),
+                });
             }
             (height, width) = (hh, ww);
-            let v = img.into_data().try_into_vec::<f32>().map_err(|e| VaeError::Input { shape: vec![n, ch, hh, ww], reason: format!("reading decoded frames: {e:?}") })?;
+            let v = img
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| VaeError::Input { shape: vec![n, ch, hh, ww], reason: format!("reading decoded frames: {e:?}") })?;
             for i in 0..n {
                 let plane = |k: usize| &v[(i * 3 + k) * hh * ww..(i * 3 + k + 1) * hh * ww];
                 let (r, g, bl) = (plane(0), plane(1), plane(2));

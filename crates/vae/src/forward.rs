@@ -50,19 +50,13 @@ pub fn forward_dir(dir: &Path, device: &Device) -> Result<ForwardResult, VaeErro
     let (ms, mv) = host(posterior.mean);
     let (ls, lv) = host(posterior.logvar);
     let (ds, dv) = host(decoded);
-    Ok(ForwardResult {
-        x_shape,
-        outputs: vec![("posterior_mean", ms, mv), ("posterior_logvar", ls, lv), ("decoded", ds, dv)],
-    })
+    Ok(ForwardResult { x_shape, outputs: vec![("posterior_mean", ms, mv), ("posterior_logvar", ls, lv), ("decoded", ds, dv)] })
 }
 
 /// Writes the outputs as an f32 safetensors file, through a temporary name and a rename.
 pub fn write_outputs(result: &ForwardResult, out: &Path) -> Result<(), VaeError> {
-    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = result
-        .outputs
-        .iter()
-        .map(|(k, shape, values)| (*k, shape.clone(), bytemuck::cast_slice::<f32, u8>(values).to_vec()))
-        .collect();
+    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> =
+        result.outputs.iter().map(|(k, shape, values)| (*k, shape.clone(), bytemuck::cast_slice::<f32, u8>(values).to_vec())).collect();
     let safetensors_err = |e: safetensors::SafeTensorError| VaeError::Safetensors { path: out.to_owned(), reason: e.to_string() };
     let views = bytes
         .iter()

@@ -18,7 +18,9 @@ use crate::weights::WeightFile;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Init {
     /// PyTorch's default for conv and linear weights and biases: U(-1/√fan_in, 1/√fan_in).
-    Uniform { fan_in: usize },
+    Uniform {
+        fan_in: usize,
+    },
     Ones,
     Zeros,
 }

@@ -6,8 +6,8 @@
 pub mod autoencoder;
 pub mod config;
 pub mod decode;
-pub mod forward;
 mod error;
+pub mod forward;
 mod layers;
 pub mod posterior;
 pub mod train;

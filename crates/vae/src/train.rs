@@ -6,8 +6,8 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use latte_nn::adamw::AdamW;
 use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::adamw::AdamW;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

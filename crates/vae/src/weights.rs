@@ -76,10 +76,9 @@ impl WeightFile {
             Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                .collect(),
+            Dtype::F64 => {
+                raw.chunks_exact(8).map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()
+            }
             other => return Err(format!("unsupported dtype: {found} is {other:?}; expected F32, F16, BF16 or F64")),
         };
         if values.len() != shape.iter().product::<usize>() {
@@ -101,7 +100,11 @@ fn parameter_count(config: &VaeConfig) -> Option<u128> {
     let norm = |c: u128| c.checked_mul(2);
     let resnet = |c_in: u128, c_out: u128| -> Option<u128> {
         let shortcut = if c_in != c_out { conv(c_in, c_out, 1)? } else { 0 };
-        norm(c_in)?.checked_add(conv(c_in, c_out, 3)?)?.checked_add(norm(c_out)?)?.checked_add(conv(c_out, c_out, 3)?)?.checked_add(shortcut)
+        norm(c_in)?
+            .checked_add(conv(c_in, c_out, 3)?)?
+            .checked_add(norm(c_out)?)?
+            .checked_add(conv(c_out, c_out, 3)?)?
+            .checked_add(shortcut)
     };
     // `count` blocks, the first from `c_in` to `c`, the others `c` to `c`.
     let resnets = |count: u128, c_in: u128, c: u128| -> Option<u128> {
@@ -111,7 +114,8 @@ fn parameter_count(config: &VaeConfig) -> Option<u128> {
         }
     };
     let mid = |c: u128| -> Option<u128> {
-        let attention = if config.mid_block_add_attention { norm(c)?.checked_add(c.checked_mul(c)?.checked_add(c)?.checked_mul(4)?)? } else { 0 };
+        let attention =
+            if config.mid_block_add_attention { norm(c)?.checked_add(c.checked_mul(c)?.checked_add(c)?.checked_mul(4)?)? } else { 0 };
         resnet(c, c)?.checked_mul(2)?.checked_add(attention)
     };
     let (z, boc) = (n(config.latent_channels), &config.block_out_channels);
@@ -250,10 +254,8 @@ pub fn save_pretrained(model: &AutoencoderKL, config: &VaeConfig, dir: &Path) ->
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tensors = state_dict(model);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(k, (shape, values))| (k, shape, bytemuck::cast_slice::<f32, u8>(&values).to_vec()))
-        .collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(k, (shape, values))| (k, shape, bytemuck::cast_slice::<f32, u8>(&values).to_vec())).collect();
     let views = bytes
         .iter()
         .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (k.as_str(), v)))
@@ -261,8 +263,7 @@ pub fn save_pretrained(model: &AutoencoderKL, config: &VaeConfig, dir: &Path) ->
         .map_err(|e| VaeError::Safetensors { path: dir.join(DIFFUSERS_WEIGHTS), reason: e.to_string() })?;
     let weights = dir.join(DIFFUSERS_WEIGHTS);
     let tmp = dir.join(format!(".{DIFFUSERS_WEIGHTS}.tmp"));
-    safetensors::serialize_to_file(views, None, &tmp)
-        .map_err(|e| VaeError::Safetensors { path: tmp.clone(), reason: e.to_string() })?;
+    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| VaeError::Safetensors { path: tmp.clone(), reason: e.to_string() })?;
     std::fs::rename(&tmp, &weights).map_err(io(&weights))?;
     let config_path = dir.join(CONFIG);
     let tmp = dir.join(format!(".{CONFIG}.tmp"));

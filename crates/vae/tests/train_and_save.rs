@@ -35,7 +35,8 @@ fn same_seed_gives_the_same_bits() {
     let batch = FrameBatch { pixels: &px, count: 12, height: 16, width: 16 };
     let run = || {
         let mut seen = Vec::new();
-        let out = train(&tiny(), &config(3), batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::flex(), &mut |_, l| seen.push(l)).unwrap();
+        let out =
+            train(&tiny(), &config(3), batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::flex(), &mut |_, l| seen.push(l)).unwrap();
         (out.losses, state_dict(&out.model), seen)
     };
     let (a_loss, a_sd, a_seen) = run();
@@ -53,7 +54,10 @@ fn training_reduces_the_loss_and_reports_psnr() {
     let out = train(&tiny(), &cfg, batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::flex(), &mut |_, _| {}).unwrap();
     let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = out.losses[70..].iter().sum::<f32>() / 10.0;
-    eprintln!("loss {first:.4} -> {last:.4}, held-out PSNR {:?}, train PSNR {:.2}, scale {:.4}", out.heldout_psnr, out.train_psnr, out.config.scaling_factor);
+    eprintln!(
+        "loss {first:.4} -> {last:.4}, held-out PSNR {:?}, train PSNR {:.2}, scale {:.4}",
+        out.heldout_psnr, out.train_psnr, out.config.scaling_factor
+    );
     assert!(last < 0.6 * first, "loss went from {first} to {last}");
     let psnr = out.heldout_psnr.unwrap();
     assert!(psnr.is_finite() && psnr > 12.0, "held-out PSNR {psnr}");

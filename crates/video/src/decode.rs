@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::{Packet, Rational};
+use ffmpeg_next as ffmpeg;
 
 use crate::error::VideoError;
 use crate::frame::Frame;
@@ -96,10 +96,7 @@ impl VideoReader {
             return Err(err_open(path, "the file is empty (0 bytes)"));
         }
         let ictx = ffmpeg::format::input(path).map_err(|e| err_open(path, e))?;
-        let st = ictx
-            .streams()
-            .best(ffmpeg::media::Type::Video)
-            .ok_or_else(|| VideoError::NoVideoStream { path: path.to_owned() })?;
+        let st = ictx.streams().best(ffmpeg::media::Type::Video).ok_or_else(|| VideoError::NoVideoStream { path: path.to_owned() })?;
         let stream = st.index();
         let tb = st.time_base();
         let fps = if st.avg_frame_rate().numerator() > 0 { st.avg_frame_rate() } else { st.rate() };
@@ -148,8 +145,8 @@ impl VideoReader {
         let (fmt, w, h) = (f.format(), f.width(), f.height());
         check_frame_size(&self.path, w, h)?;
         if !matches!(&self.scaler, Some((pf, pw, ph, _)) if *pf == fmt && *pw == w && *ph == h) {
-            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                .map_err(|e| err_decode(&self.path, e))?;
+            let ctx =
+                scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR).map_err(|e| err_decode(&self.path, e))?;
             self.scaler = Some((fmt, w, h, ctx));
         }
         let mut rgb = ffmpeg::frame::Video::empty();

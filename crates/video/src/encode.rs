@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::{Dictionary, Packet, Rational};
+use ffmpeg_next as ffmpeg;
 
 use crate::decode::init;
 use crate::error::VideoError;
@@ -74,7 +74,8 @@ impl VideoWriter {
             Codec::H264 => (ffmpeg::encoder::find_by_name("libx264"), "libx264"),
             Codec::Mpeg4Xvid => (ffmpeg::encoder::find(ffmpeg::codec::Id::MPEG4), "mpeg4"),
         };
-        let codec = codec.ok_or_else(|| err(path, format!("FFmpeg has no `{name}` encoder; install Debian's ffmpeg libraries (libavcodec59)")))?;
+        let codec =
+            codec.ok_or_else(|| err(path, format!("FFmpeg has no `{name}` encoder; install Debian's ffmpeg libraries (libavcodec59)")))?;
         let mut ost = octx.add_stream(codec).map_err(|e| err(path, e))?;
         let stream_index = ost.index();
         let mut enc = ffmpeg::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| err(path, e))?;
@@ -123,8 +124,16 @@ impl VideoWriter {
         }
         octx.write_header().map_err(|e| err(path, e))?;
         let stream_tb = octx.stream(stream_index).map(|s| s.time_base()).ok_or_else(|| err(path, "output stream vanished"))?;
-        let scaler = scaling::Context::get(Pixel::RGB24, width as u32, height as u32, Pixel::YUV420P, width as u32, height as u32, scaling::Flags::BILINEAR)
-            .map_err(|e| err(path, e))?;
+        let scaler = scaling::Context::get(
+            Pixel::RGB24,
+            width as u32,
+            height as u32,
+            Pixel::YUV420P,
+            width as u32,
+            height as u32,
+            scaling::Flags::BILINEAR,
+        )
+        .map_err(|e| err(path, e))?;
         Ok(Self { path: path.to_owned(), octx, encoder, scaler, enc_tb, stream_tb, width, height, next_pts: 0 })
     }
 
@@ -145,7 +154,10 @@ impl VideoWriter {
 
     pub fn write(&mut self, frame: &Frame) -> Result<(), VideoError> {
         if frame.width != self.width || frame.height != self.height {
-            return Err(err(&self.path, format!("frame {}x{} differs from the video's {}x{}", frame.width, frame.height, self.width, self.height)));
+            return Err(err(
+                &self.path,
+                format!("frame {}x{} differs from the video's {}x{}", frame.width, frame.height, self.width, self.height),
+            ));
         }
         let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, self.width as u32, self.height as u32);
         let stride = rgb.stride(0);

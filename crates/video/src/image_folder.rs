@@ -8,9 +8,7 @@ use crate::frame::Frame;
 
 /// Whether `path` has an image extension the loaders accept (`.jpg`, `.jpeg`, `.png`, any case).
 pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
 /// The reference's frame sort key, `int(name.split('.')[0].split('_')[-1])`.

@@ -29,7 +29,11 @@ pub enum TransformError {
 /// Python's `round` (half to even) of `x / 2` for a non-negative integer `x`.
 pub fn half_round_even(x: usize) -> usize {
     let q = x / 2;
-    if x % 2 == 1 && q % 2 == 1 { q + 1 } else { q }
+    if x % 2 == 1 && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
 }
 
 /// One axis of torch's bilinear interpolation: for each output index, the two source indices
@@ -47,7 +51,8 @@ impl Axis {
     /// when a scale factor was given, else `in / out`. Only output indices `from..from + len`
     /// are built (a crop after the resize).
     fn new(in_size: usize, scale: f32, from: usize, len: usize) -> Self {
-        let mut a = Axis { i0: Vec::with_capacity(len), i1: Vec::with_capacity(len), w0: Vec::with_capacity(len), w1: Vec::with_capacity(len) };
+        let mut a =
+            Axis { i0: Vec::with_capacity(len), i1: Vec::with_capacity(len), w0: Vec::with_capacity(len), w1: Vec::with_capacity(len) };
         for dst in from..from + len {
             let src = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
             let i0 = (src.floor() as usize).min(in_size - 1);
@@ -76,8 +81,8 @@ fn resample_f32(src: &Frame, scale_x: f32, scale_y: f32, x0: usize, y0: usize, o
             let (c0, c1) = (ax.i0[x] * 3, ax.i1[x] * 3);
             let (wx0, wx1) = (ax.w0[x], ax.w1[x]);
             for c in 0..3 {
-                let v = wy0 * (wx0 * r0[c0 + c] as f32 + wx1 * r0[c1 + c] as f32)
-                    + wy1 * (wx0 * r1[c0 + c] as f32 + wx1 * r1[c1 + c] as f32);
+                let v =
+                    wy0 * (wx0 * r0[c0 + c] as f32 + wx1 * r0[c1 + c] as f32) + wy1 * (wx0 * r1[c0 + c] as f32 + wx1 * r1[c1 + c] as f32);
                 out.push(v);
             }
         }

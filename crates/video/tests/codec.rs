@@ -39,7 +39,10 @@ fn seeking_equals_a_full_decode_and_costs_a_window_not_a_video() {
     let dir = tempfile::tempdir().unwrap();
     let frames = clip(240, 5);
     let spec = WindowSpec::default();
-    for (name, opts) in [("long.mp4", EncodeOptions { gop: 16, ..EncodeOptions::h264(25) }), ("long.avi", EncodeOptions { gop: 12, ..EncodeOptions::mpeg4(25) })] {
+    for (name, opts) in [
+        ("long.mp4", EncodeOptions { gop: 16, ..EncodeOptions::h264(25) }),
+        ("long.avi", EncodeOptions { gop: 12, ..EncodeOptions::mpeg4(25) }),
+    ] {
         let p = dir.path().join(name);
         write_video(&p, &frames, opts).unwrap();
         let all = VideoReader::open(&p).unwrap().read_all().unwrap();

@@ -16,9 +16,7 @@ pub fn fixtures() -> PathBuf {
 
 /// Where `cargo xtask weights fetch` puts converted weights.
 pub fn weights_dir() -> PathBuf {
-    std::env::var_os("LATTE_WEIGHTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".latte/weights"))
+    std::env::var_os("LATTE_WEIGHTS_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".latte/weights"))
 }
 
 /// SplitMix64: a tiny, seeded generator independent of the crate under test.
@@ -54,18 +52,13 @@ pub fn tree(flat: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Node {
         let parts: Vec<&str> = name.split('/').collect();
         let mut node = &mut root;
         for p in &parts[..parts.len() - 1] {
-            let entry = node
-                .entry(p.to_string())
-                .or_insert_with(|| Node::Dict(BTreeMap::new()));
+            let entry = node.entry(p.to_string()).or_insert_with(|| Node::Dict(BTreeMap::new()));
             node = match entry {
                 Node::Dict(d) => d,
                 Node::Array(..) => panic!("name clash at {p}"),
             };
         }
-        node.insert(
-            parts[parts.len() - 1].to_string(),
-            Node::Array(shape.clone(), data.clone()),
-        );
+        node.insert(parts[parts.len() - 1].to_string(), Node::Array(shape.clone(), data.clone()));
     }
     Node::Dict(root)
 }
@@ -191,8 +184,7 @@ pub fn write_torchscript_zip(path: &std::path::Path, storages: &[(&str, Vec<f32>
     use std::io::Write;
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("m/data.pkl", opts).unwrap();
     zip.write_all(pkl).unwrap();
     for (key, values) in storages {

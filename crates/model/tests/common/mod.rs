@@ -42,7 +42,11 @@ impl ModuleMapper for Randomize {
             let dims = old.dims();
             let rg = old.is_require_grad();
             let v = f.float(&format!("random.{n}"), dims, Init::Normal { std }, false).val();
-            if rg { v.require_grad() } else { v }
+            if rg {
+                v.require_grad()
+            } else {
+                v
+            }
         })
     }
 }
@@ -52,14 +56,20 @@ pub fn randomize(model: Latte, seed: u64, std: f32) -> Latte {
     model.map(&mut Randomize { seed, n: 0, std })
 }
 
-pub fn input(cfg: &LatteConfig, b: usize, images: usize, seed: u64, device: &Device) -> (Tensor<5>, Tensor<1, Int>, Option<Tensor<1, Int>>) {
+pub fn input(
+    cfg: &LatteConfig,
+    b: usize,
+    images: usize,
+    seed: u64,
+    device: &Device,
+) -> (Tensor<5>, Tensor<1, Int>, Option<Tensor<1, Int>>) {
     let f = ParamFactory::new(seed, device);
     let s = cfg.input_size;
     let x = f.float("x", [b, cfg.num_frames + images, cfg.in_channels, s, s], Init::Normal { std: 1.0 }, false).val();
     let t = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| 17 + 301 * i).collect::<Vec<_>>(), [b]), device);
-    let y = cfg.num_classes.map(|n| {
-        Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| i % n as i64).collect::<Vec<_>>(), [b]), device)
-    });
+    let y = cfg
+        .num_classes
+        .map(|n| Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| i % n as i64).collect::<Vec<_>>(), [b]), device));
     (x, t, y)
 }
 
@@ -147,7 +157,6 @@ impl GradReport {
         self.0.iter().any(|(p, _)| p.contains(fragment))
     }
 }
-
 
 /// Finite-difference check of d/dx `sum(op(x) · r)` against autodiff, at ~23 coordinates.
 pub fn gradcheck<const D: usize, const E: usize>(name: &str, shape: [usize; D], op: impl Fn(Tensor<D>) -> Tensor<E>) {

@@ -24,7 +24,12 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// d/dx of `sum(op(x) · r)`: autodiff of `op` vs central differences at ~23 coordinates, and vs
 /// autodiff of `reference` (the composed op) at every coordinate.
-pub fn check<const D: usize>(name: &str, shape: [usize; D], op: impl Fn(Tensor<D>) -> Tensor<D>, reference: impl Fn(Tensor<D>) -> Tensor<D>) {
+pub fn check<const D: usize>(
+    name: &str,
+    shape: [usize; D],
+    op: impl Fn(Tensor<D>) -> Tensor<D>,
+    reference: impl Fn(Tensor<D>) -> Tensor<D>,
+) {
     let plain = Device::flex();
     let ad = plain.clone().autodiff();
     let n: usize = shape.iter().product();
