@@ -82,7 +82,7 @@ fn four_points_share_the_upstream_stage_which_runs_once() {
 }
 
 #[test]
-fn the_curves_figure_has_one_line_per_point_labelled_by_its_axis_values() {
+fn the_curves_figure_has_one_line_per_point_labelled_by_its_axis_values_and_seeds_share_a_colour() {
     let f = Fixture::new(&format!("{BASE}\n[stages.curve]\nkind = \"curve\"\ninputs = {{ a = \"train\" }}\n"));
     std::fs::write(
         f.path("abl.grid.toml"),
@@ -106,6 +106,20 @@ fn the_curves_figure_has_one_line_per_point_labelled_by_its_axis_values() {
     // The summary table takes each point's last value.
     let summary = grid::summary(&g, &points, &plans);
     assert_eq!(summary.rows.iter().map(|r| r.last().unwrap().as_str()).collect::<Vec<_>>(), ["10.0", "20.0", "30.0"]);
+
+    // A seed axis is a replicate: the seeds of one setting share its colour, and each seed has
+    // its own dash pattern.
+    std::fs::write(
+        f.path("seeds.grid.toml"),
+        "pipeline = \"pipeline.toml\"\nsummary = [\"curve\"]\n[axes]\n\"shared.seed\" = [0, 5]\n\"curve.value\" = [30, 60]\n",
+    )
+    .unwrap();
+    let (g, points) = grid::load(&f.path("seeds.grid.toml"), &f.registry).expect("valid grid");
+    let mut plans: Vec<Plan> = points.iter().map(|p| Plan::new(&p.pipeline, &Selection::default()).unwrap()).collect();
+    runner::run(&mut plans, &RunOptions { jobs: 2, observer: &Silent, cancel: None }).unwrap();
+    let (_, fvd) = &grid::curves(&g, &points, &plans)[0];
+    let styles: Vec<(&str, usize, usize)> = fvd.series.iter().map(|s| (s.label.as_str(), s.colour, s.dash)).collect();
+    assert_eq!(styles, [("value=30, seed=0", 0, 0), ("value=30, seed=5", 0, 1), ("value=60, seed=0", 1, 0), ("value=60, seed=5", 1, 1)]);
 }
 
 #[test]

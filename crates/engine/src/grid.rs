@@ -249,7 +249,24 @@ pub fn summary(grid: &Grid, points: &[Point], plans: &[Plan]) -> Summary {
 /// `<grid stem>.curves.<metric>.png` for others. Empty when no point has a curve.
 pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, latte_plot::LineChart)> {
     let mut figures: BTreeMap<String, (String, Vec<latte_plot::Series>)> = BTreeMap::new();
+    // Axes named `…seed` are replicates: the seeds of one setting share its colour and differ
+    // in dash pattern, so a setting's spread reads at a glance.
+    let is_seed = |k: &str| k.rsplit('.').next().unwrap_or(k).ends_with("seed");
+    let key = |point: &Point, seed: bool| -> Vec<String> {
+        point.values.iter().filter(|(k, _)| is_seed(k) == seed).map(|(_, v)| cell(v)).collect()
+    };
+    let mut settings: Vec<Vec<String>> = Vec::new();
+    let mut seeds: Vec<Vec<String>> = Vec::new();
+    for point in points {
+        for (list, k) in [(&mut settings, key(point, false)), (&mut seeds, key(point, true))] {
+            if !list.contains(&k) {
+                list.push(k);
+            }
+        }
+    }
     for (point, plan) in points.iter().zip(plans) {
+        let colour = settings.iter().position(|k| *k == key(point, false)).unwrap_or(0);
+        let dash = seeds.iter().position(|k| *k == key(point, true)).unwrap_or(0);
         for s in &plan.stages {
             if grid.summary_stages.as_ref().is_some_and(|names| !names.contains(&s.decl.name)) {
                 continue;
@@ -265,7 +282,12 @@ pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, la
                     .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), cell(v)))
                     .collect::<Vec<_>>()
                     .join(", ");
-                figures.entry(metric.clone()).or_insert_with(|| (x.clone(), Vec::new())).1.push(latte_plot::Series { label, points: pts });
+                figures.entry(metric.clone()).or_insert_with(|| (x.clone(), Vec::new())).1.push(latte_plot::Series {
+                    label,
+                    points: pts,
+                    colour,
+                    dash,
+                });
             }
         }
     }

@@ -17,6 +17,23 @@ pub enum PlotError {
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Lines of one colour group share a colour (e.g. the seeds of one setting).
+    pub colour: usize,
+    /// 0: solid; 1, 2, ...: ever shorter dashes (e.g. one per seed).
+    pub dash: usize,
+}
+
+impl Series {
+    /// A solid line in the chart's first colour.
+    pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series { label: label.into(), points, colour: 0, dash: 0 }
+    }
+}
+
+/// The plotters palette without its yellow, which is hard to see on white.
+fn colour(group: usize) -> RGBAColor {
+    const PICKS: [usize; 9] = [0, 1, 3, 4, 5, 6, 7, 8, 9];
+    Palette99::pick(PICKS[group % PICKS.len()] + 10 * (group / PICKS.len())).to_rgba()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -84,13 +101,23 @@ impl LineChart {
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|e| draw(&e))?;
-            for (i, (s, pts)) in self.series.iter().zip(&points).enumerate() {
-                let colour = Palette99::pick(i).to_rgba();
-                chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
-                    .map_err(|e| draw(&e))?
-                    .label(&s.label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            for (s, pts) in self.series.iter().zip(&points) {
+                let colour = colour(s.colour);
+                let style = colour.stroke_width(2);
+                let legend = if s.dash == 0 {
+                    chart.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(|e| draw(&e))?
+                } else {
+                    let (dash, gap) = (12 / s.dash as u32 + 2, 5);
+                    chart.draw_series(DashedLineSeries::new(pts.iter().copied(), dash, gap, style)).map_err(|e| draw(&e))?
+                };
+                let dash = s.dash;
+                legend.label(&s.label).legend(move |(x, y)| -> DynElement<'static, _, _> {
+                    if dash == 0 {
+                        PathElement::new(vec![(x, y), (x + 20, y)], style).into_dyn()
+                    } else {
+                        plotters::element::DashedPathElement::new(vec![(x, y), (x + 20, y)], 12 / dash as u32 + 2, 5, style).into_dyn()
+                    }
+                });
                 chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(|e| draw(&e))?;
             }
             if self.series.iter().any(|s| !s.label.is_empty()) {
@@ -148,8 +175,8 @@ mod tests {
             y_label: "FVD-16".into(),
             log_x,
             series: vec![
-                Series { label: "variant 1".into(), points: vec![(500.0, 400.0), (1000.0, 300.0), (3000.0, 120.0)] },
-                Series { label: "variant 2".into(), points: vec![(500.0, 380.0), (1000.0, 320.0), (3000.0, 150.0)] },
+                Series::new("variant 1", vec![(500.0, 400.0), (1000.0, 300.0), (3000.0, 120.0)]),
+                Series { label: "variant 2".into(), points: vec![(500.0, 380.0), (1000.0, 320.0), (3000.0, 150.0)], colour: 1, dash: 1 },
             ],
         }
     }
@@ -167,6 +194,11 @@ mod tests {
     #[test]
     fn png_is_a_png_of_the_chart_size_with_text_drawn() {
         let png = chart(false).to_png().unwrap();
+        // A dashed line is drawn as many short segments, a solid one as one polyline.
+        let mut solid = chart(false);
+        solid.series[1].dash = 0;
+        let segments = |c: &LineChart| c.to_svg().unwrap().matches("<polyline").count();
+        assert!(segments(&chart(false)) > segments(&solid) + 3, "dashes: {} vs solid {}", segments(&chart(false)), segments(&solid));
         assert_eq!(&png[1..4], b"PNG");
         assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), SIZE.0);
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), SIZE.1);
