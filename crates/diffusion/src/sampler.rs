@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
@@ -145,7 +145,5 @@ pub struct SeededRun {
 /// The RNG of sample `index` of a run seeded with `seed`: ChaCha8 seeded with `seed`, on stream
 /// `index`.
 pub fn sample_stream(seed: u64, index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index as u64);
-    rng
+    latte_seed::stream(seed, index as u64)
 }

@@ -45,7 +45,7 @@ impl RealDraw {
 /// Returns the clips (in drawn order) and the number of eligible videos.
 pub fn real_clips(counts: &[u64], draw: &RealDraw) -> (Vec<Clip>, usize) {
     let eligible: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] >= draw.min_frames()).collect();
-    let rng = ChaCha8Rng::seed_from_u64(draw.seed);
+    let rng = latte_seed::stream(draw.seed, 0);
     let n = eligible.len();
     (clips_from(counts, eligible, draw, rng), n)
 }
@@ -57,8 +57,7 @@ pub fn real_clips(counts: &[u64], draw: &RealDraw) -> (Vec<Clip>, usize) {
 pub fn held_out_clips(counts: &[u64], draw: &RealDraw, reference: &[Clip]) -> Vec<Clip> {
     let eligible: Vec<usize> =
         (0..counts.len()).filter(|&i| counts[i] >= draw.min_frames() && !reference.iter().any(|c| c.video == i)).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(draw.seed);
-    rng.set_stream(1);
+    let rng = latte_seed::stream(draw.seed, 1);
     clips_from(counts, eligible, draw, rng)
 }
 

@@ -7,7 +7,7 @@
 
 use burn::module::{Param, ParamId};
 use burn::tensor::{Device, Shape, Tensor, TensorData};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -75,8 +75,7 @@ impl ParamFactory {
             // repeated (a store entry is a function of its cache key).
             ParamId::from(stream_of(path)),
             move |device: &Device, require_grad: bool| {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                rng.set_stream(stream);
+                let mut rng = latte_seed::stream(seed, stream);
                 let values = init.sample(numel, &mut rng);
                 let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), device);
                 if require_grad {

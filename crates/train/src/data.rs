@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
@@ -156,9 +156,7 @@ impl BatchSampler {
     }
 
     fn rng(&self, stream: u64) -> ChaCha8Rng {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.data_seed);
-        rng.set_stream(stream);
-        rng
+        latte_seed::stream(self.cfg.data_seed, stream)
     }
 
     /// The clip of global sample `j`: epoch `j / n` visits every clip once, in its own order
@@ -359,6 +357,8 @@ mod tests {
     //! The batch layout: (B, F + K, C, h, w) with every frame's (C, h, w) block taken whole from
     //! the frame the window picked, in the orientation drawn, scaled. A frame/channel axis
     //! mix-up anywhere between the `[2, N, C, h, w]` store and the batch breaks these values.
+
+    use rand::SeedableRng;
 
     use super::*;
 

@@ -2,7 +2,7 @@
 //! few motion classes, so that class-conditional training has something to learn. Every
 //! video is a pure function of `(seed, index)`.
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::frame::Frame;
@@ -112,8 +112,7 @@ fn bounce(p: f32, v: f32, lo: f32, hi: f32) -> (f32, f32) {
 
 /// Renders video `index` of the dataset.
 pub fn render(cfg: &SyntheticConfig, index: usize) -> SyntheticVideo {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    rng.set_stream(index as u64);
+    let mut rng = latte_seed::stream(cfg.seed, index as u64);
     let label = cfg.label(index);
     let n = rng.random_range(cfg.min_frames..=cfg.max_frames);
     let (w, h) = (cfg.width as f32, cfg.height as f32);
