@@ -167,7 +167,10 @@ fn model_config(p: &Params) -> anyhow::Result<LatteConfig> {
             *field = v;
         }
     }
-    cfg.variant = u8::try_from(p.int("variant").map_err(err)?).map_err(|_| anyhow!("parameter `variant` must be 1-4"))?;
+    cfg.variant = u8::try_from(p.int("variant").map_err(err)?)
+        .ok()
+        .and_then(|v| latte_model::Variant::try_from(v).ok())
+        .ok_or_else(|| anyhow!("parameter `variant` must be 1-4"))?;
     cfg.conditioning = match p.str("conditioning").map_err(err)? {
         "adaln" => Conditioning::Adaln,
         "tokens" => Conditioning::Tokens,

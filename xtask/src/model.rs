@@ -107,7 +107,7 @@ fn info(presets: Vec<String>, variants_of: &str) -> Result<()> {
     println!("{:<8} {:>14} {:>10} {:>14}", "variant", "trainable", "GFLOPs", "paper (T3, XL)");
     for v in 1..=4u8 {
         let mut cfg = LatteConfig::preset(variants_of)?;
-        cfg.variant = v;
+        cfg.variant = latte_model::Variant::try_from(v).map_err(anyhow::Error::msg)?;
         let model = Latte::new(&cfg, &device, 0)?;
         println!("{:<8} {:>14} {:>10.2} {:>14.2}", v, model.num_trainable_params(), forward_gflops(&cfg), TABLE3_XL[v as usize - 1]);
     }

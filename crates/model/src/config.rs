@@ -62,10 +62,8 @@ pub struct LatteConfig {
     pub class_dropout_prob: f64,
     #[serde(default = "default_true")]
     pub learn_sigma: bool,
-    /// 1: interleaved spatial/temporal blocks; 2: late fusion; 3: factorised attention in each
-    /// block; 4: half of the heads spatial, half temporal.
-    #[serde(default = "default_variant")]
-    pub variant: u8,
+    #[serde(default)]
+    pub variant: Variant,
     #[serde(default)]
     pub patch_embed: PatchEmbedKind,
     #[serde(default)]
@@ -80,8 +78,45 @@ fn default_class_dropout() -> f64 {
 fn default_true() -> bool {
     true
 }
-fn default_variant() -> u8 {
-    1
+/// How the blocks arrange spatial and temporal attention (the paper's Fig. 2). Written as its
+/// number, 1-4, in configuration files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Variant {
+    /// 1: spatial and temporal blocks alternate (the released code's only variant).
+    #[default]
+    Interleaved = 1,
+    /// 2: late fusion: the first half of the blocks spatial, the second half temporal.
+    LateFusion = 2,
+    /// 3: factorised attention: each block holds a spatial and a temporal attention.
+    Factorised = 3,
+    /// 4: each block splits its heads, half spatial and half temporal.
+    SplitHeads = 4,
+}
+
+impl TryFrom<u8> for Variant {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            1 => Ok(Variant::Interleaved),
+            2 => Ok(Variant::LateFusion),
+            3 => Ok(Variant::Factorised),
+            4 => Ok(Variant::SplitHeads),
+            v => Err(format!("variant must be 1, 2, 3 or 4, got {v}")),
+        }
+    }
+}
+
+impl From<Variant> for u8 {
+    fn from(v: Variant) -> u8 {
+        v as u8
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", *self as u8)
+    }
 }
 
 impl LatteConfig {
@@ -116,7 +151,7 @@ impl LatteConfig {
             num_classes: None,
             class_dropout_prob: 0.1,
             learn_sigma: true,
-            variant: 1,
+            variant: Variant::Interleaved,
             patch_embed: PatchEmbedKind::Uniform,
             conditioning: Conditioning::Adaln,
             temporal_pos: TemporalPos::Absolute,
@@ -179,7 +214,7 @@ impl LatteConfig {
     /// 676.35 M at XL/2.
     pub fn num_blocks(&self) -> usize {
         match self.variant {
-            3 => {
+            Variant::Factorised => {
                 let r = self.mlp_ratio;
                 ((self.depth as f64 * (10.0 + 2.0 * r) / (14.0 + 2.0 * r)).round() as usize).max(1)
             }
@@ -193,9 +228,9 @@ impl LatteConfig {
     /// V4: block 0, whose temporal heads see it from the start).
     pub fn first_temporal_block(&self) -> usize {
         match self.variant {
-            1 => 1,
-            2 => self.depth / 2,
-            _ => 0,
+            Variant::Interleaved => 1,
+            Variant::LateFusion => self.depth / 2,
+            Variant::Factorised | Variant::SplitHeads => 0,
         }
     }
 
@@ -225,15 +260,13 @@ impl LatteConfig {
             return bad(format!("hidden_size {} must be divisible by 4 (2-D sin-cos position table)", self.hidden_size));
         }
         match self.variant {
-            1 | 2 if !self.depth.is_multiple_of(2) => {
+            Variant::Interleaved | Variant::LateFusion if !self.depth.is_multiple_of(2) => {
                 return bad(format!("variant {} needs an even depth (spatial/temporal pairs), got {}", self.variant, self.depth))
             }
-            1..=3 => {}
-            4 if !self.num_heads.is_multiple_of(2) => {
+            Variant::SplitHeads if !self.num_heads.is_multiple_of(2) => {
                 return bad(format!("variant 4 splits the heads in two halves: num_heads {} must be even", self.num_heads))
             }
-            4 => {}
-            v => return bad(format!("variant must be 1, 2, 3 or 4, got {v}")),
+            _ => {}
         }
         if let PatchEmbedKind::Tubelet { stride } = self.patch_embed {
             if stride == 0 || !self.num_frames.is_multiple_of(stride) {
@@ -262,7 +295,7 @@ mod tests {
             "patch_embed": {"tubelet": {"stride": 2}}, "conditioning": "tokens", "temporal_pos": "rope"}"#;
         let cfg: LatteConfig = serde_json::from_str(json).unwrap();
         assert_eq!(cfg.patch_embed, PatchEmbedKind::Tubelet { stride: 2 });
-        assert_eq!((cfg.variant, cfg.conditioning, cfg.temporal_pos), (3, Conditioning::Tokens, TemporalPos::Rope));
+        assert_eq!((cfg.variant, cfg.conditioning, cfg.temporal_pos), (Variant::Factorised, Conditioning::Tokens, TemporalPos::Rope));
         assert_eq!((cfg.token_frames(), cfg.prefix_tokens(), cfg.label_rows()), (8, 2, Some(102)));
         cfg.validate().unwrap();
         let back: LatteConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
@@ -276,9 +309,11 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         };
-        check(LatteConfig { variant: 5, ..base.clone() }, "variant");
+        assert!(Variant::try_from(5).unwrap_err().contains("variant"));
+        let json = serde_json::to_string(&base).unwrap().replace("\"variant\":1", "\"variant\":5");
+        assert!(serde_json::from_str::<LatteConfig>(&json).unwrap_err().to_string().contains("variant must be 1, 2, 3 or 4"));
         check(LatteConfig { patch_embed: PatchEmbedKind::Tubelet { stride: 3 }, ..base.clone() }, "stride 3");
-        check(LatteConfig { variant: 4, num_heads: 3, hidden_size: 384, ..base.clone() }, "num_heads");
+        check(LatteConfig { variant: Variant::SplitHeads, num_heads: 3, hidden_size: 384, ..base.clone() }, "num_heads");
         check(LatteConfig { input_size: 31, ..base.clone() }, "input_size");
         check(LatteConfig { num_classes: Some(0), ..base }, "num_classes");
     }

@@ -5,7 +5,7 @@
 //! channels, H×W latent size, N tokens per frame, D hidden, P conditioning tokens.
 
 use crate::block::{Block, BlockCtx, BlockKind, Cond, FinalLayer};
-use crate::config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
+use crate::config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos, Variant};
 use crate::embed::{
     frozen_table, pos_embed_2d, temp_embed_1d, temporal_upsample, temporal_upsample_new, unpatchify, LabelEmbedder, PatchEmbed, Proj3d,
     TimestepEmbedder,
@@ -39,12 +39,12 @@ pub struct Latte {
 /// Which kind block `i` of a variant is.
 pub fn block_kind(cfg: &LatteConfig, i: usize) -> BlockKind {
     match cfg.variant {
-        1 if i.is_multiple_of(2) => BlockKind::Spatial,
-        1 => BlockKind::Temporal,
-        2 if i < cfg.depth / 2 => BlockKind::Spatial,
-        2 => BlockKind::Temporal,
-        3 => BlockKind::Factorised,
-        _ => BlockKind::Split,
+        Variant::Interleaved if i.is_multiple_of(2) => BlockKind::Spatial,
+        Variant::Interleaved => BlockKind::Temporal,
+        Variant::LateFusion if i < cfg.depth / 2 => BlockKind::Spatial,
+        Variant::LateFusion => BlockKind::Temporal,
+        Variant::Factorised => BlockKind::Factorised,
+        Variant::SplitHeads => BlockKind::Split,
     }
 }
 

@@ -44,7 +44,7 @@ pub mod reference;
 pub mod rope;
 pub mod weights;
 
-pub use config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
+pub use config::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos, Variant};
 pub use error::ModelError;
 pub use latte::Latte;
 pub use latte_nn::weights::LoadReport;

@@ -92,7 +92,7 @@ impl RefSpec {
             num_classes,
             class_dropout_prob: k.class_dropout_prob,
             learn_sigma: k.learn_sigma,
-            variant: 1,
+            variant: crate::Variant::Interleaved,
             patch_embed: PatchEmbedKind::Uniform,
             conditioning: Default::default(),
             temporal_pos: Default::default(),

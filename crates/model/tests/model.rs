@@ -41,7 +41,7 @@ fn variants_have_about_the_parameters_of_the_papers_table_3() {
     // attention, as many weights as V1 (the paper's 0.76 M more are not explained by its text).
     let params = |v: u8| {
         let mut cfg = LatteConfig::preset("Latte-XL/2").unwrap();
-        cfg.variant = v;
+        cfg.variant = latte_model::Variant::try_from(v).unwrap();
         Latte::new(&cfg, &dev(), 0).unwrap().num_trainable_params()
     };
     assert_eq!(params(1), 673_681_568);
@@ -61,7 +61,7 @@ fn presets_and_flops() {
     let g = forward_gflops(&xl);
     assert!((3700.0..3800.0).contains(&g), "{g}");
     let mut v2 = xl.clone();
-    v2.variant = 2;
+    v2.variant = latte_model::Variant::LateFusion;
     assert!((forward_gflops(&v2) - g).abs() < 1e-6 * g, "variants 1 and 2 cost the same");
 }
 

@@ -128,7 +128,7 @@ fn every_option_has_the_right_shape_and_trains() {
         let (dims, report) = gradients(&cfg, images);
         assert_eq!(dims, vec![2, cfg.num_frames + images, cfg.out_channels(), 8, 8], "{name}");
         report.assert_all_trainable_learn();
-        assert_eq!(report.has("attn_temporal"), cfg.variant == 3, "{name}");
+        assert_eq!(report.has("attn_temporal"), cfg.variant == latte_model::Variant::Factorised, "{name}");
         assert_eq!(report.has("ada_ln_modulation"), cfg.conditioning == Conditioning::Adaln, "{name}");
         assert_eq!(report.has("temporal_upsample"), cfg.temporal_stride() > 1, "{name}");
         assert_eq!(report.has("temp_embed"), cfg.temporal_pos == TemporalPos::Absolute, "{name}");

@@ -20,7 +20,7 @@ pub fn tiny(variant: u8) -> LatteConfig {
         num_classes: None,
         class_dropout_prob: 0.1,
         learn_sigma: true,
-        variant,
+        variant: latte_model::Variant::try_from(variant).expect("variant 1-4"),
         patch_embed: PatchEmbedKind::Uniform,
         conditioning: Conditioning::Adaln,
         temporal_pos: TemporalPos::Absolute,
