@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::sample::{sample_to_dir, ModelSource, Sample, SampleOptions};
+use crate::vae_train::write_atomic;
 
 pub struct EvalCurve;
 
@@ -319,10 +320,6 @@ fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> 
     let last = points.last().map(|p| p.metrics.clone()).unwrap_or(Value::Null);
     let metrics = json!({"step": points.last().map(|p| p.step), "fvd": last["fvd"], "fid": last["fid"]});
     write_atomic(&ctx.out.join("metrics.json"), &serde_json::to_vec_pretty(&metrics)?)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    latte_engine::store::write_atomic(path, bytes).map_err(|e| anyhow!("{e}"))
 }
 
 #[cfg(test)]

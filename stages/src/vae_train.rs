@@ -317,11 +317,9 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
     Ok(())
 }
 
+/// The engine's whole-or-nothing write, with the stage's error type.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    latte_engine::atomic::write_atomic(path, bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// The file name of a store entry's sealed manifest (`manifest`), which a directory digest
+/// leaves out: the manifest describes the content, it is not part of it.
+pub const MANIFEST_FILE: &str = ".latte-manifest.json";
+
 /// Canonical JSON for a TOML value: object keys sorted, floats in Rust's shortest round-trip
 /// form (`1.0`, `0.0001`, `1e-10`), no whitespace. Written by hand rather than through
 /// `serde_json` so that the key cannot change if some crate turns on `preserve_order`.
@@ -128,7 +132,7 @@ impl Hasher {
         };
         let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = serde_json::to_vec(&*memo).unwrap_or_default();
-        crate::store::write_atomic(file, &bytes)
+        crate::atomic::write_atomic(file, &bytes)
     }
 
     fn file(&self, path: &Path, meta: &std::fs::Metadata) -> Result<String> {
@@ -173,7 +177,7 @@ impl Hasher {
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("cannot list", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("cannot list", &dir, e))?;
-            if rel.as_os_str().is_empty() && entry.file_name() == crate::manifest::MANIFEST_FILE {
+            if rel.as_os_str().is_empty() && entry.file_name() == MANIFEST_FILE {
                 continue;
             }
             let rel = rel.join(entry.file_name());

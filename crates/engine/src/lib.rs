@@ -5,6 +5,7 @@
 //! what a run would execute and why), `runner::run` (executes plans), `status::Status` (the
 //! `status --json` document), `grid` (parameter sweeps) and `gc` (store cleanup).
 
+pub mod atomic;
 pub mod error;
 pub mod gc;
 pub mod grid;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_atomic;
 use crate::error::Result;
-use crate::store::write_atomic;
 
 pub const LOCK_SCHEMA: u32 = 1;
 

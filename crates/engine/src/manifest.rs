@@ -23,10 +23,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+/// The manifest's file name at the top of a store entry (left out of the entry's digest, so
+/// defined where digests are computed).
+pub use crate::hash::MANIFEST_FILE;
 use crate::hash::{file_sha256, mtime_ns, tree_digest, FileDigest, Hasher};
-
-/// The manifest's file name at the top of a store entry (left out of the entry's digest).
-pub const MANIFEST_FILE: &str = ".latte-manifest.json";
 
 const MANIFEST_SCHEMA: u32 = 1;
 

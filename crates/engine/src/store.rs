@@ -22,7 +22,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::hash::{sha256_hex, Hasher};
@@ -34,12 +33,12 @@ pub struct Store {
     root: PathBuf,
 }
 
+pub use crate::atomic::write_atomic;
+
 /// Holds the store's advisory lock until dropped.
 pub struct StoreGuard {
     _file: File,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -127,7 +126,7 @@ impl Store {
 
     /// A fresh, empty directory for a stage with `key` to write into.
     pub fn create_tmp(&self, key: &str) -> Result<PathBuf> {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let n = crate::atomic::unique();
         let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         Ok(dir)
@@ -198,8 +197,7 @@ impl Store {
             if !replace {
                 return remove_dir(tmp);
             }
-            let old =
-                self.root.join("tmp").join(format!("{key}.old.{}.{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+            let old = self.root.join("tmp").join(format!("{key}.old.{}.{}", std::process::id(), crate::atomic::unique()));
             std::fs::rename(&out, &old).map_err(|e| Error::io("cannot move aside", &out, e))?;
             std::fs::rename(tmp, &out).map_err(|e| Error::io("cannot rename into place", tmp, e))?;
             return remove_dir(&old);
@@ -267,17 +265,4 @@ pub fn disk_usage(path: &Path) -> u64 {
         return meta.len();
     }
     std::fs::read_dir(path).map(|entries| entries.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum()).unwrap_or(0)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader sees the old or the new content, never a partial one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-    }
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
 }
