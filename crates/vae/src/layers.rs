@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::weights::WeightFile;
+use crate::weight_file::WeightFile;
 
 /// How a parameter is initialised when it is not loaded.
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ pub mod forward;
 mod layers;
 pub mod posterior;
 pub mod train;
+mod weight_file;
 pub mod weights;
 
 pub use autoencoder::{check_input, AutoencoderKL};
