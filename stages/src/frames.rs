@@ -108,9 +108,6 @@ impl Stage for Frames {
     }
 }
 
-/// The benchmark behind `cargo xtask bench frames` (xtask reaches the libraries through here).
-pub use latte_datasets::bench::{bench_frames, BenchConfig, BenchRow};
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

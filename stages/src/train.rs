@@ -20,7 +20,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
-use latte_model::burn::tensor::Tensor;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
 use latte_store::{Posterior, RaggedReader, WindowKind};
 use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
@@ -315,7 +314,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     // Building the model and opening the store take a while for a large model.
     ctx.check_cancelled()?;
-    let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
+    let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
     let lead = collectives.remove(0);
     // Under a multi-process launch only rank 0 keeps the log and checkpoints (`train_with`);
     // every rank's output holds the weights, which are the same bits on every rank.
@@ -381,17 +380,6 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     };
     config.write(ctx.out).context("writing config.json")?;
     Ok(())
-}
-
-/// The model call of a training step. `y_image` arrives as (B·K) labels, clip-major; the model
-/// takes them as (B, K) so each extra image frame is conditioned on its own class (§1.11).
-pub fn forward_model(m: &Latte, inp: ModelInput) -> Tensor<5> {
-    let k = inp.image_frames;
-    let y_image = inp.y_image.filter(|_| k > 0).map(|yi| {
-        let b = yi.dims()[0] / k;
-        yi.reshape([b, k])
-    });
-    m.forward_joint(inp.x_t, inp.t, inp.y, y_image, k)
 }
 
 #[cfg(test)]

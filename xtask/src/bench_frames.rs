@@ -3,7 +3,7 @@
 //! command line on the same windows, for a short and a long source video.
 
 use anyhow::{anyhow, Result};
-use latte_stages::frames::{bench_frames, BenchConfig};
+use latte_datasets::bench::{bench_frames, BenchConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -32,7 +32,6 @@ use latte_model::burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use latte_model::latte_nn::device::{autodiff_with, device_from_name, DeviceKind, DeviceSpec};
 use latte_model::latte_nn::init::{Init, ParamFactory};
 use latte_model::{Latte, LatteConfig};
-use latte_stages::train::forward_model;
 use latte_train::{train, LatentClips, ModelInput, RunPaths, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -931,7 +930,7 @@ pub fn bench_train(case: &BenchCase, device: &Device, warmup: usize, iters: usiz
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mut secs = Vec::new();
     let mut peak_bytes: Option<u64> = None;
-    let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
+    let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
     let _ = std::fs::remove_dir_all(dir);
     // Off the CPU the loop's final checkpoint (weights, EMA and AdamW moments: 16 bytes a
     // parameter, 11 GB for Latte-XL/2, copied off the device and fsynced) would take longer
@@ -1040,7 +1039,7 @@ fn compare_step(args: &Args, kind: DeviceKind) -> Result<()> {
             .with_compute_dtype(dtype);
         let clips = bench_clips(&m)?;
         let mut logs = Vec::new();
-        let forward = |m: &Latte, inp: ModelInput| forward_model(m, inp);
+        let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
         pool.install(|| {
             train(model, forward, clips, &cfg, &RunPaths::in_dir(dir.path()), &serde_json::Value::Null, |l| {
                 logs.push((l.loss, l.grad_norm))

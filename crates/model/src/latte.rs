@@ -322,6 +322,25 @@ impl Latte {
         out.cast(out_dtype)
     }
 
+    /// [`forward_joint`](Self::forward_joint) with the image labels as a training batch holds
+    /// them: (B·K) labels, clip-major, reshaped to (B, K) so each extra image frame is
+    /// conditioned on its own class (§1.11).
+    pub fn forward_joint_flat(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1, Int>,
+        y: Option<Tensor<1, Int>>,
+        y_image: Option<Tensor<1, Int>>,
+        use_image_num: usize,
+    ) -> Tensor<5> {
+        let k = use_image_num;
+        let y_image = y_image.filter(|_| k > 0).map(|yi| {
+            let b = yi.dims()[0] / k;
+            yi.reshape([b, k])
+        });
+        self.forward_joint(x, t, y, y_image, k)
+    }
+
     /// The reference's `forward_with_cfg` (§1.12): x (2B, ...) whose second half is ignored
     /// (the first half is used twice), t (2B,), y (2B,) = `[labels; null class]`. The first
     /// C (= in_channels) output channels are guided, `ε_u + s·(ε_c − ε_u)`, in both halves;
