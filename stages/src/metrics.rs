@@ -11,17 +11,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_metrics::burn::tensor::Device;
-use latte_metrics::c3d::{self, C3d};
-use latte_metrics::features::to_vec;
-use latte_metrics::frechet::{frechet_distance, Covariance, FeatureStats};
-use latte_metrics::i3d::{self, I3d};
-use latte_metrics::inception::{self, InceptionV3};
-use latte_metrics::inception_score::inception_score;
-use latte_metrics::sampling::{fake_clips, held_out_clips, real_clips, Clip, RealDraw};
-use latte_metrics::weights::{file_sha256, WeightSpec, I3D, INCEPTION};
+use latte_metrics::c3d;
+use latte_metrics::evaluate::{self, FidSettings, FvdSettings, Monitor, VideoSet, WeightsRef};
+use latte_metrics::frechet::Covariance;
+use latte_metrics::i3d;
+use latte_metrics::network::{Net, Network};
+use latte_metrics::sampling::RealDraw;
+use latte_metrics::weights::{WeightSpec, I3D, INCEPTION};
+use latte_metrics::MetricsError;
 use latte_store::{RaggedArray, RaggedMeta, RaggedReader};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub struct Metrics;
@@ -158,22 +159,55 @@ impl Videos {
         };
         Ok(Videos { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
     }
+}
 
-    fn read_clip(&self, clip: &Clip) -> anyhow::Result<Vec<u8>> {
-        let base = self.meta.offsets[clip.video];
-        let idx: Vec<u64> = clip.frames.iter().map(|f| base + f).collect();
-        let mut pixels = self
-            .frames
-            .read_frames(&[], &idx)
-            .with_context(|| format!("reading video `{}` of {}", self.meta.ids[clip.video], self.dir.display()))?;
-        if clip.mirror {
-            for row in pixels.chunks_exact_mut(self.width * 3) {
-                let mut px: Vec<[u8; 3]> = row.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
-                px.reverse();
-                row.copy_from_slice(px.as_flattened());
-            }
+impl VideoSet for Videos {
+    fn counts(&self) -> &[u64] {
+        &self.meta.counts
+    }
+
+    fn frame_size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, MetricsError> {
+        let base = self.meta.offsets[video];
+        let idx: Vec<u64> = frames.iter().map(|f| base + f).collect();
+        self.frames.read_frames(&[], &idx).map_err(|e| MetricsError::Read {
+            what: format!("reading video `{}` of {}", self.meta.ids[video], self.dir.display()),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// The stage's progress bar, stopping the evaluation once the run is cancelled.
+struct StageMonitor<'a>(&'a StageContext<'a>);
+
+impl Monitor for StageMonitor<'_> {
+    fn begin(&self, total: u64, line: &str) {
+        self.0.progress.set_length(total);
+        self.0.progress.log(line);
+    }
+
+    fn log(&self, line: &str) {
+        self.0.progress.log(line);
+    }
+
+    fn advance(&self) -> Result<(), MetricsError> {
+        self.0.progress.inc(1);
+        if self.0.cancelled() {
+            Err(MetricsError::Stopped)
+        } else {
+            Ok(())
         }
-        Ok(pixels)
+    }
+}
+
+/// A library error, with a stop turned back into the engine's `Interrupted`.
+fn stopped_or(e: MetricsError) -> anyhow::Error {
+    match e {
+        MetricsError::Stopped => Interrupted.into(),
+        e => e.into(),
     }
 }
 
@@ -190,28 +224,25 @@ fn missing(spec: &WeightSpec, param: &str) -> Value {
     })
 }
 
-/// The weights file named by `key`, when it is set and exists (an absent file is reported as
-/// missing weights, not an error: it may be fetched later).
-fn existing_weights(p: &Params, key: &str) -> anyhow::Result<Option<PathBuf>> {
-    Ok(p.opt_str(key).map_err(|e| anyhow!("{e}"))?.map(PathBuf::from).filter(|p| p.exists()))
-}
-
 /// One metric's report entry: `disabled` when the `enabled` flag is off, `missing_weights`
-/// when the `weights` parameter names no existing file, else what `compute` reports.
-fn weighted_metric(
+/// when the `weights` parameter names no existing file (it may be fetched later), else the
+/// report of `compute` on the loaded network.
+fn weighted_metric<R: Serialize>(
     p: &Params,
-    enabled: &str,
-    weights: &str,
-    spec: &WeightSpec,
-    compute: impl FnOnce(&Path) -> anyhow::Result<Value>,
+    (enabled, param, net): (&str, &str, Net),
+    missing: impl FnOnce(Option<PathBuf>) -> Value,
+    device: &Device,
+    compute: impl FnOnce(&Network, WeightsRef) -> Result<R, MetricsError>,
 ) -> anyhow::Result<Value> {
     if !p.bool(enabled).map_err(|e| anyhow!("{e}"))? {
         return Ok(json!({"status": "disabled"}));
     }
-    match existing_weights(p, weights)? {
-        Some(path) => compute(&path),
-        None => Ok(missing(spec, weights)),
-    }
+    let named = p.opt_str(param).map_err(|e| anyhow!("{e}"))?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let Some(path) = named.clone().filter(|p| p.exists()) else { return Ok(missing(named)) };
+    let network = Network::load(net, &path, device)
+        .with_context(|| format!("loading {} weights {} (parameter `{param}`)", net.name(), path.display()))?;
+    let report = compute(&network, WeightsRef::of(&path)?).map_err(stopped_or)?;
+    Ok(serde_json::to_value(report)?)
 }
 
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -220,37 +251,60 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let samples = Videos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
     let real = Videos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
     let device = crate::open_device(p)?;
+    let monitor = StageMonitor(ctx);
+    let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
     let mut report = serde_json::Map::new();
 
-    let fvd = weighted_metric(p, "fvd", "i3d_weights", &I3D, |path| fvd(ctx, path, &samples, &real, cov, &device))?;
-    report.insert("fvd".into(), fvd);
-    let fid = weighted_metric(p, "fid", "inception_weights", &INCEPTION, |path| fid(ctx, path, &samples, &real, cov, &device))?;
-    report.insert("fid".into(), fid);
-    let c3d_path = p.opt_str("c3d_weights").map_err(|e| anyhow!("{e}"))?.filter(|s| !s.is_empty()).map(PathBuf::from);
-    let is = if !p.bool("is").map_err(|e| anyhow!("{e}"))? {
-        json!({"status": "disabled"})
-    } else if let Some(path) = c3d_path.as_ref().filter(|p| p.exists()) {
-        let model =
-            C3d::load(&path, &device).with_context(|| format!("loading C3D weights {} (parameter `c3d_weights`)", path.display()))?;
-        let digest = file_sha256(&path)?;
-        let mut entry = video_inception_score(ctx, &model, &samples, p_usize(p, "is_num_clips")?, p_usize(p, "is_splits")?, &device)?;
-        entry["weights"] = json!({"path": path.display().to_string(), "sha256": digest});
-        entry
-    } else {
-        // Like the other networks, a path that does not exist (yet) counts as unset, so that a
-        // pipeline can name where the file will be.
+    let fvd = FvdSettings {
+        draw: RealDraw {
+            num_clips: p_usize(p, "num_clips")?,
+            num_frames: p_usize(p, "frames_per_clip")?,
+            stride: p_usize(p, "real_stride")?,
+            mirror: p.bool("real_mirror").map_err(|e| anyhow!("{e}"))?,
+            seed,
+        },
+        fake_stride: p_usize(p, "fake_stride")?,
+        references: p.bool("fvd_references").map_err(|e| anyhow!("{e}"))?,
+        covariance: cov,
+    };
+    let entry = weighted_metric(
+        p,
+        ("fvd", "i3d_weights", Net::I3d),
+        |_| missing(&I3D, "i3d_weights"),
+        &device,
+        |net, w| evaluate::fvd(net, w, &real, &samples, &fvd, &device, &monitor),
+    )?;
+    report.insert("fvd".into(), entry);
+
+    let fid = FidSettings { num_real: p_usize(p, "fid_num_real")?, num_fake: p_usize(p, "fid_num_fake")?, seed, covariance: cov };
+    let entry = weighted_metric(
+        p,
+        ("fid", "inception_weights", Net::Inception),
+        |_| missing(&INCEPTION, "inception_weights"),
+        &device,
+        |net, w| evaluate::fid(net, w, &real, &samples, &fid, &device, &monitor),
+    )?;
+    report.insert("fid".into(), entry);
+
+    // Unlike the others, C3D weights cannot be fetched: the entry says where to find them.
+    let missing_c3d = |named: Option<PathBuf>| {
         json!({
             "status": "missing_weights",
             "value": Value::Null,
             "missing": "c3d_weights",
-            "looked_for": c3d_path.map(|p| p.display().to_string()),
+            "looked_for": named.map(|p| p.display().to_string()),
             "how_to_get": format!(
                 "{}; then set `c3d_weights = \"<file>\"` in this stage's table (relative to the pipeline file)",
                 c3d::HOW_TO_GET
             ),
         })
     };
-    report.insert("is".into(), is);
+    let (is_clips, is_splits) = (p_usize(p, "is_num_clips")?, p_usize(p, "is_splits")?);
+    let entry = weighted_metric(p, ("is", "c3d_weights", Net::C3d), missing_c3d, &device, |net, w| {
+        evaluate::video_inception_score(net, w, &samples, is_clips, is_splits, &device, &monitor)
+    })
+    .with_context(|| format!("IS of {}", samples.dir.display()))?;
+    report.insert("is".into(), entry);
     report.insert(
         "inputs".into(),
         json!({
@@ -263,233 +317,19 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
             "generated_frame_size": [samples.height, samples.width],
         }),
     );
-    let text = serde_json::to_string_pretty(&Value::Object(report))?;
-    let out = ctx.out.join("metrics.json");
-    let tmp = ctx.out.join("metrics.json.tmp");
-    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+    let text = serde_json::to_string_pretty(&Value::Object(report))? + "\n";
+    latte_engine::atomic::write_atomic(&ctx.out.join("metrics.json"), text.as_bytes())?;
     Ok(())
-}
-
-fn fvd(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
-    let p = ctx.params;
-    let (n, f, rs, fs) = (p_usize(p, "num_clips")?, p_usize(p, "frames_per_clip")?, p_usize(p, "real_stride")?, p_usize(p, "fake_stride")?);
-    let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let mirror = p.bool("real_mirror").map_err(|e| anyhow!("{e}"))?;
-    let references = p.bool("fvd_references").map_err(|e| anyhow!("{e}"))?;
-    let draw = RealDraw { num_clips: n, num_frames: f, stride: rs, mirror, seed };
-    let model = I3d::load(weights, device).with_context(|| format!("loading I3D weights {}", weights.display()))?;
-    let digest = file_sha256(weights)?;
-    let (rclips, eligible) = real_clips(&real.meta.counts, &draw);
-    let fclips = fake_clips(&fake.meta.counts, n, f, fs);
-    if rclips.len() < 2 || fclips.len() < 2 {
-        bail!(
-            "FVD needs at least 2 clips per side: {} real videos have >= {} frames, {} generated videos have >= {} frames",
-            rclips.len(),
-            f * rs,
-            fclips.len(),
-            (f - 1) * fs + 1
-        );
-    }
-    let held = if references { held_out_clips(&real.meta.counts, &draw, &rclips) } else { Vec::new() };
-    // The trivial baseline needs clips to take colours from: held-out ones when there are
-    // enough, else the reference clips themselves (which flatters it slightly).
-    let baseline_from = if held.len() >= 2 { &held } else { &rclips };
-    let extra = if references { held.len() + baseline_from.len() } else { 0 };
-    ctx.progress.set_length((rclips.len() + fclips.len() + extra) as u64);
-    ctx.progress.log(&format!("FVD: I3D on {} real and {} generated clips of {f} frames", rclips.len(), fclips.len()));
-    // `read` gives a clip's frames at the size of `videos`.
-    let features = |videos: &Videos, clips: &[Clip], read: &dyn Fn(&Clip) -> anyhow::Result<Vec<u8>>| -> anyhow::Result<FeatureStats> {
-        let mut stats = FeatureStats::new(i3d::FEATURE_DIM);
-        for clip in clips {
-            ctx.check_cancelled()?;
-            let pixels = read(clip)?;
-            let x = i3d::preprocess(&[&pixels], f, videos.height, videos.width, device)?;
-            stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
-            ctx.progress.inc(1);
-        }
-        Ok(stats)
-    };
-    let read_real = |c: &Clip| real.read_clip(c);
-    let read_fake = |c: &Clip| fake.read_clip(c);
-    let real_gauss = features(real, &rclips, &read_real)?.gaussian(cov)?;
-    let fake_stats = features(fake, &fclips, &read_fake)?;
-    let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_gauss)?;
-    ctx.progress.log(&format!("FVD-{n} = {value:.4}"));
-    let reference_entries = if !references {
-        json!({"status": "disabled"})
-    } else {
-        let floor = if held.len() >= 2 {
-            let v = frechet_distance(&features(real, &held, &read_real)?.gaussian(cov)?, &real_gauss)?;
-            ctx.progress.log(&format!("FVD-{n} of held-out real clips (the floor) = {v:.4}"));
-            json!({"value": v, "num_clips": held.len(), "what": "real clips of other videos, drawn as the reference ones (seed stream 1), against the reference clips"})
-        } else {
-            json!({"value": Value::Null, "num_clips": held.len(), "why": format!("{eligible} eligible real videos leave fewer than 2 beside the {} reference ones; use more videos or fewer `num_clips`", rclips.len())})
-        };
-        let read_mean = |c: &Clip| real.read_clip(c).map(|px| mean_colour_clip(&px));
-        let baseline = frechet_distance(&features(real, baseline_from, &read_mean)?.gaussian(cov)?, &real_gauss)?;
-        ctx.progress.log(&format!("FVD-{n} of per-clip mean colours (trivial baseline) = {baseline:.4}"));
-        json!({
-            "real_floor": floor,
-            "mean_colour_baseline": {
-                "value": baseline,
-                "num_clips": baseline_from.len(),
-                "what": format!("each {} clip replaced by its mean RGB in every pixel and frame", if held.len() >= 2 { "held-out real" } else { "reference real" }),
-            },
-        })
-    };
-    Ok(json!({
-        "status": "computed",
-        "name": format!("FVD-{n}"),
-        "value": value,
-        "num_real_clips": rclips.len(),
-        "num_generated_clips": fclips.len(),
-        "eligible_real_videos": eligible,
-        "frames_per_clip": f,
-        "real_stride": rs,
-        "generated_stride": fs,
-        "seed": seed,
-        "protocol": {
-            "base": "StyleGAN-V fvd2048_16f as Latte modifies it",
-            "real_split": "every video of the `frames` input (the training split, as Latte)",
-            "real_stride": rs,
-            "real_mirror": mirror,
-            "num_clips": n,
-            "frames_per_clip": f,
-            "real_selection": format!("videos drawn without replacement (ChaCha8, seed {seed}), one clip each from a uniformly random start{}", if mirror { ", flipped left-right with probability 1/2" } else { "" }),
-            "latte_difference": "Latte draws the real clips unseeded; here a rerun with the same seed gives the same clips and the same number",
-        },
-        "references": reference_entries,
-        "real_selection": "videos drawn without replacement (ChaCha8, seed), one clip each from a uniformly random start",
-        "generated_selection": "first num_clips samples, frames from the first",
-        "resize": format!("bilinear (half-pixel, no antialias) to {0}x{0}, after x/255*2-1", i3d::INPUT_SIZE),
-        "feature": "I3D Kinetics-400 pre-softmax logits averaged over time (400-d)",
-        "covariance": cov.name(),
-        "weights": {"path": weights.display().to_string(), "sha256": digest},
-    }))
-}
-
-/// A clip (frames of `[H, W, 3]` uint8) with every pixel of every frame set to the clip's mean
-/// colour, rounded.
-fn mean_colour_clip(pixels: &[u8]) -> Vec<u8> {
-    let n = (pixels.len() / 3).max(1) as f64;
-    let mut sum = [0f64; 3];
-    for p in pixels.chunks_exact(3) {
-        for k in 0..3 {
-            sum[k] += p[k] as f64;
-        }
-    }
-    let mean = sum.map(|s| (s / n).round().clamp(0.0, 255.0) as u8);
-    pixels.chunks_exact(3).flat_map(|_| mean).collect()
-}
-
-/// StyleGAN-V's `isv2048_ucf` on the generated videos: C3D class probabilities of the first
-/// 16 frames of the first `n` samples long enough, shuffled with `RandomState(42)`, IS per
-/// split, mean and population std.
-fn video_inception_score(
-    ctx: &StageContext<'_>,
-    model: &C3d,
-    fake: &Videos,
-    n: usize,
-    splits: usize,
-    device: &Device,
-) -> anyhow::Result<Value> {
-    const SHUFFLE_SEED: u32 = 42;
-    let cfg = model.config();
-    let clips = fake_clips(&fake.meta.counts, n, cfg.frames, 1);
-    if clips.len() < splits {
-        bail!(
-            "IS needs at least `is_splits` = {splits} generated videos of >= {} frames; {} has {}",
-            cfg.frames,
-            fake.dir.display(),
-            clips.len()
-        );
-    }
-    ctx.progress.set_length(clips.len() as u64);
-    ctx.progress.log(&format!("IS: C3D on {} generated clips of {} frames", clips.len(), cfg.frames));
-    let mut probs = Vec::with_capacity(clips.len() * cfg.classes);
-    for clip in &clips {
-        ctx.check_cancelled()?;
-        let pixels = fake.read_clip(clip)?;
-        let x = c3d::preprocess(&[&pixels], cfg.frames, fake.height, fake.width, cfg, device)?;
-        probs.extend(to_vec(model.probabilities(x)?.into_data())?);
-        ctx.progress.inc(1);
-    }
-    let (mean, std) = inception_score(&probs, clips.len(), cfg.classes, splits, SHUFFLE_SEED);
-    ctx.progress.log(&format!("IS-{} = {mean:.4} ± {std:.4}", clips.len()));
-    Ok(json!({
-        "status": "computed",
-        "name": format!("IS-{}", clips.len()),
-        "value": if mean.is_finite() { json!(mean) } else { Value::Null },
-        "std": if std.is_finite() { json!(std) } else { Value::Null },
-        "finite": mean.is_finite(),
-        "num_generated_clips": clips.len(),
-        "frames_per_clip": cfg.frames,
-        "stride": 1,
-        "splits": splits,
-        "shuffle": format!("numpy RandomState({SHUFFLE_SEED}).shuffle of the probability rows, then contiguous parts [i*N/splits, (i+1)*N/splits)"),
-        "epsilon": "none (a probability of exactly 0 gives NaN, as in StyleGAN-V; reported as null)",
-        "generated_selection": "first is_num_clips samples with >= 16 frames, their first 16 frames",
-        "resize": format!("x/255*2-1, then bilinear (align corners, Chainer resize_images) to {0}x{0}", cfg.size),
-        "feature": "C3D-UCF101 (TGAN2 C3DVersion1UCF101) softmax over 101 classes",
-    }))
-}
-
-fn fid(ctx: &StageContext<'_>, weights: &Path, fake: &Videos, real: &Videos, cov: Covariance, device: &Device) -> anyhow::Result<Value> {
-    let p = ctx.params;
-    let (n_real, n_fake) = (p_usize(p, "fid_num_real")?, p_usize(p, "fid_num_fake")?);
-    let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let model = InceptionV3::load(weights, device).with_context(|| format!("loading InceptionV3 weights {}", weights.display()))?;
-    let digest = file_sha256(weights)?;
-    let total_real = real.meta.total_frames() as usize;
-    let real_idx: Vec<u64> = if n_real == 0 || n_real >= total_real {
-        (0..total_real as u64).collect()
-    } else {
-        latte_metrics::sampling::random_frames(total_real, n_real, seed)
-    };
-    let fake_idx: Vec<u64> = (0..(fake.meta.total_frames() as usize).min(n_fake) as u64).collect();
-    if real_idx.len() < 2 || fake_idx.len() < 2 {
-        bail!("FID needs at least 2 frames per side: {} real, {} generated", real_idx.len(), fake_idx.len());
-    }
-    ctx.progress.set_length((real_idx.len() + fake_idx.len()) as u64);
-    ctx.progress.log(&format!("FID: InceptionV3 on {} real and {} generated frames", real_idx.len(), fake_idx.len()));
-    let features = |videos: &Videos, idx: &[u64]| -> anyhow::Result<FeatureStats> {
-        let mut stats = FeatureStats::new(inception::FEATURE_DIM);
-        for &i in idx {
-            ctx.check_cancelled()?;
-            let pixels = videos.frames.read_frames(&[], &[i]).with_context(|| format!("reading frame {i} of {}", videos.dir.display()))?;
-            let x = inception::preprocess(&[&pixels], videos.height, videos.width, device)?;
-            stats.push_f32(&to_vec(model.forward(x)?.into_data())?)?;
-            ctx.progress.inc(1);
-        }
-        Ok(stats)
-    };
-    let real_stats = features(real, &real_idx)?;
-    let fake_stats = features(fake, &fake_idx)?;
-    let value = frechet_distance(&fake_stats.gaussian(cov)?, &real_stats.gaussian(cov)?)?;
-    ctx.progress.log(&format!("FID-{} = {value:.4}", fake_idx.len()));
-    Ok(json!({
-        "status": "computed",
-        "name": format!("FID-{}", fake_idx.len()),
-        "value": value,
-        "num_real_frames": real_idx.len(),
-        "num_generated_frames": fake_idx.len(),
-        "real_selection": if real_idx.len() == total_real { "every frame".to_string() } else { format!("frames drawn without replacement (ChaCha8, seed {seed})") },
-        "generated_selection": "first frames in store order",
-        "seed": seed,
-        "resize": format!("TF-legacy bilinear (nv_bilinear, float) to {0}x{0}, then (x/255)*1.9921875-1", inception::INPUT_SIZE),
-        "feature": "InceptionV3 pool3 (2048-d), NVIDIA/TF inception-2015-12-05 layout",
-        "covariance": cov.name(),
-        "weights": {"path": weights.display().to_string(), "sha256": digest},
-    }))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
-    use latte_metrics::c3d::C3dConfig;
+    use latte_engine::{Cancel, NoProgress, Registry};
+    use latte_metrics::c3d::{C3d, C3dConfig};
+    use latte_metrics::inception_score::inception_score;
+    use latte_metrics::network::to_vec;
     use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
     use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
 
@@ -788,14 +628,20 @@ pub(crate) mod tests {
             progress: &NoProgress,
             cancel: &Cancel::new(),
         };
-        let a = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
-        let b = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap();
+        let network = Network::C3d(model);
+        let weights = || WeightsRef { path: "random".into(), sha256: String::new() };
+        let score = |ctx: &StageContext<'_>, splits: usize| {
+            evaluate::video_inception_score(&network, weights(), &fake, 6, splits, &device, &StageMonitor(ctx))
+        };
+        let a = serde_json::to_value(score(&ctx, 3).unwrap()).unwrap();
+        let b = serde_json::to_value(score(&ctx, 3).unwrap()).unwrap();
         assert_eq!(a, b, "same bits");
         assert_eq!(a["name"], "IS-6");
         assert_eq!(a["num_generated_clips"], 6);
         assert_eq!(a["splits"], 3);
 
         // The same score computed directly from the expected clips.
+        let Network::C3d(model) = &network else { unreachable!() };
         let mut probs = Vec::new();
         for v in [1usize, 2, 4, 5, 6, 7] {
             let base = fake.meta.offsets[v];
@@ -809,14 +655,14 @@ pub(crate) mod tests {
         assert_eq!(a["std"].as_f64().unwrap(), std);
         assert!(mean > 1.0 && std > 0.0, "{mean} ± {std}: random weights must spread the classes");
 
-        let err = video_inception_score(&ctx, &model, &fake, 6, 9, &device).unwrap_err();
+        let err = score(&ctx, 9).unwrap_err();
         assert!(err.to_string().contains("is_splits"), "{err}");
 
-        // A cancelled run stops before the next clip.
+        // A cancelled run stops after the clip in progress, as the engine's `Interrupted`.
         let cancelled = Cancel::new();
         cancelled.cancel();
         let ctx = StageContext { cancel: &cancelled, ..ctx };
-        let err = video_inception_score(&ctx, &model, &fake, 6, 3, &device).unwrap_err();
+        let err = stopped_or(score(&ctx, 3).unwrap_err());
         assert!(err.is::<Interrupted>(), "{err:#}");
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use latte_metrics::burn::tensor::Device;
 use latte_metrics::frechet::{frechet_distance, Covariance, FeatureStats};
-use latte_metrics::i3d::{self, I3d};
-use latte_metrics::inception::{self, InceptionV3};
+use latte_metrics::network::{Net, Network};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,31 +66,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let dir = args.dir.unwrap_or_else(crate::weights::default_dir);
     let device = Device::flex();
-    let i3d_w = dir.join(latte_metrics::weights::I3D.converted);
-    if i3d_w.exists() {
-        let model = I3d::load(&i3d_w, &device)?;
-        let clip: Vec<u8> = (0..16 * 224 * 224 * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let s = timed(args.iters, || {
-            let x = i3d::preprocess(&[&clip], 16, 224, 224, &device)?;
-            let _ = model.forward(x)?.into_data();
-            Ok(())
-        })?;
-        println!("i3d: {:.3} clips/s (16×224×224, batch 1, {} clips in {s:.2} s)", args.iters as f64 / s, args.iters);
-    } else {
-        println!("i3d: skipped, no weights at {} (cargo xtask weights fetch i3d)", i3d_w.display());
-    }
-    let inc_w = dir.join(latte_metrics::weights::INCEPTION.converted);
-    if inc_w.exists() {
-        let model = InceptionV3::load(&inc_w, &device)?;
-        let img: Vec<u8> = (0..256 * 256 * 3).map(|i| (i * 13 % 251) as u8).collect();
-        let s = timed(args.iters, || {
-            let x = inception::preprocess(&[&img], 256, 256, &device)?;
-            let _ = model.forward(x)?.into_data();
-            Ok(())
-        })?;
-        println!("inception: {:.3} images/s (256→299, batch 1, {} images in {s:.2} s)", args.iters as f64 / s, args.iters);
-    } else {
-        println!("inception: skipped, no weights at {} (cargo xtask weights fetch inception)", inc_w.display());
+    // (network, input frames, side, what one input is)
+    let lines = [(Net::I3d, 16, 224, "clips/s (16×224×224, batch 1"), (Net::Inception, 1, 256, "images/s (256→299, batch 1")];
+    for (net, frames, side, unit) in lines {
+        let spec = latte_metrics::weights::spec(if net == Net::I3d { "i3d" } else { "inception" }).expect("known networks");
+        let path = dir.join(spec.converted);
+        if !path.exists() {
+            println!("{}: skipped, no weights at {} (cargo xtask weights fetch {})", spec.net, path.display(), spec.net);
+            continue;
+        }
+        let model = Network::load(net, &path, &device)?;
+        let input: Vec<u8> = (0..frames * side * side * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let s = timed(args.iters, || Ok(model.embed(&input, frames, side, side, &device).map(|_| ())?))?;
+        println!("{}: {:.3} {unit}, {} inputs in {s:.2} s)", spec.net, args.iters as f64 / s, args.iters);
     }
     Ok(())
 }

@@ -84,7 +84,13 @@ pub fn run(command: MetricsCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let t = features_file(kind, &weights, &input, &out)
                 .with_context(|| format!("computing {net} features of {} with weights {}", input.display(), weights.display()))?;
-            println!("{} {:?} in {:.2} s; wrote {}", kind.output_name(), t.shape, started.elapsed().as_secs_f64(), out.display());
+            println!(
+                "{} {:?} in {:.2} s; wrote {}",
+                latte_metrics::features::output_name(kind),
+                t.shape,
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
             Ok(())
         }
     }

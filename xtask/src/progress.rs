@@ -99,6 +99,8 @@ impl Progress for Bar {
     fn set_length(&self, len: u64) {
         self.bar.set_style(style("{prefix:>24} [{bar:30}] {pos}/{len} ETA {eta:>4} {msg}"));
         self.bar.set_length(len);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
     }
     fn inc(&self, delta: u64) {
         self.bar.inc(delta);
@@ -129,6 +131,8 @@ impl Progress for Plain {
     fn set_length(&self, len: u64) {
         if let Ok(mut s) = self.state.lock() {
             s.len = len;
+            s.pos = 0;
+            s.reported = 0;
         }
     }
     fn inc(&self, delta: u64) {

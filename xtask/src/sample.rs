@@ -85,6 +85,8 @@ struct Bar(ProgressBar);
 impl Progress for Bar {
     fn set_length(&self, len: u64) {
         self.0.set_length(len);
+        self.0.set_position(0);
+        self.0.reset_eta();
     }
     fn inc(&self, delta: u64) {
         self.0.inc(delta);

@@ -86,7 +86,8 @@ pub struct InputSpec {
 
 /// Progress reporting for a running stage; the engine draws it as a bar or as log lines.
 pub trait Progress: Send + Sync {
-    /// Total units of work, for the bar and its ETA.
+    /// Total units of work, for the bar and its ETA; the bar starts again from 0 (a stage with
+    /// phases, such as FVD then FID, calls it once per phase).
     fn set_length(&self, len: u64);
     fn inc(&self, delta: u64);
     /// A short status shown beside the bar (e.g. `loss 0.153`).

@@ -30,6 +30,14 @@ pub enum MetricsError {
     Weights { path: PathBuf, reason: String },
     #[error("bad input: {0}")]
     Input(String),
+    #[error("{what}")]
+    Read {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("stopped by the caller")]
+    Stopped,
     #[error("eigendecomposition failed to converge on a {d}×{d} matrix")]
     Eigen { d: usize },
 }

@@ -6,15 +6,20 @@
 //! - [`inception`]: the FID feature network; [`torchscript`] reads its published file.
 //! - [`c3d`]: the IS (UCF101) class-probability network (user-supplied weights);
 //!   [`inception_score`] turns its probabilities into the score.
+//! - [`network`]: the three networks behind one call; [`evaluate`]: the one FVD/FID/IS chain
+//!   (clip choice → pixels → features → statistics → a typed report) that the metrics stage,
+//!   `eval_curve` and the CLI share.
 //! - [`pickle`]: a non-executing pickle reader; [`tensors`]: safetensors files.
 
 pub mod c3d;
 pub mod error;
+pub mod evaluate;
 pub mod features;
 pub mod frechet;
 pub mod i3d;
 pub mod inception;
 pub mod inception_score;
+pub mod network;
 pub mod npy;
 pub mod numpy_pickle;
 pub mod pickle;
