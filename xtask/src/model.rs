@@ -60,7 +60,7 @@ fn forward(dir: PathBuf, out: PathBuf, device: &str, precision: &str) -> Result<
         bail!("--precision {precision}: use f32, bf16 or f16");
     };
     let outputs = run_dir_as(&dir, &device, compute).with_context(|| format!("model forward on {}", dir.display()))?;
-    write_safetensors(&out, &outputs)?;
+    write_safetensors(&out, &outputs, None)?;
     for (name, t) in &outputs {
         println!("{name}: shape {:?}", t.shape);
     }

@@ -18,8 +18,6 @@ pub enum MetricsError {
     TooFewSamples { n: usize, need: usize },
     #[error("features hold a non-finite value (NaN or infinity) in row {row}, column {col}")]
     NonFinite { row: usize, col: usize },
-    #[error("{path}: not a valid safetensors file: {reason}")]
-    Safetensors { path: PathBuf, reason: String },
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor `{name}` should be {expected}, found {found}")]
@@ -36,6 +34,8 @@ pub enum MetricsError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Tensors(#[from] latte_nn::NnError),
     #[error("stopped by the caller")]
     Stopped,
     #[error("eigendecomposition failed to converge on a {d}×{d} matrix")]

@@ -1,5 +1,6 @@
 //! Host-side tensors read from and written to safetensors files: model inputs and outputs,
-//! parity fixtures. These live outside any module, so they carry their own shape and dtype.
+//! parity fixtures, converted metric-network weights and features (latte-metrics uses these
+//! too). They live outside any module, so they carry their own shape and dtype.
 
 use crate::NnError;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -7,12 +8,13 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Element storage of a [`HostTensor`]. Floats of every width are widened to `f32`, integers to
-/// `i64`: those are the two types the model consumes.
+/// Element storage of a [`HostTensor`]. Floats of every width are widened to `f32`, signed
+/// integers to `i64` (the two types the model consumes); `u8` holds video frames.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    U8(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +34,20 @@ impl HostTensor {
         HostTensor { shape, data: HostData::I64(values) }
     }
 
+    pub fn u8(shape: Vec<usize>, values: Vec<u8>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+        HostTensor { shape, data: HostData::U8(values) }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     pub fn dtype_name(&self) -> &'static str {
         match self.data {
-            HostData::F32(_) => "float",
-            HostData::I64(_) => "int",
+            HostData::F32(_) => "float32",
+            HostData::I64(_) => "int64",
+            HostData::U8(_) => "uint8",
         }
     }
 
@@ -43,7 +55,7 @@ impl HostTensor {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             HostData::F32(v) => Some(v),
-            HostData::I64(_) => None,
+            _ => None,
         }
     }
 
@@ -51,7 +63,15 @@ impl HostTensor {
     pub fn as_i64(&self) -> Option<&[i64]> {
         match &self.data {
             HostData::I64(v) => Some(v),
-            HostData::F32(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The bytes of a uint8 tensor; `None` otherwise.
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match &self.data {
+            HostData::U8(v) => Some(v),
+            _ => None,
         }
     }
 
@@ -98,11 +118,12 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, NnE
             Dtype::BF16 => HostData::F32(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
             Dtype::I64 => HostData::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8"))).collect()),
             Dtype::I32 => HostData::I64(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
+            Dtype::U8 => HostData::U8(raw.to_vec()),
             other => {
                 return Err(NnError::DType {
                     path: path.into(),
                     key: name.to_string(),
-                    expected: "F32, F64, F16, BF16, I64 or I32".into(),
+                    expected: "F32, F64, F16, BF16, I64, I32 or U8".into(),
                     found: format!("{other:?}"),
                 })
             }
@@ -112,15 +133,20 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, NnE
     Ok(out)
 }
 
-/// Writes tensors as a safetensors file (f32 / i64), through a temporary file renamed into place
-/// so a crash never leaves a truncated file behind.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<(), NnError> {
+/// Writes tensors as a safetensors file (f32 / i64 / u8) with optional header metadata, through
+/// a temporary file renamed into place so a crash never leaves a truncated file behind.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<(), NnError> {
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
             let (dtype, raw) = match &t.data {
                 HostData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
                 HostData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                HostData::U8(v) => (Dtype::U8, v.clone()),
             };
             (name.clone(), dtype, t.shape.clone(), raw)
         })
@@ -133,7 +159,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
                 .map_err(|e| NnError::Safetensors { path: path.into(), message: format!("tensor `{name}`: {e}") })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let buffer = safetensors::serialize(views, None).map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
+    let buffer = safetensors::serialize(views, metadata).map_err(|e| NnError::Safetensors { path: path.into(), message: e.to_string() })?;
     write_atomic(path, &buffer)
 }
 
