@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use latte_store::{ArraySpec, GroupInfo, RaggedMeta, RaggedWriter, StoreError, WindowKind};
+use latte_store::{ArraySpec, GroupInfo, RaggedMeta, RaggedWriter, StoreError};
 use latte_video::image_folder::{list_frames, read_image};
 use latte_video::{Frame, SpatialTransform, VideoError, VideoReader, WindowRule, WindowSpec};
 use rand::SeedableRng;
@@ -227,11 +227,13 @@ fn extract_in_pool(
     if !manifest.class_names.is_empty() {
         extra.insert("class_names".into(), serde_json::json!(manifest.class_names));
     }
-    let window = match kind.window_rule() {
-        WindowRule::Linspace => WindowKind::Linspace,
-        WindowRule::Stride => WindowKind::Stride,
+    let info = GroupInfo {
+        dataset: manifest.dataset.clone(),
+        num_classes: manifest.num_classes,
+        window: kind.window_rule(),
+        flip: kind.flips(),
+        extra,
     };
-    let info = GroupInfo { dataset: manifest.dataset.clone(), num_classes: manifest.num_classes, window, flip: kind.flips(), extra };
     let meta = writer.finish(info)?;
     Ok(ExtractReport { meta, rejected })
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use latte_datasets::{build_manifest, extract_frames, scan, write_synthetic, DatasetKind, ExtractError, ExtractOptions, ScanOptions};
-use latte_store::{RaggedReader, WindowKind};
+use latte_store::{RaggedReader, WindowRule};
 use latte_video::synthetic::SyntheticConfig;
 use latte_video::{write_video, EncodeOptions, SpatialTransform, VideoReader, WindowSpec};
 
@@ -27,7 +27,7 @@ fn every_frame_is_stored_transformed_and_windows_match_it() {
     assert_eq!(meta.ids, m.clips.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
     assert_eq!(meta.counts, m.clips.iter().map(|c| c.frame_count).collect::<Vec<_>>());
     assert_eq!(meta.labels, vec![Some(0), Some(1), Some(0)]);
-    assert_eq!((meta.window, meta.flip, meta.num_classes), (WindowKind::Linspace, true, Some(2)));
+    assert_eq!((meta.window, meta.flip, meta.num_classes), (WindowRule::Linspace, true, Some(2)));
     let a = r.array::<u8>("frames").unwrap();
     assert_eq!(a.frame_shape(), &[16, 16, 3]);
     // video 1 equals decode + ResizeThenCrop(16), frame for frame
@@ -131,7 +131,7 @@ fn sky_frame_folders_use_stride_windows_crop_then_resize_and_no_flip() {
     let store = dir.path().join("f.zarr");
     extract_frames(&m, dir.path(), &store, &opts(8, None), 1, &none).unwrap();
     let r = RaggedReader::open(&store).unwrap();
-    assert_eq!((r.meta().window, r.meta().flip, r.meta().counts.clone()), (WindowKind::Stride, false, vec![52]));
+    assert_eq!((r.meta().window, r.meta().flip, r.meta().counts.clone()), (WindowRule::Stride, false, vec![52]));
     let a = r.array::<u8>("frames").unwrap();
     let f7 = read_image(&clip.join("abc_frames_00001007.png")).unwrap();
     assert_eq!(a.read_frames(&[], &[7]).unwrap(), SpatialTransform::CropThenResize(8).apply(&f7).unwrap().data);

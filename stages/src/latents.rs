@@ -208,7 +208,7 @@ mod tests {
     use super::*;
     use crate::vae_train::{train_on_store, Options};
     use latte_engine::NoProgress;
-    use latte_store::WindowKind;
+    use latte_store::WindowRule;
     use latte_vae::train::TrainConfig;
     use latte_vae::VaeConfig;
 
@@ -231,7 +231,7 @@ mod tests {
             w.end_video(&format!("video{v}"), Some((v % 2) as u32)).unwrap();
         }
         let info =
-            GroupInfo { dataset: "unit".into(), num_classes: Some(2), window: WindowKind::Linspace, flip: true, extra: Default::default() };
+            GroupInfo { dataset: "unit".into(), num_classes: Some(2), window: WindowRule::Linspace, flip: true, extra: Default::default() };
         w.finish(info).unwrap();
         path
     }

@@ -331,7 +331,7 @@ pub(crate) mod tests {
     use latte_metrics::inception_score::inception_score;
     use latte_metrics::network::to_vec;
     use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
-    use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
+    use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowRule};
 
     use super::*;
 
@@ -366,7 +366,7 @@ pub(crate) mod tests {
         w.finish(GroupInfo {
             dataset: "test".into(),
             num_classes: None,
-            window: WindowKind::Stride,
+            window: WindowRule::Stride,
             flip: false,
             extra: Default::default(),
         })
@@ -606,7 +606,7 @@ pub(crate) mod tests {
         wr.finish(GroupInfo {
             dataset: "test".into(),
             num_classes: None,
-            window: WindowKind::Stride,
+            window: WindowRule::Stride,
             flip: false,
             extra: Default::default(),
         })

@@ -33,7 +33,7 @@ use latte_diffusion::{GaussianDiffusion, Method, SeededRun};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_model::burn::tensor::Device;
 use latte_model::{Latte, LatteConfig};
-use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
+use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowRule};
 use latte_train::{TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
 use latte_vae::VaeFolder;
 use latte_video::{tile_grid, write_gif, write_video, EncodeOptions, Frame};
@@ -446,7 +446,7 @@ pub fn sample_to_dir(
     store.finish(GroupInfo {
         dataset: "samples".into(),
         num_classes: cfg.num_classes.map(|k| k as u32),
-        window: WindowKind::Stride,
+        window: WindowRule::Stride,
         flip: false,
         extra,
     })?;

@@ -21,9 +21,9 @@ use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_store::{Posterior, RaggedReader, WindowKind};
+use latte_store::{Posterior, RaggedReader};
 use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
-use latte_video::{WindowRule, WindowSpec};
+use latte_video::WindowSpec;
 
 pub struct Train;
 
@@ -208,10 +208,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 
     // Clips the window rule can serve in full (the reference asserts on shorter ones).
     let spec = WindowSpec { num_frames: cfg.num_frames, interval: p.usize("frame_interval").map_err(err)? };
-    let rule = match meta.window {
-        WindowKind::Linspace => WindowRule::Linspace,
-        WindowKind::Stride => WindowRule::Stride,
-    };
+    let rule = meta.window;
     let kept: Vec<usize> = (0..meta.num_videos()).filter(|&i| spec.long_enough(meta.counts[i] as usize, rule)).collect();
     if kept.is_empty() {
         bail!(
@@ -430,7 +427,8 @@ mod tests {
         }
         let mut extra = serde_json::Map::new();
         extra.insert("scale_factor".into(), serde_json::json!(0.18215));
-        w.finish(GroupInfo { dataset: "test".into(), num_classes: Some(2), window: WindowKind::Stride, flip: true, extra }).unwrap();
+        w.finish(GroupInfo { dataset: "test".into(), num_classes: Some(2), window: latte_store::WindowRule::Stride, flip: true, extra })
+            .unwrap();
     }
 
     fn params(root: &Path, steps: u64, resume: &Path) -> Params {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use latte_store::{ArraySpec, GroupInfo, RaggedReader, RaggedWriter, WindowKind};
+use latte_store::{ArraySpec, GroupInfo, RaggedReader, RaggedWriter, WindowRule};
 
 use crate::files;
 use crate::harness::{self, Case, CI, LONG};
@@ -32,7 +32,7 @@ fn valid_store(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let info = GroupInfo {
         dataset: "synthetic".into(),
         num_classes: Some(3),
-        window: WindowKind::Linspace,
+        window: WindowRule::Linspace,
         flip: true,
         extra: Default::default(),
     };

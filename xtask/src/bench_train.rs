@@ -870,7 +870,7 @@ fn bench_clips(m: &LatteConfig) -> Result<LatentClips> {
 /// `threads` threads, read from a Zarr latents store (f32, the `latents` stage's layout) in a
 /// temporary folder: 8 videos of twice the clip length, random windows.
 fn loader_rate(case: &BenchCase, threads: usize) -> Result<f64> {
-    use latte_store::{ArraySpec, GroupInfo, Posterior, RaggedReader, RaggedWriter, WindowKind};
+    use latte_store::{ArraySpec, GroupInfo, Posterior, RaggedReader, RaggedWriter, WindowRule};
     let m = &case.model;
     let (c, side, f) = (m.in_channels, m.input_size, m.num_frames);
     let (videos, frames) = (8usize, 2 * f);
@@ -888,7 +888,7 @@ fn loader_rate(case: &BenchCase, threads: usize) -> Result<f64> {
         writer.append::<f32>("logvar", &vec![-4.0f32; len])?;
         writer.end_video(&format!("v{v}"), None)?;
     }
-    let info = GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowKind::Stride, flip: true, extra: Default::default() };
+    let info = GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowRule::Stride, flip: true, extra: Default::default() };
     writer.finish(info)?;
     let store = RaggedReader::open(&path)?;
     let offsets = store.meta().offsets.clone();

@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// once in a seeded random order from each and prints MB/s and the ratio. Warm page cache for
 /// both (the files were just written), so this measures decoding and store overhead.
 fn read_bench(videos: usize) -> anyhow::Result<()> {
-    use latte_store::{ArraySpec, GroupInfo, RaggedReader, RaggedWriter, WindowKind};
+    use latte_store::{ArraySpec, GroupInfo, RaggedReader, RaggedWriter, WindowRule};
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
 
@@ -115,7 +115,7 @@ fn read_bench(videos: usize) -> anyhow::Result<()> {
     writer.finish(GroupInfo {
         dataset: "bench".into(),
         num_classes: None,
-        window: WindowKind::Linspace,
+        window: WindowRule::Linspace,
         flip: true,
         extra: Default::default(),
     })?;

@@ -1,11 +1,16 @@
 use serde::{Deserialize, Serialize};
 
-/// How training windows are drawn from a video (recorded so that readers apply the rule of the
-/// source: linspace offsets for decoded video files, exact stride for frame folders).
+/// How the frame indices inside a training window are laid out (spec §4.2). The frames stage
+/// records the dataset's rule so that readers apply the rule of the source; `latte-video`'s
+/// `WindowSpec` computes the indices. Stored as `"linspace"` / `"stride"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WindowKind {
+pub enum WindowRule {
+    /// Video files (FaceForensics, UCF101): `np.linspace(begin, end - 1, num_frames, dtype=int)`,
+    /// i.e. offsets 0,3,…,21,25,…,47 for a full 48-frame window (not a uniform stride).
     Linspace,
+    /// Frame folders (Sky, Taichi): the linspace indices' span sliced with an exact stride,
+    /// `frames[idx[0] : idx[-1] + 1 : interval]`, offsets 0,3,…,45.
     Stride,
 }
 
@@ -14,7 +19,7 @@ pub enum WindowKind {
 pub struct GroupInfo {
     pub dataset: String,
     pub num_classes: Option<u32>,
-    pub window: WindowKind,
+    pub window: WindowRule,
     pub flip: bool,
     /// Free-form attributes stored beside the fixed ones (e.g. `scale_factor`, `vae_digest`).
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -31,7 +36,7 @@ pub struct RaggedMeta {
     pub labels: Vec<Option<u32>>,
     pub num_classes: Option<u32>,
     pub dataset: String,
-    pub window: WindowKind,
+    pub window: WindowRule,
     pub flip: bool,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

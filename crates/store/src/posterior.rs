@@ -45,7 +45,7 @@ impl Posterior {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ArraySpec, GroupInfo, RaggedWriter, WindowKind};
+    use crate::{ArraySpec, GroupInfo, RaggedWriter, WindowRule};
 
     /// The store's `[2, N, C, h, w]` arrays come back frame-major for the orientation asked:
     /// each frame's whole (C, h, w) block, frames in the order of the global indices.
@@ -69,7 +69,7 @@ mod tests {
         w.finish(GroupInfo {
             dataset: "test".into(),
             num_classes: None,
-            window: WindowKind::Stride,
+            window: WindowRule::Stride,
             flip: true,
             extra: Default::default(),
         })

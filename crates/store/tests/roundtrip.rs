@@ -1,9 +1,9 @@
-use latte_store::{f16, ArraySpec, GroupInfo, RaggedReader, RaggedWriter, StoreError, WindowKind};
+use latte_store::{f16, ArraySpec, GroupInfo, RaggedReader, RaggedWriter, StoreError, WindowRule};
 
 fn info() -> GroupInfo {
     let mut extra = serde_json::Map::new();
     extra.insert("scale_factor".into(), serde_json::json!(0.18215));
-    GroupInfo { dataset: "synthetic".into(), num_classes: Some(3), window: WindowKind::Linspace, flip: true, extra }
+    GroupInfo { dataset: "synthetic".into(), num_classes: Some(3), window: WindowRule::Linspace, flip: true, extra }
 }
 
 fn frame_u8(video: usize, f: usize, len: usize) -> Vec<u8> {

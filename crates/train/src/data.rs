@@ -30,7 +30,7 @@ pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 pub type ClipReader = dyn Fn(usize, usize, &[usize]) -> Result<(Vec<f32>, Vec<f32>), ReadError> + Send + Sync;
 
 /// Picks a clip's frame indices given its length (the dataset's window rule).
-pub type WindowRule = dyn Fn(usize, &mut ChaCha8Rng) -> Result<Vec<usize>, ReadError> + Send + Sync;
+pub type WindowDraw = dyn Fn(usize, &mut ChaCha8Rng) -> Result<Vec<usize>, ReadError> + Send + Sync;
 
 /// A set of video clips cached as VAE posteriors, as the training loop sees it.
 pub struct LatentClips {
@@ -44,7 +44,7 @@ pub struct LatentClips {
     /// Whether the data set's transform flips clips (FFS, UCF101, Taichi; not Sky).
     pub flip: bool,
     pub read: Box<ClipReader>,
-    pub window: Box<WindowRule>,
+    pub window: Box<WindowDraw>,
 }
 
 impl LatentClips {
@@ -55,7 +55,7 @@ impl LatentClips {
         logvar: Vec<f32>,
         counts: Vec<usize>,
         frame_shape: [usize; 3],
-        window: Box<WindowRule>,
+        window: Box<WindowDraw>,
     ) -> Result<Self, TrainError> {
         let total: usize = counts.iter().sum();
         let fl: usize = frame_shape.iter().product();
@@ -377,7 +377,7 @@ mod tests {
         let counts = vec![5, 7, 6];
         let n = 2 * counts.iter().sum::<usize>() * C * H * W;
         let mean: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 50.0 - 1.0).collect();
-        let window = || Box::new(|total: usize, _: &mut ChaCha8Rng| Ok(vec![total - 4, total - 3, total - 1])) as Box<WindowRule>;
+        let window = || Box::new(|total: usize, _: &mut ChaCha8Rng| Ok(vec![total - 4, total - 3, total - 1])) as Box<WindowDraw>;
         let cfg = TrainConfig { batch_size: 3, num_frames: 3, data_seed: 9, ..TrainConfig::default() };
         let draw = |threads: usize| {
             let clips = LatentClips::in_memory(mean.clone(), vec![-2.0; n], counts.clone(), [C, H, W], window()).unwrap();

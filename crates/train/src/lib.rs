@@ -28,7 +28,7 @@ pub mod trained;
 mod trainer;
 
 pub use config::TrainConfig;
-pub use data::{loader_clips_per_second, Batch, ClipReader, LatentClips, ReadError, WindowRule};
+pub use data::{loader_clips_per_second, Batch, ClipReader, LatentClips, ReadError, WindowDraw};
 pub use ema::update_ema;
 pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};

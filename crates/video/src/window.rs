@@ -3,16 +3,8 @@
 
 use rand::Rng;
 
-/// How the indices inside a window are laid out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WindowRule {
-    /// Video files (FaceForensics, UCF101): `np.linspace(begin, end - 1, num_frames, dtype=int)`,
-    /// i.e. offsets 0,3,…,21,25,…,47 for a full 48-frame window (not a uniform stride).
-    Linspace,
-    /// Frame folders (Sky, Taichi): the linspace indices' span sliced with an exact stride,
-    /// `frames[idx[0] : idx[-1] + 1 : interval]`, offsets 0,3,…,45.
-    Stride,
-}
+/// The rule is the one the frames store records, so the two never need converting.
+pub use latte_store::WindowRule;
 
 /// Clip length and frame interval (16 and 3 in every reference config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
