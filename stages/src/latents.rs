@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use latte_engine::{Cancel, InputSpec, Interrupted, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
-use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, RaggedReader, RaggedWriter};
+use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, LatentsAttrs, RaggedReader, RaggedWriter};
 use latte_vae::burn::tensor::Device;
 use latte_vae::train::{frames_to_tensor, FrameBatch};
 use latte_vae::{AutoencoderKL, VaeFolder};
@@ -193,11 +193,14 @@ fn encode_as<T: FrameElement>(
     }
 
     let mut extra = meta.extra.clone();
-    extra.insert("scale_factor".into(), config.scaling_factor.into());
-    extra.insert("vae_digest".into(), digest.into());
-    extra.insert("dtype".into(), dtype_name.into());
-    extra.insert("latent_shape".into(), serde_json::json!(latent_shape));
-    extra.insert("downsample_factor".into(), f.into());
+    let attrs = LatentsAttrs {
+        scale_factor: config.scaling_factor,
+        vae_digest: digest.to_owned(),
+        dtype: dtype_name.to_owned(),
+        latent_shape,
+        downsample_factor: f,
+    };
+    attrs.insert_into(&mut extra);
     let info = GroupInfo { dataset: meta.dataset.clone(), num_classes: meta.num_classes, window: meta.window, flip: meta.flip, extra };
     writer.finish(info)?;
     Ok(())

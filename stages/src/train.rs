@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_store::{Posterior, RaggedReader};
+use latte_store::{LatentsAttrs, Posterior, RaggedReader};
 use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
 use latte_video::WindowSpec;
 
@@ -204,7 +204,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     if h != w {
         bail!("{}: latents are {h}×{w}; the model needs square latents", store_dir.display());
     }
-    let scale_factor = meta.extra.get("scale_factor").and_then(|v| v.as_f64()).unwrap_or(latte_vae::SD_SCALING_FACTOR);
+    let attrs = LatentsAttrs::from_meta(&meta).map_err(|e| {
+        anyhow!("{}: not a latents store's attributes ({e}); give `train` the output of a `latents` stage", store_dir.display())
+    })?;
+    let scale_factor = attrs.scale_factor;
 
     // Clips the window rule can serve in full (the reference asserts on shorter ones).
     let spec = WindowSpec { num_frames: cfg.num_frames, interval: p.usize("frame_interval").map_err(err)? };
@@ -426,7 +429,14 @@ mod tests {
             w.end_video(&format!("v{v}"), Some(v as u32 % 2)).unwrap();
         }
         let mut extra = serde_json::Map::new();
-        extra.insert("scale_factor".into(), serde_json::json!(0.18215));
+        let attrs = LatentsAttrs {
+            scale_factor: 0.18215,
+            vae_digest: "test".into(),
+            dtype: "float32".into(),
+            latent_shape: [4, 4, 4],
+            downsample_factor: 8,
+        };
+        attrs.insert_into(&mut extra);
         w.finish(GroupInfo { dataset: "test".into(), num_classes: Some(2), window: latte_store::WindowRule::Stride, flip: true, extra })
             .unwrap();
     }

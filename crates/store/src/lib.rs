@@ -21,7 +21,7 @@ mod writer;
 
 pub use element::{Dtype, FrameElement};
 pub use error::StoreError;
-pub use meta::{GroupInfo, RaggedMeta, WindowRule};
+pub use meta::{GroupInfo, LatentsAttrs, RaggedMeta, WindowRule};
 pub use posterior::Posterior;
 pub use reader::{RaggedArray, RaggedReader};
 pub use writer::{ArraySpec, RaggedWriter};

@@ -25,6 +25,37 @@ pub struct GroupInfo {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What a latents store records beside its frames store's attributes: the latents stage writes
+/// them and the train stage reads them, through this one type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatentsAttrs {
+    /// Factor a posterior sample is multiplied by before diffusion (SD's VAE: 0.18215).
+    pub scale_factor: f64,
+    /// SHA-256 of the VAE weights that encoded the frames.
+    pub vae_digest: String,
+    /// Element type of `mean`/`logvar`: `float32` or `float16`.
+    pub dtype: String,
+    /// `[channels, height, width]` of one latent frame.
+    pub latent_shape: [u64; 3],
+    /// Pixels per latent cell along each side.
+    pub downsample_factor: usize,
+}
+
+impl LatentsAttrs {
+    /// Adds the attributes to a store's `extra` map, after what it holds, in field order.
+    pub fn insert_into(&self, extra: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
+            extra.extend(fields);
+        }
+    }
+
+    /// The attributes of a latents store; the error names the attribute that is missing or
+    /// malformed (a frames store, or one written by another tool, has none).
+    pub fn from_meta(meta: &RaggedMeta) -> Result<LatentsAttrs, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(meta.extra.clone()))
+    }
+}
+
 /// The group attributes of a ragged store: video `i` occupies frames
 /// `offsets[i] .. offsets[i] + counts[i]` of every array.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,5 +111,40 @@ impl RaggedMeta {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latents_attributes_round_trip_in_field_order_and_name_what_is_missing() {
+        let mut meta = RaggedMeta {
+            offsets: vec![0],
+            counts: vec![1],
+            ids: vec!["a".into()],
+            labels: vec![None],
+            num_classes: None,
+            dataset: "synthetic".into(),
+            window: WindowRule::Linspace,
+            flip: true,
+            extra: serde_json::Map::new(),
+        };
+        meta.extra.insert("size".into(), 64.into());
+        let err = LatentsAttrs::from_meta(&meta).unwrap_err();
+        assert!(err.to_string().contains("scale_factor"), "{err}");
+
+        let attrs = LatentsAttrs {
+            scale_factor: 0.485,
+            vae_digest: "ab12".into(),
+            dtype: "float16".into(),
+            latent_shape: [4, 8, 8],
+            downsample_factor: 8,
+        };
+        attrs.insert_into(&mut meta.extra);
+        let keys: Vec<&str> = meta.extra.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["size", "scale_factor", "vae_digest", "dtype", "latent_shape", "downsample_factor"]);
+        assert_eq!(LatentsAttrs::from_meta(&meta).unwrap(), attrs);
     }
 }
