@@ -19,11 +19,12 @@ use std::sync::LazyLock;
 
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_sample::{sample_to_dir, vae_folder, ModelSource};
 use latte_train::checkpoint::CheckpointState;
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
-use crate::sample::{sample_to_dir, ModelSource, Sample, SampleOptions};
+use crate::sample::Sample;
 use crate::vae_train::write_atomic;
 
 pub struct EvalCurve;
@@ -239,10 +240,11 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &P
     }
     let (samples, scored) = (scratch.join("sample"), scratch.join("metrics"));
     std::fs::create_dir_all(&samples)?;
-    let vae = crate::sample::vae_folder(ctx.input("vae").map_err(|e| anyhow!("{e}"))?);
-    let opts = SampleOptions::from_params(sample_p)?;
+    let vae = vae_folder(ctx.input("vae").map_err(|e| anyhow!("{e}"))?);
+    let opts = crate::sample::options(sample_p)?;
     // Stops between two denoising steps once the run is cancelled.
     let progress = crate::cancel::Stopping { inner: &latte_engine::NoProgress, cancel: ctx.cancel };
+    let progress = crate::sample::StageProgress(&progress);
     crate::cancel::stoppable(|| sample_to_dir(&ModelSource::Checkpoint(dir.to_owned()), &vae, &samples, &opts, &progress))
         .map_err(anyhow::Error::new)?
         .with_context(|| format!("sampling from checkpoint {}", dir.display()))?;

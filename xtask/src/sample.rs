@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use latte_engine::Progress;
 use latte_model::LatteConfig;
-use latte_stages::sample::{parse_method, sample_to_dir, vae_folder, ModelSource, SampleOptions};
+use latte_sample::{parse_method, sample_to_dir, vae_folder, ModelSource, SampleOptions, SampleProgress};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -82,20 +81,15 @@ pub struct Args {
 
 struct Bar(ProgressBar);
 
-impl Progress for Bar {
-    fn set_length(&self, len: u64) {
-        self.0.set_length(len);
+impl SampleProgress for Bar {
+    fn begin(&self, total_steps: u64, line: &str) {
+        self.0.set_length(total_steps);
         self.0.set_position(0);
         self.0.reset_eta();
-    }
-    fn inc(&self, delta: u64) {
-        self.0.inc(delta);
-    }
-    fn set_message(&self, msg: &str) {
-        self.0.set_message(msg.to_owned());
-    }
-    fn log(&self, line: &str) {
         self.0.println(line);
+    }
+    fn step(&self) {
+        self.0.inc(1);
     }
 }
 
@@ -149,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if out.exists() {
