@@ -63,23 +63,10 @@ fn tiny_config(num_classes: Option<usize>) -> LatteConfig {
 }
 
 fn train_output_config(model: LatteConfig, scale_factor: f64) -> TrainOutputConfig<LatteConfig> {
-    let latents = latte_train::LatentsInfo {
-        dataset: "test".into(),
-        latent_shape: [4, LATENT as u64, LATENT as u64],
-        num_classes: model.num_classes.map(|k| k as u32),
-        scale_factor,
-    };
-    TrainOutputConfig {
-        checkpointing: false,
-        device: "cpu".into(),
-        diffusion: latte_train::DiffusionInfo::latte(),
-        latents,
-        model,
-        precision: "f32".into(),
-        resumed_from: None,
-        seed: 0,
-        train: latte_train::TrainConfig::default(),
-    }
+    let num_classes = model.num_classes.map(|k| k as u32);
+    let latents =
+        latte_train::LatentsInfo { dataset: "test".into(), latent_shape: [4, LATENT as u64, LATENT as u64], num_classes, scale_factor };
+    TrainOutputConfig::new(model, latents)
 }
 
 /// A `train` output holding a random tiny Latte (EMA and raw weights differ).

@@ -58,6 +58,23 @@ pub struct TrainOutputConfig<M> {
 }
 
 impl<M: Serialize + DeserializeOwned> TrainOutputConfig<M> {
+    /// The config of a model trained outside a train stage (a converted checkpoint, a test
+    /// fixture): Latte's diffusion, the default training settings, seed 0, f32 on the CPU,
+    /// not resumed, no activation checkpointing.
+    pub fn new(model: M, latents: LatentsInfo) -> Self {
+        TrainOutputConfig {
+            model,
+            train: TrainConfig::default(),
+            diffusion: DiffusionInfo::latte(),
+            latents,
+            seed: 0,
+            resumed_from: None,
+            device: "cpu".into(),
+            precision: "f32".into(),
+            checkpointing: false,
+        }
+    }
+
     /// Writes `dir/config.json`, pretty-printed, keys in the order of the fields (serde_json
     /// keeps insertion order in this workspace): the layout train outputs always had.
     pub fn write(&self, dir: &Path) -> Result<(), TrainError> {
