@@ -46,9 +46,8 @@ impl LossLog {
             text.push_str(&serde_json::to_string(l).expect("a step log serialises"));
             text.push('\n');
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
-        fs::rename(&tmp, path).map_err(TrainError::io(path))?;
+        latte_nn::host::write_atomic(path, text.as_bytes())
+            .map_err(|e| TrainError::Io { path: path.to_owned(), source: std::io::Error::other(e) })?;
         let file = OpenOptions::new().append(true).open(path).map_err(TrainError::io(path))?;
         Ok(Self { path: path.to_owned(), file })
     }

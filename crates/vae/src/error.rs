@@ -36,4 +36,7 @@ pub enum VaeError {
 
     #[error("training: {0}")]
     Train(String),
+
+    #[error(transparent)]
+    Nn(#[from] latte_nn::NnError),
 }

@@ -63,8 +63,6 @@ pub fn write_outputs(result: &ForwardResult, out: &Path) -> Result<(), VaeError>
         .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (*k, v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(safetensors_err)?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = out.with_file_name(format!(".{name}.tmp"));
-    safetensors::serialize_to_file(views, None, &tmp).map_err(safetensors_err)?;
-    std::fs::rename(&tmp, out).map_err(|source| VaeError::Io { path: out.to_owned(), source })
+    let bytes = safetensors::serialize(views, None).map_err(safetensors_err)?;
+    Ok(latte_nn::host::write_atomic(out, &bytes)?)
 }

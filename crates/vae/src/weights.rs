@@ -17,6 +17,7 @@ use crate::config::VaeConfig;
 use crate::layers::Builder;
 use crate::weight_file::WeightFile;
 use crate::VaeError;
+use latte_nn::host::write_atomic;
 
 /// The weights file name `save_pretrained` writes.
 pub const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -194,13 +195,9 @@ pub fn save_pretrained(model: &AutoencoderKL, config: &VaeConfig, dir: &Path) ->
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| VaeError::Safetensors { path: dir.join(DIFFUSERS_WEIGHTS), reason: e.to_string() })?;
     let weights = dir.join(DIFFUSERS_WEIGHTS);
-    let tmp = dir.join(format!(".{DIFFUSERS_WEIGHTS}.tmp"));
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| VaeError::Safetensors { path: tmp.clone(), reason: e.to_string() })?;
-    std::fs::rename(&tmp, &weights).map_err(io(&weights))?;
-    let config_path = dir.join(CONFIG);
-    let tmp = dir.join(format!(".{CONFIG}.tmp"));
-    std::fs::write(&tmp, config.to_json()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &config_path).map_err(io(&config_path))?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| VaeError::Safetensors { path: weights.clone(), reason: e.to_string() })?;
+    write_atomic(&weights, &bytes)?;
+    write_atomic(&dir.join(CONFIG), config.to_json().as_bytes())?;
     Ok(())
 }
 
