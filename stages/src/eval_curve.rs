@@ -312,6 +312,7 @@ fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> 
             x_label: "training step".into(),
             y_label: name.clone(),
             log_x: ctx.params.bool("log_x").map_err(|e| anyhow!("{e}"))?,
+            log_y: false,
             series: vec![latte_plot::Series::new("", points)],
         };
         write_atomic(&ctx.out.join("curve.png"), &chart.to_png()?)?;

@@ -287,6 +287,7 @@ pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, la
                     points: pts,
                     colour,
                     dash,
+                    faint: false,
                 });
             }
         }
@@ -310,6 +311,7 @@ pub fn curves(grid: &Grid, points: &[Point], plans: &[Plan]) -> Vec<(PathBuf, la
                 x_label: x.clone(),
                 y_label: name.clone(),
                 log_x: false,
+                log_y: false,
                 series: series.clone(),
             };
             (path, chart)
@@ -378,72 +380,35 @@ impl Summary {
         s
     }
 
-    /// An SVG with one bar chart per numeric metric column (bars = points, labelled with their
-    /// axis values), or `None` when no metric column is numeric. SVG keeps the engine free of
-    /// image and font dependencies and opens in any browser.
-    pub fn to_svg(&self, axes: usize) -> Option<String> {
-        const PANEL_W: f64 = 420.0;
-        const PANEL_H: f64 = 220.0;
+    /// One bar chart per numeric metric column (bars = points, labelled with their axis
+    /// values), or `None` when no metric column is numeric.
+    pub fn bar_charts(&self, axes: usize) -> Option<Vec<latte_plot::BarChart>> {
         let first_metric = 1 + axes;
-        let numeric: Vec<(usize, Vec<f64>)> = (first_metric..self.header.len())
+        let x_label = if axes == 0 { "point".to_owned() } else { self.header[1..first_metric].join(", ") };
+        let label = |r: &Vec<String>| if axes == 0 { r[0].clone() } else { r[1..first_metric].join(", ") };
+        let charts: Vec<latte_plot::BarChart> = (first_metric..self.header.len())
             .filter_map(|c| {
                 let vals: Option<Vec<f64>> = self.rows.iter().map(|r| r.get(c)?.parse::<f64>().ok().filter(|v| v.is_finite())).collect();
-                vals.filter(|v| !v.is_empty()).map(|v| (c, v))
+                let vals = vals.filter(|v| !v.is_empty())?;
+                Some(latte_plot::BarChart {
+                    title: self.header[c].clone(),
+                    x_label: x_label.clone(),
+                    y_label: self.header[c].rsplit('.').next().unwrap_or_default().to_owned(),
+                    bars: vals.into_iter().zip(&self.rows).map(|(value, row)| latte_plot::Bar { label: label(row), value }).collect(),
+                })
             })
             .collect();
-        if numeric.is_empty() {
-            return None;
-        }
-        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let label = |r: &Vec<String>| if axes == 0 { r[0].clone() } else { r[1..first_metric].join(", ") };
-        let height = PANEL_H * numeric.len() as f64;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{PANEL_W}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n"
-        );
-        for (panel, (col, vals)) in numeric.iter().enumerate() {
-            let top = PANEL_H * panel as f64;
-            let (lo, hi) = vals.iter().fold((0.0f64, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let span = if hi > lo { hi - lo } else { 1.0 };
-            let (plot_top, plot_h, left, width) = (top + 24.0, PANEL_H - 64.0, 40.0, PANEL_W - 60.0);
-            let zero_y = plot_top + plot_h * (hi / span);
-            svg.push_str(&format!("<text x=\"{left}\" y=\"{}\" font-weight=\"bold\">{}</text>\n", top + 16.0, esc(&self.header[*col])));
-            let slot = width / vals.len() as f64;
-            for (i, (v, row)) in vals.iter().zip(&self.rows).enumerate() {
-                let x = left + slot * i as f64 + slot * 0.15;
-                let y = plot_top + plot_h * ((hi - v.max(0.0)) / span);
-                let h = (plot_h * (v.abs() / span)).max(0.5);
-                svg.push_str(&format!(
-                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#4a72b0\"><title>{}</title></rect>\n",
-                    slot * 0.7,
-                    esc(&format!("{}: {v}", label(row)))
-                ));
-                svg.push_str(&format!(
-                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-                    x + slot * 0.35,
-                    top + PANEL_H - 24.0,
-                    esc(&label(row))
-                ));
-                svg.push_str(&format!(
-                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{v:.4}</text>\n",
-                    x + slot * 0.35,
-                    y - 3.0
-                ));
-            }
-            svg.push_str(&format!(
-                "<line x1=\"{left}\" y1=\"{zero_y:.1}\" x2=\"{:.1}\" y2=\"{zero_y:.1}\" stroke=\"black\"/>\n",
-                left + width
-            ));
-        }
-        svg.push_str("</svg>\n");
-        Some(svg)
+        (!charts.is_empty()).then_some(charts)
     }
 
-    /// Writes `<grid stem>.summary.svg` (see `to_svg`) beside the grid file, when there is
-    /// something to plot.
+    /// Writes `<grid stem>.summary.svg` (the [`Summary::bar_charts`] one under the other)
+    /// beside the grid file, when there is something to plot. SVG, not PNG: it opens in any
+    /// browser, and hovering shows nothing hidden, every value is printed on its bar.
     pub fn write_plot(&self, grid: &Grid) -> Result<Option<PathBuf>> {
-        let Some(svg) = self.to_svg(grid.axes.len()) else { return Ok(None) };
+        let Some(charts) = self.bar_charts(grid.axes.len()) else { return Ok(None) };
         let stem = grid.file.file_stem().and_then(|s| s.to_str()).unwrap_or("grid");
         let path = grid.file.parent().unwrap_or(Path::new("/")).join(format!("{stem}.summary.svg"));
+        let svg = latte_plot::BarChart::column_svg(&charts).map_err(|e| Error::Figure { path: path.clone(), message: e.to_string() })?;
         crate::store::write_atomic(&path, svg.as_bytes())?;
         Ok(Some(path))
     }

@@ -13,6 +13,8 @@ pub enum TrainError {
     Diffusion(#[from] latte_diffusion::DiffusionError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("loss figure {}: {source}", path.display())]
+    Figure { path: PathBuf, source: latte_plot::PlotError },
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
     #[error(

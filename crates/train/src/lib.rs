@@ -34,7 +34,7 @@ pub use error::TrainError;
 pub use grad_norm::{clip_global_norm, global_norm};
 pub use log::{read_log, StepLog};
 pub use parallel::{Collective, TcpOptions, World};
-pub use plot::plot_loss;
+pub use plot::{loss_chart, plot_loss};
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;
 pub use trained::{DiffusionInfo, LatentsInfo, TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
