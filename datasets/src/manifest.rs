@@ -84,13 +84,11 @@ impl Manifest {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` via a temporary file in the same folder.
+/// Writes `value` as pretty JSON to `path`, whole or not at all.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ManifestError> {
     let io = |source| ManifestError::Io { path: path.to_owned(), source };
     let text = serde_json::to_string_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    latte_atomic::write(path, text.as_bytes()).map_err(io)
 }
 
 impl Rejected {

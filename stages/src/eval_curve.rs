@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::sample::Sample;
-use crate::vae_train::write_atomic;
+use latte_engine::atomic::write_atomic;
 
 pub struct EvalCurve;
 
@@ -322,7 +322,8 @@ fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> 
     // The last checkpoint's entries, as a metrics stage's, so that a grid tabulates them.
     let last = points.last().map(|p| p.metrics.clone()).unwrap_or(Value::Null);
     let metrics = json!({"step": points.last().map(|p| p.step), "fvd": last["fvd"], "fid": last["fid"]});
-    write_atomic(&ctx.out.join("metrics.json"), &serde_json::to_vec_pretty(&metrics)?)
+    write_atomic(&ctx.out.join("metrics.json"), &serde_json::to_vec_pretty(&metrics)?)?;
+    Ok(())
 }
 
 #[cfg(test)]

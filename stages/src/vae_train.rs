@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use latte_engine::atomic::write_atomic;
 use latte_engine::{Cancel, InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
@@ -315,11 +316,6 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         config.scaling_factor
     ));
     Ok(())
-}
-
-/// The engine's whole-or-nothing write, with the stage's error type.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    latte_engine::atomic::write_atomic(path, bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]

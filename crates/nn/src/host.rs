@@ -6,7 +6,7 @@ use crate::NnError;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Element storage of a [`HostTensor`]. Floats of every width are widened to `f32`, signed
 /// integers to `i64` (the two types the model consumes); `u8` holds video frames.
@@ -163,19 +163,9 @@ pub fn write_safetensors(
     write_atomic(path, &buffer)
 }
 
-/// Writes `bytes` to `path` through a sibling temporary file and a rename.
+/// Writes `bytes` to `path` (`latte_atomic::write`): it holds its old content or all of `bytes`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NnError> {
-    let tmp = tmp_sibling(path);
-    std::fs::write(&tmp, bytes).map_err(|e| NnError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        NnError::io(path, e)
-    })
-}
-
-fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    latte_atomic::write(path, bytes).map_err(|e| NnError::io(path, e))
 }
 
 /// Largest absolute difference between two equally long slices (NaN counts as infinite).
