@@ -212,7 +212,7 @@ mod tests {
     use crate::vae_train::{train_on_store, Options};
     use latte_engine::NoProgress;
     use latte_store::WindowRule;
-    use latte_vae::train::TrainConfig;
+    use latte_vae::train::VaeTrainConfig;
     use latte_vae::VaeConfig;
 
     /// A fresh scratch directory (stages has no tempfile dependency).
@@ -242,7 +242,7 @@ mod tests {
     fn tiny_options() -> Options {
         Options {
             vae: VaeConfig::new(vec![8, 16], 1, 4, 4),
-            train: TrainConfig { steps: 2, batch_size: 2, crop: 8, ..TrainConfig::default() },
+            train: VaeTrainConfig { steps: 2, batch_size: 2, crop: 8, ..VaeTrainConfig::default() },
             heldout_fraction: 0.3,
             max_frames: 64,
             fit_scaling_factor: true,

@@ -134,8 +134,8 @@ impl Stage for Metrics {
     }
 }
 
-/// An opened ragged uint8 store of videos.
-struct Videos {
+/// An opened ragged uint8 store of videos (samples or real frames), scored as a `VideoSet`.
+struct VideoStore {
     dir: PathBuf,
     meta: RaggedMeta,
     frames: RaggedArray<u8>,
@@ -143,7 +143,7 @@ struct Videos {
     width: usize,
 }
 
-impl Videos {
+impl VideoStore {
     fn open(dir: &Path, preferred: &[&str]) -> anyhow::Result<Self> {
         let store = RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         let names = store.array_names();
@@ -157,11 +157,11 @@ impl Videos {
         let &[h, w, 3] = frames.frame_shape() else {
             bail!("{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB", dir.display(), frames.frame_shape());
         };
-        Ok(Videos { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
+        Ok(VideoStore { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
     }
 }
 
-impl VideoSet for Videos {
+impl VideoSet for VideoStore {
     fn counts(&self) -> &[u64] {
         &self.meta.counts
     }
@@ -248,8 +248,8 @@ fn weighted_metric<R: Serialize>(
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
-    let samples = Videos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
-    let real = Videos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
+    let samples = VideoStore::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
+    let real = VideoStore::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
     let device = crate::open_device(p)?;
     let monitor = StageMonitor(ctx);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
@@ -611,7 +611,7 @@ pub(crate) mod tests {
             extra: Default::default(),
         })
         .unwrap();
-        let fake = Videos::open(&dir, &["samples"]).unwrap();
+        let fake = VideoStore::open(&dir, &["samples"]).unwrap();
 
         let device = Device::flex();
         let tiny = C3dConfig { frames: 16, size: 20, channels: [3, 3, 2, 2, 2, 2, 2, 2], hidden: 4, classes: 6 };

@@ -13,7 +13,7 @@ use latte_engine::atomic::write_atomic;
 use latte_engine::{Cancel, InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
-use latte_vae::train::{train, FrameBatch, ReconstructionLoss, TrainConfig};
+use latte_vae::train::{train, FrameBatch, ReconstructionLoss, VaeTrainConfig};
 use latte_vae::{save_pretrained, VaeConfig};
 
 pub struct VaeTrain;
@@ -121,8 +121,8 @@ fn vae_config(p: &Params) -> Result<VaeConfig, StageError> {
     Ok(config)
 }
 
-fn train_config(p: &Params) -> Result<TrainConfig, StageError> {
-    Ok(TrainConfig {
+fn train_config(p: &Params) -> Result<VaeTrainConfig, StageError> {
+    Ok(VaeTrainConfig {
         steps: p.usize("steps")?,
         batch_size: p.usize("batch_size")?,
         crop: p.usize("crop")?,
@@ -229,7 +229,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 /// Everything `vae_train` needs besides its input and output paths.
 pub struct Options {
     pub vae: VaeConfig,
-    pub train: TrainConfig,
+    pub train: VaeTrainConfig,
     pub heldout_fraction: f64,
     pub max_frames: usize,
     pub fit_scaling_factor: bool,

@@ -1,12 +1,12 @@
 //! Probe: trains the VAE on a frames store as the `vae_train` stage does and prints the
-//! held-out PSNR and the time. Args: STORE [key=value ...] overriding `TrainConfig` fields
+//! held-out PSNR and the time. Args: STORE [key=value ...] overriding `VaeTrainConfig` fields
 //! (steps, bs, crop, lr, kl, loss, logvar, seed, warmup, wd) and `ch=32,32,64,64`, `layers=1`.
 use std::path::Path;
 use std::time::Instant;
 
 use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
-use latte_vae::train::{train, FrameBatch, TrainConfig};
+use latte_vae::train::{train, FrameBatch, VaeTrainConfig};
 use latte_vae::VaeConfig;
 
 fn main() {
@@ -59,7 +59,7 @@ fn main() {
         println!("held-out baselines: frame mean colour {:.2} dB, 8x8 block means {:.2} dB", mean_db / n, block_db / n);
         return;
     }
-    let mut tc = TrainConfig::default();
+    let mut tc = VaeTrainConfig::default();
     let (mut ch, mut layers, mut groups) = (vec![32, 32, 64, 64], 1, 8);
     for kv in &args[2..] {
         let (k, v) = kv.split_once('=').expect("key=value");

@@ -33,7 +33,7 @@ impl std::str::FromStr for ReconstructionLoss {
 }
 
 #[derive(Clone, Debug)]
-pub struct TrainConfig {
+pub struct VaeTrainConfig {
     pub steps: usize,
     pub batch_size: usize,
     /// Side of the random square crop trained on; 0 trains on whole frames. Whole 64×64
@@ -55,7 +55,7 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-impl Default for TrainConfig {
+impl Default for VaeTrainConfig {
     fn default() -> Self {
         Self {
             steps: 700,
@@ -128,7 +128,7 @@ pub struct TrainOutcome {
     pub losses: Vec<f32>,
 }
 
-fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+fn learning_rate(cfg: &VaeTrainConfig, step: usize) -> f64 {
     if step < cfg.warmup_steps {
         return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
     }
@@ -141,7 +141,7 @@ fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
 /// evaluates it on `heldout`. `on_step(step, loss)` is called after every step.
 pub fn train(
     vae_cfg: &VaeConfig,
-    cfg: &TrainConfig,
+    cfg: &VaeTrainConfig,
     frames: FrameBatch<'_>,
     train: &[usize],
     heldout: &[usize],

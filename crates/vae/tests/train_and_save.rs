@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use latte_vae::burn::tensor::{Device, Tensor, TensorData};
-use latte_vae::train::{train, FrameBatch, ReconstructionLoss, TrainConfig};
+use latte_vae::train::{train, FrameBatch, ReconstructionLoss, VaeTrainConfig};
 use latte_vae::{save_pretrained, state_dict, AutoencoderKL, VaeConfig, VaeError, VaeFolder};
 
 fn tiny() -> VaeConfig {
@@ -25,8 +25,8 @@ fn frames(n: usize) -> Vec<u8> {
     px
 }
 
-fn config(steps: usize) -> TrainConfig {
-    TrainConfig { steps, batch_size: 4, crop: 8, lr: 3e-3, warmup_steps: 2, loss: ReconstructionLoss::L1, ..TrainConfig::default() }
+fn config(steps: usize) -> VaeTrainConfig {
+    VaeTrainConfig { steps, batch_size: 4, crop: 8, lr: 3e-3, warmup_steps: 2, loss: ReconstructionLoss::L1, ..VaeTrainConfig::default() }
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn same_seed_gives_the_same_bits() {
 fn training_reduces_the_loss_and_reports_psnr() {
     let px = frames(16);
     let batch = FrameBatch { pixels: &px, count: 16, height: 16, width: 16 };
-    let cfg = TrainConfig { crop: 0, ..config(80) };
+    let cfg = VaeTrainConfig { crop: 0, ..config(80) };
     let out = train(&tiny(), &cfg, batch, &(0..14).collect::<Vec<_>>(), &[14, 15], &Device::flex(), &mut |_, _| {}).unwrap();
     let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = out.losses[70..].iter().sum::<f32>() / 10.0;
@@ -69,7 +69,7 @@ fn bad_training_inputs_fail_clearly() {
     let px = frames(4);
     let batch = FrameBatch { pixels: &px, count: 4, height: 16, width: 16 };
     let dev = Device::flex();
-    let err = train(&tiny(), &TrainConfig { crop: 7, ..config(1) }, batch, &[0, 1], &[], &dev, &mut |_, _| {}).unwrap_err();
+    let err = train(&tiny(), &VaeTrainConfig { crop: 7, ..config(1) }, batch, &[0, 1], &[], &dev, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("multiples of the downsampling factor 2"), "{err}");
     let err = train(&tiny(), &config(1), batch, &[0, 9], &[], &dev, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("frame index 9"), "{err}");
