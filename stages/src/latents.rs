@@ -207,7 +207,7 @@ fn encode_as<T: FrameElement>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::vae_train::{train_on_store, Options};
     use latte_engine::NoProgress;
@@ -216,7 +216,7 @@ mod tests {
     use latte_vae::VaeConfig;
 
     /// A fresh scratch directory (stages has no tempfile dependency).
-    fn scratch(name: &str) -> PathBuf {
+    pub(crate) fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("latte-latents-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -224,7 +224,7 @@ mod tests {
     }
 
     /// A frames store of videos with `counts` frames of `s`×`s`, pixel values from a formula.
-    fn frames_store(dir: &Path, s: usize, counts: &[usize]) -> PathBuf {
+    pub(crate) fn frames_store(dir: &Path, s: usize, counts: &[usize]) -> PathBuf {
         let path = dir.join("frames.zarr");
         let mut w = RaggedWriter::create(&path).unwrap();
         w.add_array::<u8>(&ArraySpec::new("frames", &[], &[s as u64, s as u64, 3])).unwrap();
@@ -239,7 +239,7 @@ mod tests {
         path
     }
 
-    fn tiny_options() -> Options {
+    pub(crate) fn tiny_options() -> Options {
         Options {
             vae: VaeConfig::new(vec![8, 16], 1, 4, 4),
             train: VaeTrainConfig { steps: 2, batch_size: 2, crop: 8, ..VaeTrainConfig::default() },

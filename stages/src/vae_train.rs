@@ -3,7 +3,8 @@
 //! `sample` stages treat it exactly like SD's VAE.
 //!
 //! Output: `vae/config.json` + `vae/diffusion_pytorch_model.safetensors`, `report.json`
-//! (held-out PSNR, scaling factor, loss curve).
+//! (`latte_vae::train::TrainReport`: held-out PSNR, scaling factor, loss curve) and
+//! `reconstructions.png`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,8 +14,9 @@ use latte_engine::atomic::write_atomic;
 use latte_engine::{Cancel, InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
 use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
-use latte_vae::train::{train, FrameBatch, ReconstructionLoss, VaeTrainConfig};
+use latte_vae::train::{reconstruct, select_frames, spread, train, FrameBatch, ReconstructionLoss, VaeTrainConfig};
 use latte_vae::{save_pretrained, VaeConfig};
+use latte_video::{tile_columns, Frame};
 
 pub struct VaeTrain;
 
@@ -145,7 +147,8 @@ impl Stage for VaeTrain {
     fn version(&self) -> &'static str {
         // 2: zero-initialised residual branches, MSE, lr 1e-3, 700 steps of batch 4 by default.
         // 3: report.json no longer records wall time (outputs are a function of the key).
-        "3"
+        // 4: reconstructions.png (held-out and training frames above their reconstructions).
+        "4"
     }
 
     fn params(&self) -> &'static [ParamSpec] {
@@ -177,38 +180,6 @@ impl Stage for VaeTrain {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
         run(ctx).map_err(crate::stage_error)
     }
-}
-
-/// Frame indices of the training and held-out sets: whole videos, evenly spread over the
-/// store's order, are held out so the PSNR measures frames the VAE has never seen; a single
-/// video gives up its last frames instead.
-fn split(counts: &[u64], offsets: &[u64], fraction: f64) -> (Vec<u64>, Vec<u64>) {
-    let n = counts.len();
-    if n == 1 {
-        let c = counts[0];
-        let held = ((c as f64 * fraction).round() as u64).min(c.saturating_sub(1));
-        return ((0..c - held).collect(), (c - held..c).collect());
-    }
-    let held = if fraction > 0.0 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
-    let held_videos: Vec<usize> = (0..held).map(|k| (2 * k + 1) * n / (2 * held)).collect();
-    let (mut train, mut heldout) = (Vec::new(), Vec::new());
-    for v in 0..n {
-        let frames = offsets[v]..offsets[v] + counts[v];
-        if held_videos.contains(&v) {
-            heldout.extend(frames)
-        } else {
-            train.extend(frames)
-        }
-    }
-    (train, heldout)
-}
-
-/// At most `n` of `indices`, evenly spread.
-fn spread(indices: Vec<u64>, n: usize) -> Vec<u64> {
-    if indices.len() <= n {
-        return indices;
-    }
-    (0..n).map(|k| indices[k * indices.len() / n]).collect()
 }
 
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -249,11 +220,7 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
     let (height, width) = (height as usize, width as usize);
 
     let meta = store.meta();
-    let max_frames = options.max_frames.max(2);
-    let (train_idx, heldout_idx) = split(&meta.counts, &meta.offsets, options.heldout_fraction);
-    let held_budget = (max_frames / 8).max(1).min(heldout_idx.len());
-    let heldout_idx = spread(heldout_idx, held_budget);
-    let train_idx = spread(train_idx, max_frames - held_budget);
+    let (train_idx, heldout_idx) = select_frames(&meta.counts, &meta.offsets, options.heldout_fraction, options.max_frames);
     if train_idx.is_empty() {
         bail!("{}: no frames to train the VAE on", store_dir.display());
     }
@@ -292,21 +259,10 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
     config.sample_size = height;
     save_pretrained(&outcome.model, &config, &out.join("vae")).context("saving the trained VAE")?;
 
-    let curve: Vec<(usize, f32)> =
-        outcome.losses.iter().copied().enumerate().filter(|(i, _)| i % 10 == 0 || i + 1 == outcome.losses.len()).collect();
-    let report = serde_json::json!({
-        "heldout_psnr_db": outcome.heldout_psnr,
-        "train_psnr_db": outcome.train_psnr,
-        "heldout_frames": heldout_idx.len(),
-        "train_frames": train_idx.len(),
-        "frame_size": [height, width],
-        "block_out_channels": vae_cfg.block_out_channels,
-        "downsample_factor": vae_cfg.downsample_factor(),
-        "scaling_factor": config.scaling_factor,
-        "final_loss": outcome.losses.last(),
-        "steps": train_cfg.steps,
-        "loss_curve": curve,
-    });
+    let sheet = reconstruction_sheet(&outcome.model, batch, &train_local, &heldout_local, &options.device)?;
+    latte_video::image_folder::write_png(&out.join(RECONSTRUCTIONS_PNG), &sheet).context("writing the reconstruction sheet")?;
+
+    let report = outcome.report(&config, (train_idx.len(), heldout_idx.len()), [height, width], RECONSTRUCTIONS_PNG);
     write_atomic(&out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     progress.log(&format!(
         "vae_train: {:.0} s, held-out PSNR {} dB, train PSNR {:.2} dB, scaling_factor {:.5}",
@@ -318,25 +274,76 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
     Ok(())
 }
 
+/// Held-out frames above their reconstructions, then training frames above theirs: the
+/// colour and shape a VAE loses, at a glance, and whether it loses more on unseen videos.
+const RECONSTRUCTIONS_PNG: &str = "reconstructions.png";
+const SHEET_COLUMNS: usize = 8;
+
+fn reconstruction_sheet(
+    model: &latte_vae::AutoencoderKL,
+    batch: FrameBatch<'_>,
+    train: &[usize],
+    heldout: &[usize],
+    device: &Device,
+) -> anyhow::Result<Frame> {
+    let mut cells = Vec::new();
+    for set in [heldout, train] {
+        let picks = spread(set, SHEET_COLUMNS);
+        if picks.is_empty() {
+            continue;
+        }
+        let size = batch.height * batch.width * 3;
+        let frame = |data: Vec<u8>| vec![Frame::new(batch.width, batch.height, data)];
+        let blank = || frame(vec![0; size]);
+        let originals = picks.iter().map(|&i| frame(batch.pixels[i * size..(i + 1) * size].to_vec()));
+        cells.extend(originals.chain(std::iter::repeat_with(blank)).take(SHEET_COLUMNS));
+        let decoded = reconstruct(model, batch, &picks, device).context("reconstructing frames for the sheet")?;
+        cells.extend(decoded.into_iter().map(frame).chain(std::iter::repeat_with(blank)).take(SHEET_COLUMNS));
+    }
+    tile_columns(&cells, SHEET_COLUMNS).pop().context("no frames to draw the reconstruction sheet from")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::latents::tests::{frames_store, scratch, tiny_options};
+    use latte_engine::NoProgress;
+    use latte_video::image_folder::read_image;
 
     #[test]
-    fn split_holds_out_whole_videos() {
-        let (train, held) = split(&[3, 2, 4], &[0, 3, 5], 0.34);
-        assert_eq!(train.len() + held.len(), 9);
-        assert!(!held.is_empty() && !train.is_empty());
-        // Every held-out frame's video is entirely held out.
-        for v in [(0u64..3), (3..5), (5..9)] {
-            let in_held = v.clone().filter(|i| held.contains(i)).count();
-            assert!(in_held == 0 || in_held == v.count());
+    fn reconstruction_sheet_shows_held_out_and_training_frames_above_their_decodings() {
+        let dir = scratch("sheet");
+        let frames = frames_store(&dir, 16, &[5, 3, 4]);
+        let out = dir.join("vae_train");
+        let options = tiny_options();
+        train_on_store(&frames, &options, &out, &NoProgress, &Cancel::new()).unwrap();
+        let report: latte_vae::train::TrainReport = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!((report.train_frames, report.heldout_frames, report.steps), (9, 3, 2));
+        assert_eq!(report.loss_curve.iter().map(|&(step, _)| step).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(report.reconstructions, RECONSTRUCTIONS_PNG);
+
+        // 8 columns of 16×16 cells with 2-pixel borders; rows: the 3 held-out frames (the middle
+        // video), their decodings, 8 of the 9 training frames, theirs.
+        let sheet = read_image(&out.join(RECONSTRUCTIONS_PNG)).unwrap();
+        assert_eq!((sheet.width, sheet.height), (8 * 18 + 2, 4 * 18 + 2));
+        let cell = |col: usize, row: usize| sheet.crop(2 + col * 18, 2 + row * 18, 16, 16).data;
+
+        let store = RaggedReader::open(&frames).unwrap();
+        let pixels = store.array::<u8>("frames").unwrap().read_frames(&[], &(0..12).collect::<Vec<u64>>()).unwrap();
+        let batch = FrameBatch { pixels: &pixels, count: 12, height: 16, width: 16 };
+        let vae =
+            latte_vae::load_weights(&options.vae, &out.join("vae").join("diffusion_pytorch_model.safetensors"), &options.device).unwrap();
+        let held = reconstruct(&vae, batch, &[5, 6, 7], &options.device).unwrap();
+        for (col, frame) in [5usize, 6, 7].into_iter().enumerate() {
+            assert_eq!(cell(col, 0), pixels[frame * 768..(frame + 1) * 768], "held-out original {frame}");
+            assert_eq!(cell(col, 1), held[col], "its decoding by the saved VAE");
         }
-        assert_eq!(held, vec![3, 4], "the middle video is held out");
-    }
-
-    #[test]
-    fn single_video_gives_up_its_last_frames() {
-        assert_eq!(split(&[10], &[0], 0.2), ((0..8).collect(), vec![8, 9]));
+        assert!(cell(3, 0).iter().chain(&cell(3, 1)).all(|&v| v == 0), "no fourth held-out frame: black");
+        let train = spread(&[0usize, 1, 2, 3, 4, 8, 9, 10, 11], 8);
+        let decoded = reconstruct(&vae, batch, &train, &options.device).unwrap();
+        for (col, &frame) in train.iter().enumerate() {
+            assert_eq!(cell(col, 2), pixels[frame * 768..(frame + 1) * 768], "training original {frame}");
+            assert_eq!(cell(col, 3), decoded[col]);
+        }
     }
 }

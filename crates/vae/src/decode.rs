@@ -31,32 +31,37 @@ impl AutoencoderKL {
         let mut start = 0;
         while start < b * f {
             let len = decode_batch.max(1).min(b * f - start);
-            let img = self.decode(flat.clone().narrow(0, start, len)); // n 3 H W
-            let [n, ch, hh, ww] = img.dims();
-            if ch != 3 {
-                return Err(VaeError::Input {
-                    shape: vec![b, f, c, h, w],
-                    reason: format!("the VAE decodes to {ch} channels; RGB videos need 3"),
-                });
-            }
-            (height, width) = (hh, ww);
-            let v = img
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| VaeError::Input { shape: vec![n, ch, hh, ww], reason: format!("reading decoded frames: {e:?}") })?;
-            for i in 0..n {
-                let plane = |k: usize| &v[(i * 3 + k) * hh * ww..(i * 3 + k + 1) * hh * ww];
-                let (r, g, bl) = (plane(0), plane(1), plane(2));
-                let mut data = Vec::with_capacity(hh * ww * 3);
-                for p in 0..hh * ww {
-                    data.extend([to_u8(r[p]), to_u8(g[p]), to_u8(bl[p])]);
-                }
-                frames.push(data);
-            }
+            let decoded = self.decode_rgb8(flat.clone().narrow(0, start, len))?;
+            (height, width) = (decoded.height, decoded.width);
+            frames.extend(decoded.frames);
             start += len;
         }
         let mut it = frames.into_iter();
         Ok((0..b).map(|_| Rgb8Video { width, height, frames: it.by_ref().take(f).collect() }).collect())
+    }
+
+    /// Decodes unscaled latents (n, C, h, w) to n uint8 frames, converted by [`to_u8`].
+    pub fn decode_rgb8(&self, z: Tensor<4>) -> Result<Rgb8Video, VaeError> {
+        let img = self.decode(z); // n 3 H W
+        let [n, ch, hh, ww] = img.dims();
+        if ch != 3 {
+            return Err(VaeError::Input {
+                shape: vec![n, ch, hh, ww],
+                reason: format!("the VAE decodes to {ch} channels; RGB frames need 3"),
+            });
+        }
+        let v = img
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| VaeError::Input { shape: vec![n, ch, hh, ww], reason: format!("reading decoded frames: {e:?}") })?;
+        let frames = v
+            .chunks(3 * hh * ww)
+            .map(|planes| {
+                let (r, g, bl) = (&planes[..hh * ww], &planes[hh * ww..2 * hh * ww], &planes[2 * hh * ww..]);
+                (0..hh * ww).flat_map(|p| [to_u8(r[p]), to_u8(g[p]), to_u8(bl[p])]).collect()
+            })
+            .collect();
+        Ok(Rgb8Video { width: ww, height: hh, frames })
     }
 }
 

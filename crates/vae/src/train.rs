@@ -128,6 +128,56 @@ pub struct TrainOutcome {
     pub losses: Vec<f32>,
 }
 
+/// `report.json` of a `vae_train` output: how well the VAE reconstructs and how it was trained.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainReport {
+    pub heldout_psnr_db: Option<f64>,
+    pub train_psnr_db: f64,
+    pub heldout_frames: usize,
+    pub train_frames: usize,
+    pub frame_size: [usize; 2],
+    pub block_out_channels: Vec<usize>,
+    pub downsample_factor: usize,
+    pub scaling_factor: f64,
+    pub final_loss: Option<f32>,
+    pub steps: usize,
+    /// (step, loss) every 10 steps and at the last.
+    pub loss_curve: Vec<(usize, f32)>,
+    /// The contact sheet of originals above their reconstructions, relative to the report.
+    pub reconstructions: String,
+}
+
+impl TrainOutcome {
+    /// The report of this run on `train_frames` and `heldout_frames` frames of `frame_size`,
+    /// its VAE saved with `config` (whose `scaling_factor` may differ from the fitted one).
+    pub fn report(&self, config: &VaeConfig, frames: (usize, usize), frame_size: [usize; 2], reconstructions: &str) -> TrainReport {
+        let last = self.losses.len().saturating_sub(1);
+        TrainReport {
+            heldout_psnr_db: self.heldout_psnr,
+            train_psnr_db: self.train_psnr,
+            train_frames: frames.0,
+            heldout_frames: frames.1,
+            frame_size,
+            block_out_channels: config.block_out_channels.clone(),
+            downsample_factor: config.downsample_factor(),
+            scaling_factor: config.scaling_factor,
+            final_loss: self.losses.last().copied(),
+            steps: self.losses.len(),
+            loss_curve: self.losses.iter().copied().enumerate().filter(|&(i, _)| i % 10 == 0 || i == last).collect(),
+            reconstructions: reconstructions.to_owned(),
+        }
+    }
+}
+
+/// The store frames (indices into a ragged store of videos with `counts` frames at `offsets`)
+/// to train on and to hold out, at most `max_frames` (≥ 2) in all, an eighth of them held out.
+pub fn select_frames(counts: &[u64], offsets: &[u64], heldout_fraction: f64, max_frames: usize) -> (Vec<u64>, Vec<u64>) {
+    let max_frames = max_frames.max(2);
+    let (train, heldout) = split_heldout(counts, offsets, heldout_fraction);
+    let held_budget = (max_frames / 8).max(1).min(heldout.len());
+    (spread(&train, max_frames - held_budget), spread(&heldout, held_budget))
+}
+
 fn learning_rate(cfg: &VaeTrainConfig, step: usize) -> f64 {
     if step < cfg.warmup_steps {
         return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
@@ -222,12 +272,39 @@ pub fn train(
     Ok(TrainOutcome { model, config, heldout_psnr, train_psnr, losses })
 }
 
-/// At most `n` indices spread evenly over `indices`.
-fn spread(indices: &[usize], n: usize) -> Vec<usize> {
+/// At most `n` of `indices`, spread evenly.
+pub fn spread<T: Copy>(indices: &[T], n: usize) -> Vec<T> {
     if indices.len() <= n {
         return indices.to_vec();
     }
     (0..n).map(|k| indices[k * indices.len() / n]).collect()
+}
+
+/// Frame indices of the training and held-out sets: whole videos, evenly spread over the
+/// store's order, are held out so the PSNR measures frames the VAE has never seen; a single
+/// video gives up its last frames instead.
+pub fn split_heldout(counts: &[u64], offsets: &[u64], fraction: f64) -> (Vec<u64>, Vec<u64>) {
+    let n = counts.len();
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    if n == 1 {
+        let c = counts[0];
+        let held = ((c as f64 * fraction).round() as u64).min(c.saturating_sub(1));
+        return ((0..c - held).collect(), (c - held..c).collect());
+    }
+    let held = if fraction > 0.0 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let held_videos: Vec<usize> = (0..held).map(|k| (2 * k + 1) * n / (2 * held)).collect();
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for v in 0..n {
+        let frames = offsets[v]..offsets[v] + counts[v];
+        if held_videos.contains(&v) {
+            heldout.extend(frames)
+        } else {
+            train.extend(frames)
+        }
+    }
+    (train, heldout)
 }
 
 fn batches(indices: &[usize]) -> impl Iterator<Item = &[usize]> {
@@ -255,6 +332,16 @@ fn latent_std(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize], 
     (sum_sq / n.max(1) as f64 - m * m).max(0.0).sqrt()
 }
 
+/// The frames `indices` decoded from their posterior means, as the sampling script converts
+/// decoded videos ([`crate::to_u8`]): `[H, W, 3]` uint8 each.
+pub fn reconstruct(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize], device: &Device) -> Result<Vec<Vec<u8>>, VaeError> {
+    let mut images = Vec::with_capacity(indices.len());
+    for chunk in batches(indices) {
+        images.extend(model.decode_rgb8(model.encode(gather(frames, chunk, device)).mean)?.frames);
+    }
+    Ok(images)
+}
+
 /// Mean over frames of the PSNR (8-bit peak) of the decoded posterior mean.
 pub fn mean_psnr(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize], device: &Device) -> f64 {
     let mut total = 0.0;
@@ -269,4 +356,38 @@ pub fn mean_psnr(model: &AutoencoderKL, frames: FrameBatch<'_>, indices: &[usize
         }
     }
     total / indices.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_holds_out_whole_videos() {
+        let (train, held) = split_heldout(&[3, 2, 4], &[0, 3, 5], 0.34);
+        assert_eq!(train.len() + held.len(), 9);
+        assert!(!held.is_empty() && !train.is_empty());
+        // Every held-out frame's video is entirely held out.
+        for v in [(0u64..3), (3..5), (5..9)] {
+            let in_held = v.clone().filter(|i| held.contains(i)).count();
+            assert!(in_held == 0 || in_held == v.count());
+        }
+        assert_eq!(held, vec![3, 4], "the middle video is held out");
+    }
+
+    #[test]
+    fn single_video_gives_up_its_last_frames() {
+        assert_eq!(split_heldout(&[10], &[0], 0.2), ((0..8).collect(), vec![8, 9]));
+    }
+
+    #[test]
+    fn selection_keeps_an_eighth_of_the_budget_for_held_out_frames() {
+        // Videos of 10, 10, 10 frames: the middle one is held out (fraction 0.3).
+        let (train, held) = select_frames(&[10, 10, 10], &[0, 10, 20], 0.3, 16);
+        assert_eq!(held, [10, 15], "16 / 8 = 2 held-out frames, spread over the middle video");
+        assert_eq!(train.len(), 14);
+        assert!(train.iter().all(|i| !(10..20).contains(i)));
+        let (train, held) = select_frames(&[10, 10, 10], &[0, 10, 20], 0.3, 4096);
+        assert_eq!((train.len(), held.len()), (20, 10), "a budget above the store keeps every frame");
+    }
 }

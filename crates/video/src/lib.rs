@@ -23,6 +23,6 @@ pub use decode::{probe, VideoInfo, VideoReader};
 pub use encode::{write_gif, write_jpeg, write_video, Codec, EncodeOptions, VideoWriter};
 pub use error::VideoError;
 pub use frame::Frame;
-pub use tile::tile_grid;
+pub use tile::{tile_columns, tile_grid};
 pub use transform::{SpatialTransform, TransformError};
 pub use window::{sample_flip, WindowError, WindowRule, WindowSpec};

@@ -6,9 +6,16 @@ use crate::Frame;
 /// Tiles videos (all the same frame size) into one as long as the shortest: `ceil(√n)`
 /// columns, 2-pixel black borders, sides rounded up to even for H.264's 4:2:0.
 pub fn tile_grid(videos: &[Vec<Frame>]) -> Vec<Frame> {
+    let cols = (1..).find(|c| c * c >= videos.len()).unwrap_or(1);
+    tile_columns(videos, cols)
+}
+
+/// Tiles videos as [`tile_grid`] does, `cols` to a row (at least one), row-major: a contact
+/// sheet whose rows mean something (e.g. originals above their reconstructions).
+pub fn tile_columns(videos: &[Vec<Frame>], cols: usize) -> Vec<Frame> {
     let Some(first) = videos.first().and_then(|v| v.first()) else { return Vec::new() };
     let (fw, fh, pad) = (first.width, first.height, 2);
-    let cols = (1..).find(|c| c * c >= videos.len()).unwrap_or(1);
+    let cols = cols.max(1);
     let rows = videos.len().div_ceil(cols);
     let gw = (cols * (fw + pad) + pad).next_multiple_of(2);
     let gh = (rows * (fh + pad) + pad).next_multiple_of(2);
@@ -47,5 +54,16 @@ mod tests {
         let odd = tile_grid(&[vec![Frame::new(3, 3, vec![1; 27])]]);
         assert_eq!((odd[0].width, odd[0].height), (8, 8));
         assert!(tile_grid(&[]).is_empty());
+    }
+
+    #[test]
+    fn explicit_columns_make_rows() {
+        let still = |v: u8| vec![Frame::new(3, 2, vec![v; 3 * 2 * 3])];
+        let sheet = tile_columns(&[still(1), still(2), still(3), still(4), still(5)], 3);
+        // 3 columns × 2 rows of 3×2 with 2-pixel borders: 3·5+2 = 17 → 18 wide, 2·4+2 = 10 high.
+        assert_eq!((sheet[0].width, sheet[0].height), (18, 10));
+        let px = |x: usize, y: usize| sheet[0].data[(y * 18 + x) * 3];
+        assert_eq!((px(2, 2), px(12, 2), px(2, 6), px(7, 6), px(12, 6)), (1, 3, 4, 5, 0), "row-major, the sixth cell black");
+        assert_eq!(tile_columns(&[still(9)], 0)[0].width, 8, "zero columns means one");
     }
 }
