@@ -19,8 +19,9 @@ use std::sync::LazyLock;
 
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
+use latte_metrics::curve::{Curve, CurvePoint};
 use latte_sample::{sample_to_dir, vae_folder, ModelSource};
-use latte_train::checkpoint::CheckpointState;
+use latte_train::checkpoint::{self, CheckpointState};
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
@@ -140,16 +141,10 @@ impl Stage for EvalCurve {
     }
 }
 
-/// One evaluated checkpoint.
-struct Point {
-    step: u64,
-    metrics: Value,
-}
-
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let (sample_p, metrics_p) = split(ctx.params)?;
     let train = ctx.input("train").map_err(|e| anyhow!("{e}"))?;
-    let checkpoints = latte_train::checkpoint::list_checkpoints(&train.join("checkpoints"))?;
+    let checkpoints = checkpoint::list_checkpoints(&train.join("checkpoints"))?;
     if checkpoints.is_empty() {
         bail!(
             "{}: no checkpoints to evaluate; the `train` stage keeps `keep_checkpoints` of them, every `checkpoint_every` steps",
@@ -178,10 +173,10 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         "networks": network_digests(&metrics_p)?,
     });
     ctx.progress.set_length(checkpoints.len() as u64);
-    let (mut points, mut reused) = (Vec::new(), 0);
+    let (mut curve, mut reused) = (Curve::default(), 0);
     for (step, dir) in &checkpoints {
         ctx.check_cancelled()?;
-        let state = latte_train::checkpoint::read_state(dir)?;
+        let state = checkpoint::read_state(dir)?;
         let key = memo_key(dir, &state, use_ema, &settings)?;
         let entry = ctx.memo.join(&key);
         if entry.join("metrics.json").is_file() {
@@ -200,17 +195,16 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
                 std::fs::copy(entry.join(f), shown.join(f)).with_context(|| format!("copying {}", entry.join(f).display()))?;
             }
         }
-        points.push(Point { step: *step, metrics });
+        curve.points.push(CurvePoint { step: *step, metrics });
         ctx.progress.inc(1);
     }
     ctx.progress.log(&format!("eval_curve: {} checkpoints, {reused} evaluated before", checkpoints.len()));
-    write_outputs(ctx, &points, &settings)
+    write_outputs(ctx, &curve, &settings)
 }
 
 /// The memo key of one checkpoint's evaluation: its weights' digest and `settings`.
 fn memo_key(dir: &Path, state: &CheckpointState, use_ema: bool, settings: &Value) -> anyhow::Result<String> {
-    let weights = dir.join(if use_ema { "ema.bpk" } else { "model.bpk" });
-    let digest = latte_metrics::weights::file_sha256(&weights)?;
+    let digest = latte_metrics::weights::file_sha256(&checkpoint::weights_file(dir, use_ema))?;
     let keyed = json!({"weights": digest, "model": state.model, "scale_factor": state.config.scale_factor, "settings": settings});
     Ok(latte_engine::hash::sha256_hex(&serde_json::to_vec(&keyed)?))
 }
@@ -281,48 +275,23 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &P
     Ok(())
 }
 
-/// The computed metric entries of a `metrics.json` (`fvd`, `fid`): name and value.
-fn values(metrics: &Value) -> Vec<(String, f64)> {
-    ["fvd", "fid"].into_iter().filter_map(|k| Some((metrics[k]["name"].as_str()?.to_owned(), metrics[k]["value"].as_f64()?))).collect()
-}
-
-fn write_outputs(ctx: &StageContext<'_>, points: &[Point], settings: &Value) -> anyhow::Result<()> {
-    let mut curves: serde_json::Map<String, Value> = serde_json::Map::new();
-    for p in points {
-        for (name, v) in values(&p.metrics) {
-            if let Some(line) = curves.entry(name).or_insert_with(|| json!([])).as_array_mut() {
-                line.push(json!([p.step, v]));
-            }
-        }
-    }
-    let missing: Vec<&str> =
-        ["fvd", "fid"].into_iter().filter(|k| points.iter().any(|p| p.metrics[*k]["status"] == "missing_weights")).collect();
-    let curve = json!({
-        "x": "training step",
-        "curves": curves,
-        "points": points.iter().map(|p| json!({"step": p.step, "fvd": p.metrics["fvd"], "fid": p.metrics["fid"]})).collect::<Vec<_>>(),
-        "missing_weights": missing,
-        "settings": settings,
-    });
-    write_atomic(&ctx.out.join("curve.json"), &serde_json::to_vec_pretty(&curve)?)?;
-    if let Some((name, pts)) = curves.iter().next() {
-        let points: Vec<(f64, f64)> = pts.as_array().into_iter().flatten().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect();
+fn write_outputs(ctx: &StageContext<'_>, curve: &Curve, settings: &Value) -> anyhow::Result<()> {
+    write_atomic(&ctx.out.join("curve.json"), &serde_json::to_vec_pretty(&curve.to_json(settings))?)?;
+    if let Some((name, points)) = curve.first_line() {
         let chart = latte_plot::LineChart {
             title: format!("{name} over training"),
             x_label: "training step".into(),
-            y_label: name.clone(),
+            y_label: name,
             log_x: ctx.params.bool("log_x").map_err(|e| anyhow!("{e}"))?,
             log_y: false,
             series: vec![latte_plot::Series::new("", points)],
         };
         write_atomic(&ctx.out.join("curve.png"), &chart.to_png()?)?;
     } else {
-        ctx.progress.log(&format!("eval_curve: no metric computed (missing weights: {}); curve.png not drawn", missing.join(", ")));
+        let missing = curve.missing_weights().join(", ");
+        ctx.progress.log(&format!("eval_curve: no metric computed (missing weights: {missing}); curve.png not drawn"));
     }
-    // The last checkpoint's entries, as a metrics stage's, so that a grid tabulates them.
-    let last = points.last().map(|p| p.metrics.clone()).unwrap_or(Value::Null);
-    let metrics = json!({"step": points.last().map(|p| p.step), "fvd": last["fvd"], "fid": last["fid"]});
-    write_atomic(&ctx.out.join("metrics.json"), &serde_json::to_vec_pretty(&metrics)?)?;
+    write_atomic(&ctx.out.join("metrics.json"), &serde_json::to_vec_pretty(&curve.last())?)?;
     Ok(())
 }
 

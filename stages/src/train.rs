@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_model::burn::module::Module;
 use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_store::{LatentsAttrs, Posterior, RaggedReader};
+use latte_store::{LatentsAttrs, LatentsStore};
 use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
 use latte_video::WindowSpec;
 
@@ -195,12 +195,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let cfg = train_config(p)?;
     let mut model_cfg = model_config(p)?;
     let store_dir = ctx.input("latents").map_err(err)?.join("latents.zarr");
-    let store = RaggedReader::open(&store_dir).with_context(|| format!("opening the latents store {}", store_dir.display()))?;
-    let meta = store.meta().clone();
-    let posterior = Posterior::open(&store).with_context(|| format!("{}: arrays `mean` and `logvar` (f32 or f16)", store_dir.display()))?;
-    let &[c, h, w] = posterior.frame_shape() else {
-        bail!("{}: latent frames have shape {:?}; expected [C, h, w]", store_dir.display(), posterior.frame_shape());
-    };
+    let LatentsStore { meta, posterior, frame_shape: [c, h, w] } = LatentsStore::open(&store_dir)?;
     if h != w {
         bail!("{}: latents are {h}×{w}; the model needs square latents", store_dir.display());
     }
@@ -238,23 +233,21 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     model_cfg.num_classes = if conditional { meta.num_classes.map(|n| n as usize) } else { None };
     model_cfg.validate().context("model configuration")?;
 
-    let offsets: Arc<Vec<u64>> = Arc::new(kept.iter().map(|&i| meta.offsets[i]).collect());
-    let posterior = Arc::new(posterior);
+    let (posterior, kept) = (Arc::new(posterior), Arc::new(kept));
     let counts: Vec<usize> = kept.iter().map(|&i| meta.counts[i] as usize).collect();
-    let frame_shape = [c as usize, h as usize, w as usize];
     // One per rank: each rank's loader reads its share of every step's clips.
     let make_clips = || {
-        let (posterior, offsets) = (posterior.clone(), offsets.clone());
+        let (posterior, kept) = (posterior.clone(), kept.clone());
         let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
-            let global: Vec<u64> = idx.iter().map(|&i| offsets[clip] + i as u64).collect();
-            posterior.read(orient as u64, &global).map_err(Into::into)
+            let frames: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+            posterior.read_in_video(orient as u64, kept[clip], &frames).map_err(Into::into)
         });
         let window = Box::new(move |total: usize, rng: &mut latte_train::ChaCha8Rng| spec.sample(total, rule, rng).map_err(Into::into));
         LatentClips {
             counts: counts.clone(),
             labels: labels.clone(),
             num_classes: model_cfg.num_classes,
-            frame_shape,
+            frame_shape: [c as usize, h as usize, w as usize],
             flip: meta.flip,
             read,
             window,
@@ -264,15 +257,13 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
 
     let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
     let world = latte_train::World::from_env()?;
-    let (devices, mut collectives) =
-        latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}")))
-            .context("parameter `device`")?;
+    let (devices, collectives) = latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}")))
+        .context("parameter `device`")?;
     let checkpointing = p.bool("checkpointing").map_err(err)?;
     let compute = crate::precision(p, "precision", &["f32", "bf16"]).map_err(anyhow::Error::msg)?;
     let seed = p.u64("seed").map_err(err)?;
-    let build = |device: &latte_model::burn::tensor::Device| -> anyhow::Result<Latte> {
-        let model = Latte::new(&model_cfg, &latte_nn::device::autodiff_with(device, checkpointing), seed)?;
-        Ok(model.with_compute_dtype(compute))
+    let build = |device: &latte_model::burn::tensor::Device| {
+        Latte::new(&model_cfg, &latte_nn::device::autodiff_with(device, checkpointing), seed).map(|m| m.with_compute_dtype(compute))
     };
     let model = build(&devices[0])?;
     let model_meta = serde_json::to_value(&model_cfg)?;
@@ -296,7 +287,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let resume_dir = p.str("resume_dir").map_err(err)?;
     let state = if resume_dir.is_empty() { ctx.work.join("checkpoints") } else { PathBuf::from(resume_dir) };
     let log = if resume_dir.is_empty() { ctx.work.join("loss.jsonl") } else { Path::new(resume_dir).join("loss.jsonl") };
-    let paths = RunPaths { checkpoints: state.clone(), log: log.clone(), plot: ctx.out.join("loss.png") };
+    let paths = RunPaths { checkpoints: state.clone(), log, plot: ctx.out.join("loss.png") };
     if let Some((step, dir)) = latte_train::checkpoint::list_checkpoints(&state)?.pop() {
         ctx.progress.log(&format!("train: resuming from step {step} ({})", dir.display()));
     }
@@ -315,37 +306,11 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     // Building the model and opening the store take a while for a large model.
     ctx.check_cancelled()?;
     let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
-    let lead = collectives.remove(0);
     // Under a multi-process launch only rank 0 keeps the log and checkpoints (`train_with`);
     // every rank's output holds the weights, which are the same bits on every rank.
-    let rank0 = lead.rank() == 0;
-    let result = std::thread::scope(|scope| {
-        // Ranks 1.. of an in-process group (one per further local GPU) run beside this thread;
-        // the ranks stop together (the trainer votes on Ctrl-C), so only rank 0 reports.
-        let others: Vec<_> = devices[1..]
-            .iter()
-            .zip(collectives)
-            .map(|(device, collective)| {
-                let (build, make_clips, cfg, paths, model_meta) = (&build, &make_clips, &cfg, &paths, &model_meta);
-                scope.spawn(move || -> anyhow::Result<()> {
-                    let never = |_: &StepLog| ControlFlow::<()>::Continue(());
-                    latte_train::train_with(build(device)?, forward, make_clips(), cfg, paths, model_meta, collective, never)?;
-                    Ok(())
-                })
-            })
-            .collect();
-        let lead = latte_train::train_with(model, forward, make_clips(), &cfg, &paths, &model_meta, lead, on_step);
-        for (rank, handle) in others.into_iter().enumerate() {
-            match handle.join() {
-                Ok(Ok(())) => {}
-                // rank 0's own error says more when the group broke up under it
-                Ok(Err(e)) if lead.is_ok() => return Err(e.context(format!("data-parallel rank {}", rank + 1))),
-                Ok(Err(_)) => {}
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(lead)
-    })?;
+    let rank0 = collectives[0].rank() == 0;
+    let result =
+        latte_train::train_on_devices(model, build, &devices, collectives, make_clips, forward, &cfg, &paths, &model_meta, on_step);
     let trained = result.map_err(|e| match e {
         e @ TrainError::Interrupted { .. } => {
             ctx.progress.log(&format!("train: {e}"));
@@ -364,8 +329,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     trained.ema.save_safetensors(&ctx.out.join("model.safetensors")).context("writing model.safetensors")?;
     trained.model.valid().save_safetensors(&ctx.out.join("model_raw.safetensors")).context("writing model_raw.safetensors")?;
     if rank0 {
-        std::fs::copy(&log, ctx.out.join("loss.jsonl")).with_context(|| format!("copying {}", log.display()))?;
-        latte_train::checkpoint::export_checkpoints(&state, &ctx.out.join("checkpoints"))?;
+        paths.export(ctx.out)?;
     }
     let config = TrainOutputConfig {
         checkpointing,

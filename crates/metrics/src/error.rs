@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::network::Net;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("cannot read {path}")]
@@ -38,6 +40,15 @@ pub enum MetricsError {
     Tensors(#[from] latte_nn::NnError),
     #[error("stopped by the caller")]
     Stopped,
+    /// A network's weights named by the caller's `setting` would not load.
+    #[error("loading {} weights {} (parameter `{setting}`)", net.name(), path.display())]
+    Load {
+        net: Net,
+        path: PathBuf,
+        setting: String,
+        #[source]
+        source: Box<MetricsError>,
+    },
     #[error("eigendecomposition failed to converge on a {d}×{d} matrix")]
     Eigen { d: usize },
 }

@@ -8,10 +8,12 @@
 //!   [`inception_score`] turns its probabilities into the score.
 //! - [`network`]: the three networks behind one call; [`evaluate`]: the one FVD/FID/IS chain
 //!   (clip choice → pixels → features → statistics → a typed report) that the metrics stage,
-//!   `eval_curve` and the CLI share.
+//!   `eval_curve` and the CLI share; [`report`]: `metrics.json` (an entry per metric, computed
+//!   or saying why not); [`curve`]: the entries of a run's checkpoints as lines over steps.
 //! - [`pickle`]: a non-executing pickle reader; [`tensors`]: safetensors files.
 
 pub mod c3d;
+pub mod curve;
 pub mod error;
 pub mod evaluate;
 pub mod features;
@@ -23,6 +25,7 @@ pub mod network;
 pub mod npy;
 pub mod numpy_pickle;
 pub mod pickle;
+pub mod report;
 pub mod resize;
 pub mod sampling;
 pub mod tensors;

@@ -31,6 +31,15 @@ impl Net {
         }
     }
 
+    /// The inverse of [`Net::parse`]: `i3d`, `inception` or `c3d`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Net::I3d => "i3d",
+            Net::Inception => "inception",
+            Net::C3d => "c3d",
+        }
+    }
+
     /// The network's usual name.
     pub fn name(self) -> &'static str {
         match self {

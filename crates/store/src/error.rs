@@ -28,4 +28,18 @@ pub enum StoreError {
     WrongDtype { path: PathBuf, array: String, actual: String, requested: &'static str },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// `source` while doing `what` (e.g. "opening <store>"): a caller's step above the Zarr call.
+    #[error("{what}")]
+    Context {
+        what: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// `self` as the cause of the failed step `what`.
+    pub(crate) fn context(self, what: impl FnOnce() -> String) -> StoreError {
+        StoreError::Context { what: what(), source: Box::new(self) }
+    }
 }

@@ -17,13 +17,15 @@ mod error;
 mod meta;
 mod posterior;
 mod reader;
+mod videos;
 mod writer;
 
 pub use element::{Dtype, FrameElement};
 pub use error::StoreError;
 pub use meta::{GroupInfo, LatentsAttrs, RaggedMeta, WindowRule};
-pub use posterior::Posterior;
+pub use posterior::{LatentsStore, Posterior};
 pub use reader::{RaggedArray, RaggedReader};
+pub use videos::RgbVideos;
 pub use writer::{ArraySpec, RaggedWriter};
 
 pub use half::f16;

@@ -1,9 +1,34 @@
 //! The latents store's VAE posteriors: arrays `mean` and `logvar` of shape `[2, frames, C, h,
 //! w]` (orientation first: original, horizontally flipped), stored as f32 or f16.
 
+use std::path::Path;
+
 use half::f16;
 
-use crate::{RaggedArray, RaggedReader, StoreError};
+use crate::{RaggedArray, RaggedMeta, RaggedReader, StoreError};
+
+/// A latents store opened for training: the group's metadata and the posterior arrays, whose
+/// frames are checked to be `[C, h, w]`. (Its `LatentsAttrs` are the reader's to check: what
+/// to say about a store without them depends on who asked.)
+pub struct LatentsStore {
+    pub meta: RaggedMeta,
+    pub posterior: Posterior,
+    /// `[C, h, w]` of one latent frame.
+    pub frame_shape: [u64; 3],
+}
+
+impl LatentsStore {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let store = RaggedReader::open(dir).map_err(|e| e.context(|| format!("opening the latents store {}", dir.display())))?;
+        let posterior =
+            Posterior::open(&store).map_err(|e| e.context(|| format!("{}: arrays `mean` and `logvar` (f32 or f16)", dir.display())))?;
+        let &[c, h, w] = posterior.frame_shape() else {
+            let message = format!("latent frames have shape {:?}; expected [C, h, w]", posterior.frame_shape());
+            return Err(StoreError::Invalid { path: dir.to_owned(), message });
+        };
+        Ok(LatentsStore { meta: store.meta().clone(), posterior, frame_shape: [c, h, w] })
+    }
+}
 
 /// A latents store's `mean`/`logvar` pair, read as f32 whatever the stored dtype.
 pub enum Posterior {
@@ -27,6 +52,18 @@ impl Posterior {
             Self::F32(m, _) => m.frame_shape(),
             Self::F16(m, _) => m.frame_shape(),
         }
+    }
+
+    /// `(mean, logvar)` of frames `frames` (indices within the video) of video `video` in
+    /// orientation `orient`, frame-major.
+    pub fn read_in_video(&self, orient: u64, video: usize, frames: &[u64]) -> Result<(Vec<f32>, Vec<f32>), StoreError> {
+        Ok(match self {
+            Self::F32(m, l) => (m.read_in_video(&[orient], video, frames)?, l.read_in_video(&[orient], video, frames)?),
+            Self::F16(m, l) => {
+                let up = |v: Vec<f16>| v.into_iter().map(f16::to_f32).collect::<Vec<f32>>();
+                (up(m.read_in_video(&[orient], video, frames)?), up(l.read_in_video(&[orient], video, frames)?))
+            }
+        })
     }
 
     /// `(mean, logvar)` of the frames at `global` indices (over all videos) in orientation
@@ -84,5 +121,33 @@ mod tests {
             assert_eq!(m, want, "orientation {orient}");
             assert_eq!(l, want.iter().map(|x| -x).collect::<Vec<_>>(), "orientation {orient}");
         }
+
+        // The same frames through the latents store, by video and index within the video.
+        let latents = LatentsStore::open(&dir.path().join("latents.zarr")).unwrap();
+        assert_eq!(latents.frame_shape, [4, 2, 3]);
+        assert_eq!(latents.meta.counts, [5, 4]);
+        let in_video = latents.posterior.read_in_video(1, 1, &[1, 0, 3]).unwrap();
+        assert_eq!(in_video, posterior.read(1, &[6, 5, 8]).unwrap());
+        let e = latents.posterior.read_in_video(0, 1, &[4]).unwrap_err().to_string();
+        assert!(e.contains("frame 4 of video 1") && e.contains("it has 4"), "{e}");
+    }
+
+    #[test]
+    fn a_store_that_is_not_a_latents_store_is_named_with_what_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.zarr");
+        let mut w = RaggedWriter::create(&path).unwrap();
+        w.add_array::<u8>(&ArraySpec::new("frames", &[], &[2, 2, 3])).unwrap();
+        w.append("frames", &[0u8; 12]).unwrap();
+        w.end_video("v", None).unwrap();
+        w.finish(GroupInfo { dataset: "t".into(), num_classes: None, window: WindowRule::Stride, flip: false, extra: Default::default() })
+            .unwrap();
+        let e = LatentsStore::open(&path).err().unwrap();
+        assert_eq!(e.to_string(), format!("{}: arrays `mean` and `logvar` (f32 or f16)", path.display()));
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("array `mean` does not exist"), "{cause}");
+        let missing = dir.path().join("absent.zarr");
+        let e = LatentsStore::open(&missing).err().unwrap();
+        assert_eq!(e.to_string(), format!("opening the latents store {}", missing.display()));
     }
 }

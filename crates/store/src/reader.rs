@@ -320,6 +320,18 @@ impl<T: FrameElement> RaggedArray<T> {
         self.read_range(lead, o, c)
     }
 
+    /// Frames `frames` (indices within the video, any order) of video `video`, concatenated in
+    /// that order.
+    pub fn read_in_video(&self, lead: &[u64], video: usize, frames: &[u64]) -> Result<Vec<T>, StoreError> {
+        let (Some(&o), Some(&c)) = (self.offsets.get(video), self.counts.get(video)) else {
+            return Err(self.invalid(format!("video {video} does not exist (the store has {})", self.offsets.len())));
+        };
+        if let Some(f) = frames.iter().find(|&&f| f >= c) {
+            return Err(self.invalid(format!("frame {f} of video {video} is out of range (it has {c})")));
+        }
+        self.read_frames(lead, &frames.iter().map(|f| o + f).collect::<Vec<u64>>())
+    }
+
     /// Frames at global indices `indices` (any order, repeats allowed), concatenated in that
     /// order. Runs of consecutive indices are read with one request.
     pub fn read_frames(&self, lead: &[u64], indices: &[u64]) -> Result<Vec<T>, StoreError> {

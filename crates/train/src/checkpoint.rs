@@ -173,10 +173,15 @@ pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Val
     CheckpointState { format: FORMAT.into(), version: VERSION, step, config: config.clone(), model: model.clone(), interrupted }
 }
 
+/// The file of the EMA weights (`ema = true`) or of the raw ones of the checkpoint in `dir`.
+pub fn weights_file(dir: &Path, ema: bool) -> PathBuf {
+    dir.join(if ema { "ema.bpk" } else { "model.bpk" })
+}
+
 /// The EMA weights (`ema.bpk`, `ema = true`) or the raw ones (`model.bpk`) of the checkpoint
 /// in `dir`, loaded into `model`: a fresh module of the architecture its `state.json` names.
 pub fn load_weights<M: Module>(dir: &Path, model: M, ema: bool) -> Result<M, TrainError> {
-    let file = dir.join(if ema { "ema.bpk" } else { "model.bpk" });
+    let file = weights_file(dir, ema);
     model.try_load_file(file.clone()).map_err(|e| TrainError::Checkpoint { path: file, message: e.to_string() })
 }
 

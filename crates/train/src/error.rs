@@ -13,6 +13,12 @@ pub enum TrainError {
     Diffusion(#[from] latte_diffusion::DiffusionError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("copying {}", path.display())]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("loss figure {}: {source}", path.display())]
     Figure { path: PathBuf, source: latte_plot::PlotError },
     #[error("checkpoint {}: {message}", path.display())]
@@ -37,6 +43,13 @@ pub enum TrainError {
     /// The device to train on cannot be opened.
     #[error("device: {0}")]
     Device(String),
+    /// Rank `rank` of an in-process group failed while rank 0 did not ([`crate::train_on_devices`]).
+    #[error("data-parallel rank {rank}")]
+    Rank {
+        rank: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl TrainError {

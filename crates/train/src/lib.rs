@@ -10,7 +10,8 @@
 //! `loss.png` is drawn at the end.
 //!
 //! [`train_with`] runs the same loop as one rank of a data-parallel group ([`parallel`]):
-//! gradients summed over the ranks, weights independent of the number of ranks.
+//! gradients summed over the ranks, weights independent of the number of ranks;
+//! [`train_on_devices`] runs one rank per local device, each on a thread.
 //!
 //! **Architecture invariant:** this crate knows nothing of the pipeline, the latents store or
 //! the Latte model; the caller fills [`LatentClips`] and passes the forward closure.
@@ -38,4 +39,4 @@ pub use plot::{loss_chart, plot_loss};
 /// The generator the data stream draws from (window rules receive it).
 pub use rand_chacha::ChaCha8Rng;
 pub use trained::{DiffusionInfo, LatentsInfo, TrainOutputConfig, TRAIN_OUTPUT_CONFIG};
-pub use trainer::{step_gradients, train, train_with, MicroLosses, ModelInput, RunPaths, StepControl, Trained};
+pub use trainer::{step_gradients, train, train_on_devices, train_with, MicroLosses, ModelInput, RunPaths, StepControl, Trained};

@@ -52,6 +52,13 @@ impl RunPaths {
     pub fn in_dir(dir: &Path) -> Self {
         Self { checkpoints: dir.join("checkpoints"), log: dir.join("loss.jsonl"), plot: dir.join("loss.png") }
     }
+
+    /// Puts the run's loss log and complete checkpoints into `out` as `loss.jsonl` and
+    /// `checkpoints/` (see [`checkpoint::export_checkpoints`]), which outlive the run's folders.
+    pub fn export(&self, out: &Path) -> Result<(), TrainError> {
+        std::fs::copy(&self.log, out.join("loss.jsonl")).map_err(|source| TrainError::Copy { path: self.log.clone(), source })?;
+        checkpoint::export_checkpoints(&self.checkpoints, &out.join("checkpoints"))
+    }
 }
 
 /// A finished run.
@@ -262,6 +269,64 @@ where
         plot_loss(&points, &paths.plot)?;
     }
     Ok(Trained { model, ema, step: cfg.steps.max(start), resumed_from, last_checkpoint })
+}
+
+/// [`train_with`] on every device of this process: rank r of the group trains on
+/// `devices[r]` through `collectives[r]` (as [`Collective::for_devices`] gives them). The
+/// caller's thread is rank 0, training `model`; ranks 1.. run beside it on threads of their
+/// own, each on a fresh model from `build` and clips from `clips`. Only rank 0's `on_step` is
+/// called: the trainer makes the ranks stop at the same step, so rank 0 speaks for all.
+///
+/// Rank 0's result is returned unless it succeeded while another rank failed: then that rank's
+/// error, as [`TrainError::Rank`]. When the group breaks up under rank 0, its own error says
+/// more than the others' lost-peer errors.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on_devices<M, E, F, S>(
+    model: M,
+    build: impl Fn(&Device) -> Result<M, E> + Sync,
+    devices: &[Device],
+    mut collectives: Vec<Collective>,
+    clips: impl Fn() -> LatentClips + Sync,
+    forward: F,
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    model_meta: &serde_json::Value,
+    on_step: impl FnMut(&StepLog) -> S,
+) -> Result<Trained<M>, TrainError>
+where
+    M: Module + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(&M, ModelInput) -> Tensor<5> + Copy + Send,
+    S: StepControl,
+{
+    if collectives.len() != devices.len() || devices.is_empty() {
+        return Err(TrainError::Device(format!("{} devices but {} collectives", devices.len(), collectives.len())));
+    }
+    let lead = collectives.remove(0);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = devices[1..]
+            .iter()
+            .zip(collectives)
+            .map(|(device, collective)| {
+                let (build, clips) = (&build, &clips);
+                scope.spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                    let never = |_: &StepLog| ControlFlow::<()>::Continue(());
+                    train_with(build(device)?, forward, clips(), cfg, paths, model_meta, collective, never)?;
+                    Ok(())
+                })
+            })
+            .collect();
+        let lead = train_with(model, forward, clips(), cfg, paths, model_meta, lead, on_step);
+        for (rank, handle) in others.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) if lead.is_ok() => return Err(TrainError::Rank { rank: rank + 1, source }),
+                Ok(Err(_)) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        lead
+    })
 }
 
 /// Every rank must resume from the same step with the same weights, or their updates diverge

@@ -16,7 +16,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{bits, clips, config, max_abs_diff, meta, run, weights, Tiny, C, HW};
 use latte_train::checkpoint::list_checkpoints;
 use latte_train::parallel::{grads_from_host, grads_to_host, presence_flags, sum_grads_with, Master};
-use latte_train::{read_log, train_with, Collective, ModelInput, RunPaths, StepLog, TcpOptions, TrainConfig, TrainError, World};
+use latte_train::{
+    read_log, train_on_devices, train_with, Collective, ModelInput, RunPaths, StepLog, TcpOptions, TrainConfig, TrainError, World,
+};
 
 /// What one rank ends with.
 struct RankOut {
@@ -210,6 +212,47 @@ fn data_parallel_stops_every_rank_when_one_is_interrupted() {
     let (w2, _) = run(dir.path(), &cfg).unwrap();
     let d = max_abs_diff(&w2, &w);
     assert!(d <= 1e-6, "interrupted on 2 ranks, resumed on 1: max |Δw| = {d:e}");
+}
+
+/// `train_on_devices` trains rank 0 on the calling thread and the other local ranks beside it:
+/// two CPU "devices" with thread collectives reach the bits of two thread ranks, with rank 0's
+/// `on_step` seeing every step.
+#[test]
+fn train_on_devices_runs_the_local_ranks_together() {
+    let cfg = TrainConfig { batch_size: 4, ..config(3) };
+    let reference = tempfile::tempdir().unwrap();
+    let want = two_threads(reference.path(), &cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let devices = [Device::flex(), Device::flex()];
+    let build = |d: &Device| Ok::<_, TrainError>(Tiny::new(5, &d.clone().autodiff()));
+    let model = build(&devices[0]).unwrap();
+    let mut seen = Vec::new();
+    let forward = |m: &Tiny, inp| m.forward(inp);
+    let on_step = |l: &StepLog| seen.push(l.step);
+    let paths = RunPaths::in_dir(dir.path());
+    let trained = train_on_devices(model, build, &devices, Collective::threads(2), || clips(1), forward, &cfg, &paths, &meta(), on_step);
+    let trained = trained.unwrap();
+    assert_eq!(bits(&weights(&trained.model)), bits(&want[0].model));
+    assert_eq!(bits(&weights(&trained.ema)), bits(&want[0].ema));
+    assert_eq!(seen, [1, 2, 3]);
+}
+
+/// A rank whose model cannot be built fails the call, named, even when rank 0 got through
+/// (here two independent single ranks, so that rank 0 does not wait for it).
+#[test]
+fn train_on_devices_names_a_rank_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = [Device::flex(), Device::flex()];
+    let model = Tiny::new(5, &Device::flex().autodiff());
+    let build = |_: &Device| Err::<Tiny, _>(TrainError::Device("no such device".into()));
+    let forward = |m: &Tiny, inp| m.forward(inp);
+    let paths = RunPaths::in_dir(dir.path());
+    let collectives = vec![Collective::Single, Collective::Single];
+    let e = train_on_devices(model, build, &devices, collectives, || clips(1), forward, &config(1), &paths, &meta(), |_| {}).err();
+    match e.expect("rank 1 failed") {
+        TrainError::Rank { rank: 1, source } => assert_eq!(source.to_string(), "device: no such device"),
+        other => panic!("unexpected error {other}"),
+    }
 }
 
 fn world_from(vars: &[(&str, &str)]) -> Result<World, TrainError> {
