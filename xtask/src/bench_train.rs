@@ -890,12 +890,10 @@ fn loader_rate(case: &BenchCase, threads: usize) -> Result<f64> {
     }
     let info = GroupInfo { dataset: "bench".into(), num_classes: None, window: WindowRule::Stride, flip: true, extra: Default::default() };
     writer.finish(info)?;
-    let store = RaggedReader::open(&path)?;
-    let offsets = store.meta().offsets.clone();
-    let posterior = Posterior::open(&store)?;
+    let posterior = Posterior::open(&RaggedReader::open(&path)?)?;
     let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
-        let global: Vec<u64> = idx.iter().map(|&i| offsets[clip] + i as u64).collect();
-        posterior.read(orient as u64, &global).map_err(Into::into)
+        let frames: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+        posterior.read_in_video(orient as u64, clip, &frames).map_err(Into::into)
     });
     let window = Box::new(move |total: usize, rng: &mut rand_chacha::ChaCha8Rng| {
         let start = rng.random_range(0..=total - f);
