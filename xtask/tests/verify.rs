@@ -3,8 +3,7 @@
 //! truncated, deleted and overwritten, and `verify` must name them, `status` must call the stage
 //! stale naming a file, `run` must rerun exactly that stage and its downstream, and every
 //! output must come back byte for byte (each file's SHA-256 in the manifests equals the first
-//! run's). One exception: burn writes the optimizer state of a checkpoint (`optim.bpk`) in
-//! hash-map order (tensors and their alignment padding), so those files only have to exist.
+//! run's), checkpoints' optimizer state (`optim.bpk`) included.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -107,20 +106,9 @@ fn recorded(out: &Path) -> BTreeMap<String, (u64, String)> {
         .collect()
 }
 
-/// Every stage's recorded files, with the content of burn's hash-ordered optimizer records
-/// left out (see the top of the file).
+/// Every stage's recorded files.
 fn contents(lock: &BTreeMap<String, (String, String)>) -> BTreeMap<String, BTreeMap<String, (u64, String)>> {
-    lock.iter()
-        .map(|(stage, (out, _))| {
-            let mut files = recorded(Path::new(out));
-            for (f, record) in files.iter_mut() {
-                if f.ends_with("/optim.bpk") {
-                    *record = Default::default();
-                }
-            }
-            (stage.clone(), files)
-        })
-        .collect()
+    lock.iter().map(|(stage, (out, _))| (stage.clone(), recorded(Path::new(out)))).collect()
 }
 
 #[derive(Clone, Copy, Debug)]

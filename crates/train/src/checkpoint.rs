@@ -84,7 +84,7 @@ pub(crate) fn save<M: Module>(
     let fail = |path: PathBuf| move |e: burn::store::RecordError| TrainError::Checkpoint { path, message: e.to_string() };
     model.clone().save_file(tmp.join("model.bpk")).map_err(fail(tmp.join("model.bpk")))?;
     ema.clone().save_file(tmp.join("ema.bpk")).map_err(fail(tmp.join("ema.bpk")))?;
-    optim.save(tmp.join("optim.bpk")).map_err(fail(tmp.join("optim.bpk")))?;
+    save_optimizer(optim, &tmp.join("optim.bpk"))?;
     let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
     fs::write(tmp.join("state.json"), json).map_err(TrainError::io(tmp.join("state.json")))?;
     // On disk before the rename makes the checkpoint visible: after a power loss a complete
@@ -176,6 +176,31 @@ pub(crate) fn new_state(step: u64, config: &TrainConfig, model: &serde_json::Val
 /// The file of the EMA weights (`ema = true`) or of the raw ones of the checkpoint in `dir`.
 pub fn weights_file(dir: &Path, ema: bool) -> PathBuf {
     dir.join(if ema { "ema.bpk" } else { "model.bpk" })
+}
+
+/// Writes the optimizer state with its tensors in name order. burn-optim lists them in the
+/// order of a `HashMap` seeded per map, so the same state written by two processes (or two
+/// optimizers) came out as different bytes, and a `train` output was not a function of its
+/// cache key. The reader finds tensors by name, so the order changes nothing on loading.
+fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> Result<(), TrainError> {
+    let fail = |message: String| TrainError::Checkpoint { path: path.to_owned(), message };
+    let bytes = optim.to_record().into_bytes().map_err(|e| fail(e.to_string()))?;
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| fail(e.to_string()))?;
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let mut parts = Vec::new();
+    for tensor in reader.into_tensors().map_err(|e| fail(e.to_string()))? {
+        parts.push(tensor.into_parts().map_err(|e| fail(e.to_string()))?);
+    }
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors = parts.into_iter().map(|(name, dtype, shape, id, data)| burn_pack::Tensor::new(name, dtype, shape, id, data)).collect();
+    let mut writer = burn_pack::Writer::new(tensors).auto_extension(false);
+    for (key, value) in &scalars {
+        writer = writer.with_scalar(key, *value);
+    }
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    writer.write_to_file(path).map_err(|e| fail(e.to_string()))
 }
 
 /// The EMA weights (`ema.bpk`, `ema = true`) or the raw ones (`model.bpk`) of the checkpoint

@@ -84,6 +84,13 @@ fn latte_resume_is_bit_identical() {
     let (model_b, ema_b) = run(b.path(), 4);
     assert!(model_a == model_b, "raw weights differ after resume");
     assert!(ema_a == ema_b, "EMA weights differ after resume");
+    // The checkpoints too, byte for byte (a `train` output must follow from its cache key):
+    // the resumed run's optimizer is another map than the straight run's, which once wrote
+    // the same state in another order.
+    for file in ["model.bpk", "ema.bpk", "optim.bpk", "state.json"] {
+        let read = |dir: &Path| std::fs::read(dir.join("checkpoints/step-00000004").join(file)).unwrap();
+        assert!(read(a.path()) == read(b.path()), "{file} of step 4 differs between the straight and the resumed run");
+    }
     let log = read_log(&a.path().join("loss.jsonl")).unwrap();
     assert_eq!(log.len(), 4);
     // A fresh Latte predicts exactly zero (zero-initialised final layer), so the first MSE is
