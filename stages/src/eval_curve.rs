@@ -88,8 +88,10 @@ fn sub_params(stage: &dyn Stage, set: impl IntoIterator<Item = (String, toml::Va
     let mut values = std::collections::BTreeMap::new();
     for spec in stage.params() {
         if let Some(lit) = spec.default {
-            let table: toml::Table = toml::from_str(&format!("v = {lit}")).with_context(|| format!("default of `{}`", spec.name))?;
-            values.insert(spec.name.to_owned(), table["v"].clone());
+            let value = spec
+                .default_value()
+                .ok_or_else(|| anyhow!("kind `{}` declares an invalid default `{lit}` for `{}`", stage.kind(), spec.name))?;
+            values.insert(spec.name.to_owned(), value);
         }
     }
     values.extend(set);

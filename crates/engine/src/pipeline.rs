@@ -378,7 +378,7 @@ impl Validator {
             }
             match spec.default {
                 None => self.error(&path, format!("missing required parameter `{}`", spec.name), Some(spec_help(spec))),
-                Some(lit) => match parse_literal(lit).and_then(|v| check_type(spec.ty, &v).ok()) {
+                Some(lit) => match spec.default_value().and_then(|v| check_type(spec.ty, &v).ok()) {
                     Some(v) => {
                         let v = if matches!(spec.ty, ParamType::Path | ParamType::OptionalPath) && v.as_str() != Some("") {
                             Value::String(dir.join(v.as_str()?).to_string_lossy().into_owned())
@@ -569,11 +569,6 @@ fn spec_help(spec: &ParamSpec) -> String {
         Some(d) => format!("`{}`: {} ({ty}, default {d})", spec.name, spec.help),
         None => format!("`{}`: {} ({ty}, required)", spec.name, spec.help),
     }
-}
-
-fn parse_literal(lit: &str) -> Option<Value> {
-    let t: toml::Table = toml::from_str(&format!("v = {lit}")).ok()?;
-    t.get("v").cloned()
 }
 
 fn expected(ty: ParamType) -> &'static str {

@@ -76,6 +76,15 @@ pub struct ParamSpec {
     pub help: &'static str,
 }
 
+impl ParamSpec {
+    /// The default parsed as a TOML value: `None` when the parameter is required or its
+    /// literal does not parse (a bug in the kind, which loading a pipeline reports).
+    pub fn default_value(&self) -> Option<toml::Value> {
+        let table: toml::Table = toml::from_str(&format!("v = {}", self.default?)).ok()?;
+        table.get("v").cloned()
+    }
+}
+
 /// One named upstream slot a stage kind consumes (e.g. `frames`, `vae`).
 #[derive(Clone, Copy, Debug)]
 pub struct InputSpec {
