@@ -83,25 +83,12 @@ const INPUTS: &[InputSpec] = &[
     InputSpec { name: "frames", required: true, help: "the `frames` stage (frames.zarr): the real clips" },
 ];
 
-/// The value of every parameter of `stage`: its defaults, then `set`.
-fn sub_params(stage: &dyn Stage, set: impl IntoIterator<Item = (String, toml::Value)>) -> anyhow::Result<Params> {
-    let mut values = std::collections::BTreeMap::new();
-    for spec in stage.params() {
-        if let Some(lit) = spec.default {
-            let value = spec
-                .default_value()
-                .ok_or_else(|| anyhow!("kind `{}` declares an invalid default `{lit}` for `{}`", stage.kind(), spec.name))?;
-            values.insert(spec.name.to_owned(), value);
-        }
-    }
-    values.extend(set);
-    Ok(Params { values })
-}
-
 /// The parameters of the sample and the metrics stage runs this stage's `p` stands for.
 fn split(p: &Params) -> anyhow::Result<(Params, Params)> {
     let get = |k: &str| p.values.get(k).cloned().ok_or_else(|| anyhow!("missing parameter `{k}`"));
-    let sample = sub_params(&Sample, SAMPLE_KEYS.iter().map(|k| Ok((k.to_string(), get(k)?))).collect::<anyhow::Result<Vec<_>>>()?)?;
+    let sample =
+        Params::with_defaults(&Sample, SAMPLE_KEYS.iter().map(|k| Ok((k.to_string(), get(k)?))).collect::<anyhow::Result<Vec<_>>>()?)
+            .map_err(anyhow::Error::msg)?;
     let mut set = METRICS_KEYS.iter().map(|k| Ok((k.to_string(), get(k)?))).collect::<anyhow::Result<Vec<_>>>()?;
     set.extend([
         ("device".to_owned(), get("device")?),
@@ -112,7 +99,7 @@ fn split(p: &Params) -> anyhow::Result<(Params, Params)> {
         // reports them once.
         ("fvd_references".to_owned(), toml::Value::Boolean(false)),
     ]);
-    Ok((sample, sub_params(&Metrics, set)?))
+    Ok((sample, Params::with_defaults(&Metrics, set).map_err(anyhow::Error::msg)?))
 }
 
 impl Stage for EvalCurve {
@@ -250,17 +237,7 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &P
         [("samples".to_owned(), samples.clone()), ("frames".to_owned(), ctx.input("frames").map_err(|e| anyhow!("{e}"))?.to_owned())]
             .into_iter()
             .collect();
-    let sub = StageContext {
-        name: ctx.name,
-        params: metrics_p,
-        inputs: &inputs,
-        out: &scored,
-        work: &scratch,
-        memo: ctx.memo,
-        threads: ctx.threads,
-        progress: &latte_engine::NoProgress,
-        cancel: ctx.cancel,
-    };
+    let sub = ctx.nested(metrics_p, &inputs, &scored, &scratch);
     Metrics.run(&sub).map_err(|e| anyhow!("{e}")).with_context(|| format!("the metrics stage's run for checkpoint {}", dir.display()))?;
 
     let tmp = scratch.join("entry");
@@ -269,25 +246,14 @@ fn evaluate(ctx: &StageContext<'_>, dir: &Path, sample_p: &Params, metrics_p: &P
     if samples.join("grid.gif").is_file() {
         std::fs::copy(samples.join("grid.gif"), tmp.join("grid.gif"))?;
     }
-    if entry.exists() {
-        std::fs::remove_dir_all(entry)?;
-    }
-    std::fs::rename(&tmp, entry).with_context(|| format!("installing {}", entry.display()))?;
+    latte_atomic::replace_dir(&tmp, entry).with_context(|| format!("installing {}", entry.display()))?;
     std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
 
 fn write_outputs(ctx: &StageContext<'_>, curve: &Curve, settings: &Value) -> anyhow::Result<()> {
     write_atomic(&ctx.out.join("curve.json"), &serde_json::to_vec_pretty(&curve.to_json(settings))?)?;
-    if let Some((name, points)) = curve.first_line() {
-        let chart = latte_plot::LineChart {
-            title: format!("{name} over training"),
-            x_label: "training step".into(),
-            y_label: name,
-            log_x: ctx.params.bool("log_x").map_err(|e| anyhow!("{e}"))?,
-            log_y: false,
-            series: vec![latte_plot::Series::new("", points)],
-        };
+    if let Some(chart) = curve.chart(ctx.params.bool("log_x").map_err(|e| anyhow!("{e}"))?) {
         write_atomic(&ctx.out.join("curve.png"), &chart.to_png()?)?;
     } else {
         let missing = curve.missing_weights().join(", ");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use latte_engine::{Cancel, InputSpec, Interrupted, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
-use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, LatentsAttrs, RaggedReader, RaggedWriter};
+use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, LatentsAttrs, RaggedWriter, RgbVideos};
 use latte_vae::burn::tensor::Device;
 use latte_vae::train::{frames_to_tensor, FrameBatch};
 use latte_vae::{AutoencoderKL, VaeFolder};
@@ -149,12 +149,8 @@ fn encode_as<T: FrameElement>(
     let digest = folder.digest()?;
     let config = &folder.config;
 
-    let store = RaggedReader::open(store_dir).with_context(|| format!("opening the frames store {}", store_dir.display()))?;
-    let frames = store.array::<u8>("frames").with_context(|| format!("reading array `frames` of {}", store_dir.display()))?;
-    let &[height, width, 3] = frames.frame_shape() else {
-        bail!("{}: array `frames` has frame shape {:?}; expected [S, S, 3]", store_dir.display(), frames.frame_shape());
-    };
-    let (height, width) = (height as usize, width as usize);
+    let frames = RgbVideos::open(store_dir, &["frames"]).context("the frames to encode")?;
+    let (height, width) = frames.frame_size();
     latte_vae::check_input([1, 3, height, width], config)
         .with_context(|| format!("frames of {} with the VAE in {}", store_dir.display(), vae_dir.display()))?;
     let f = config.downsample_factor();
@@ -165,7 +161,7 @@ fn encode_as<T: FrameElement>(
     for name in ["mean", "logvar"] {
         writer.add_array::<T>(&ArraySpec::new(name, &[2], &latent_shape))?;
     }
-    let meta = store.meta().clone();
+    let meta = frames.meta().clone();
     progress.set_length(meta.total_frames());
     progress.log(&format!(
         "latents: {} videos, {} frames of {height}×{width} → {latent_shape:?} ({dtype_name}), VAE {}",
@@ -181,7 +177,7 @@ fn encode_as<T: FrameElement>(
                 return Err(Interrupted.into());
             }
             let n = (range.end - start).min(batch_size as u64);
-            let pixels = frames.read_range(&[], start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v]))?;
+            let pixels = frames.read_range(start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v]))?;
             let batch = FrameBatch { pixels: &pixels, count: n as usize, height, width };
             let (mean, logvar) = encode(&vae, batch, &device)?;
             writer.append::<T>("mean", &mean.into_iter().map(convert).collect::<Vec<T>>())?;
@@ -211,6 +207,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::vae_train::{train_on_store, Options};
     use latte_engine::NoProgress;
+    use latte_store::RaggedReader;
     use latte_store::WindowRule;
     use latte_vae::train::VaeTrainConfig;
     use latte_vae::VaeConfig;

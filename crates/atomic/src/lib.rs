@@ -26,6 +26,17 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.commit()
 }
 
+/// Puts the complete folder `from` at `to` (same file system), replacing an older `to`: a
+/// reader checking for a file inside `to` sees the old folder, none, or the whole new one,
+/// never a folder being filled. (Two renames cannot swap a folder in one step, so between
+/// them there is no `to`.)
+pub fn replace_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::rename(from, to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +61,20 @@ mod tests {
         let blocked = path.join("child");
         assert!(write(&blocked, b"new").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn replace_dir_puts_the_new_folder_in_place_of_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, target) = (dir.path().join("new"), dir.path().join("entry"));
+        write(&new.join("a.json"), b"new").unwrap();
+        replace_dir(&new, &target).unwrap();
+        write(&new.join("b.json"), b"newer").unwrap();
+        write(&target.join("stale.json"), b"old").unwrap();
+        replace_dir(&new, &target).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["b.json"], "nothing of the old folder is left");
+        assert_eq!(std::fs::read(target.join("b.json")).unwrap(), b"newer");
+        assert!(!new.exists());
     }
 }

@@ -196,7 +196,24 @@ pub struct StageContext<'a> {
     pub cancel: &'a Cancel,
 }
 
-impl StageContext<'_> {
+impl<'a> StageContext<'a> {
+    /// The context of a stage run inside this one (a composite stage running another kind):
+    /// its own parameters, inputs, output and scratch folders; the memo, threads and cancel
+    /// token are this run's, and its progress goes nowhere.
+    pub fn nested(&self, params: &'a Params, inputs: &'a BTreeMap<String, PathBuf>, out: &'a Path, work: &'a Path) -> StageContext<'a> {
+        StageContext {
+            name: self.name,
+            params,
+            inputs,
+            out,
+            work,
+            memo: self.memo,
+            threads: self.threads,
+            progress: &NoProgress,
+            cancel: self.cancel,
+        }
+    }
+
     /// The output directory of the upstream stage bound to `slot`.
     pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
         self.inputs
@@ -243,6 +260,23 @@ pub struct Params {
 }
 
 impl Params {
+    /// Every parameter of `stage` at its default, then the values `set` (a composite stage's
+    /// parameters for a kind it runs). A default that does not parse is the kind's bug; the
+    /// error names it.
+    pub fn with_defaults(stage: &dyn Stage, set: impl IntoIterator<Item = (String, toml::Value)>) -> Result<Params, String> {
+        let mut values = BTreeMap::new();
+        for spec in stage.params() {
+            if let Some(lit) = spec.default {
+                let value = spec
+                    .default_value()
+                    .ok_or_else(|| format!("kind `{}` declares an invalid default `{lit}` for `{}`", stage.kind(), spec.name))?;
+                values.insert(spec.name.to_owned(), value);
+            }
+        }
+        values.extend(set);
+        Ok(Params { values })
+    }
+
     fn get(&self, key: &str) -> Result<&toml::Value, StageError> {
         self.values.get(key).ok_or_else(|| format!("missing parameter `{key}`").into())
     }
@@ -306,5 +340,45 @@ impl Params {
     pub fn str_list(&self, key: &str) -> Result<Vec<String>, StageError> {
         let arr = self.get(key)?.as_array().ok_or_else(|| format!("parameter `{key}` is not a list"))?;
         arr.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("parameter `{key}` holds a non-string").into())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Kind(&'static [ParamSpec]);
+    impl Stage for Kind {
+        fn kind(&self) -> &'static str {
+            "kind"
+        }
+        fn version(&self) -> &'static str {
+            "1"
+        }
+        fn params(&self) -> &'static [ParamSpec] {
+            self.0
+        }
+        fn inputs(&self) -> &'static [InputSpec] {
+            &[]
+        }
+        fn run(&self, _: &StageContext<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn with_defaults_fills_every_default_then_the_values_set() {
+        const SPECS: &[ParamSpec] = &[
+            ParamSpec { name: "steps", ty: ParamType::Int, default: Some("100"), help: "" },
+            ParamSpec { name: "method", ty: ParamType::Str, default: Some("\"ddpm\""), help: "" },
+            ParamSpec { name: "required", ty: ParamType::Int, default: None, help: "" },
+        ];
+        let p = Params::with_defaults(&Kind(SPECS), [("steps".to_owned(), toml::Value::Integer(7))]).unwrap();
+        assert_eq!((p.int("steps").unwrap(), p.str("method").unwrap()), (7, "ddpm"));
+        assert!(!p.values.contains_key("required"), "a required parameter has no default to fill");
+
+        const BAD: &[ParamSpec] = &[ParamSpec { name: "lr", ty: ParamType::Float, default: Some("1e"), help: "" }];
+        let e = Params::with_defaults(&Kind(BAD), []).unwrap_err();
+        assert_eq!(e, "kind `kind` declares an invalid default `1e` for `lr`");
     }
 }

@@ -58,6 +58,20 @@ impl Curve {
         Some((name, points))
     }
 
+    /// `curve.png`'s chart: the first line over training steps (`None` when nothing was
+    /// computed).
+    pub fn chart(&self, log_x: bool) -> Option<latte_plot::LineChart> {
+        let (name, points) = self.first_line()?;
+        Some(latte_plot::LineChart {
+            title: format!("{name} over training"),
+            x_label: "training step".into(),
+            y_label: name,
+            log_x,
+            log_y: false,
+            series: vec![latte_plot::Series::new("", points)],
+        })
+    }
+
     /// The last checkpoint's entries and step, laid out as a `metrics.json` with a `step`, so
     /// that whatever tabulates metrics stages tabulates a curve's end too.
     pub fn last(&self) -> Value {

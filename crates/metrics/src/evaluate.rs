@@ -26,6 +26,24 @@ pub trait VideoSet {
     fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, MetricsError>;
 }
 
+/// A ragged store of RGB videos (a `frames` or `sample` stage's output), read as it is.
+impl VideoSet for latte_store::RgbVideos {
+    fn counts(&self) -> &[u64] {
+        &self.meta().counts
+    }
+
+    fn frame_size(&self) -> (usize, usize) {
+        latte_store::RgbVideos::frame_size(self)
+    }
+
+    fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, MetricsError> {
+        latte_store::RgbVideos::read(self, video, frames).map_err(|e| MetricsError::Read {
+            what: format!("reading video `{}` of {}", self.meta().ids[video], self.dir().display()),
+            source: Box::new(e),
+        })
+    }
+}
+
 /// Where an evaluation reports progress, and how its caller stops it.
 pub trait Monitor {
     /// Work of `total` inputs starts; `line` says what.

@@ -20,6 +20,19 @@ pub enum Covariance {
     Unbiased,
 }
 
+impl std::str::FromStr for Covariance {
+    type Err = String;
+
+    /// `population` or `unbiased`; the error names the value and the two that work.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "population" => Ok(Covariance::Population),
+            "unbiased" => Ok(Covariance::Unbiased),
+            other => Err(format!("\"{other}\" is no covariance; use \"population\" or \"unbiased\"")),
+        }
+    }
+}
+
 impl Covariance {
     pub fn name(self) -> &'static str {
         match self {

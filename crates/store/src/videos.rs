@@ -54,6 +54,16 @@ impl RgbVideos {
     pub fn read(&self, video: usize, frames: &[u64]) -> Result<Vec<u8>, StoreError> {
         self.frames.read_in_video(&[], video, frames)
     }
+
+    /// Frames at store-wide indices `frames` (in the order given), `[len, H, W, 3]`.
+    pub fn read_frames(&self, frames: &[u64]) -> Result<Vec<u8>, StoreError> {
+        self.frames.read_frames(&[], frames)
+    }
+
+    /// `len` consecutive frames from store-wide index `start`, `[len, H, W, 3]`.
+    pub fn read_range(&self, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.frames.read_range(&[], start, len)
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +99,10 @@ mod tests {
         let second: Vec<u8> = (0..2 * frame).map(|i| (i + 100) as u8).collect();
         assert_eq!(videos.read(1, &[1, 0]).unwrap(), [&second[frame..], &second[..frame]].concat());
         assert!(videos.read(1, &[2]).is_err(), "video 1 has 2 frames");
+        // Store-wide indices: frame 4 is video 1's second, frame 0 video 0's first.
+        let first: Vec<u8> = (0..frame).map(|i| i as u8).collect();
+        assert_eq!(videos.read_frames(&[4, 0]).unwrap(), [&second[frame..], &first[..]].concat());
+        assert_eq!(videos.read_range(3, 2).unwrap(), second);
     }
 
     #[test]

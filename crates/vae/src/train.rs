@@ -4,10 +4,13 @@
 //! Dimension letters: N batch, C channels, H/W height/width, Z latent channels, h/w latent
 //! height/width, S crop side.
 
+use std::path::Path;
+
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use latte_nn::adamw::AdamW;
+use latte_store::{RgbVideos, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -53,6 +56,21 @@ pub struct VaeTrainConfig {
     /// Start every residual branch at zero (see [`AutoencoderKL::init_for_training`]).
     pub zero_residual_init: bool,
     pub seed: u64,
+}
+
+impl VaeTrainConfig {
+    /// Refuses settings that cannot train `vae` at any frame size (the message names the
+    /// pipeline parameter).
+    pub fn validate(&self, vae: &VaeConfig) -> Result<(), String> {
+        let f = vae.downsample_factor();
+        if !self.crop.is_multiple_of(f) {
+            return Err(format!("parameter `crop` ({}) must be a multiple of the downsampling factor {f}", self.crop));
+        }
+        if self.steps == 0 || self.batch_size == 0 {
+            return Err("parameters `steps` and `batch_size` must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for VaeTrainConfig {
@@ -147,7 +165,22 @@ pub struct TrainReport {
     pub reconstructions: String,
 }
 
+impl TrainReport {
+    /// One line for a log: held-out and training PSNR and the scaling factor.
+    pub fn summary(&self) -> String {
+        let heldout = self.heldout_psnr_db.map_or("n/a".into(), |v| format!("{v:.2}"));
+        format!("held-out PSNR {heldout} dB, train PSNR {:.2} dB, scaling_factor {:.5}", self.train_psnr_db, self.scaling_factor)
+    }
+}
+
 impl TrainOutcome {
+    /// The config to save the model with: the fitted scaling factor, or SD's 0.18215 when
+    /// `fit_scaling_factor` is off, and `sample_size` the frames' side.
+    pub fn saved_config(&self, fit_scaling_factor: bool, sample_size: usize) -> VaeConfig {
+        let scaling_factor = if fit_scaling_factor { self.config.scaling_factor } else { crate::SD_SCALING_FACTOR };
+        VaeConfig { scaling_factor, sample_size, ..self.config.clone() }
+    }
+
     /// The report of this run on `train_frames` and `heldout_frames` frames of `frame_size`,
     /// its VAE saved with `config` (whose `scaling_factor` may differ from the fitted one).
     pub fn report(&self, config: &VaeConfig, frames: (usize, usize), frame_size: [usize; 2], reconstructions: &str) -> TrainReport {
@@ -167,6 +200,62 @@ impl TrainOutcome {
             reconstructions: reconstructions.to_owned(),
         }
     }
+}
+
+/// Frames read from a frames store for training, in memory: [`select_frames`]'s training
+/// frames, then its held-out ones; `train` and `heldout` index [`TrainFrames::batch`].
+pub struct TrainFrames {
+    pub pixels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+    pub train: Vec<usize>,
+    pub heldout: Vec<usize>,
+}
+
+impl TrainFrames {
+    /// Reads the frames of the frames store `dir` (array `frames`).
+    pub fn read(dir: &Path, heldout_fraction: f64, max_frames: usize) -> Result<Self, StoreError> {
+        let videos = RgbVideos::open(dir, &["frames"])?;
+        let meta = videos.meta();
+        let (train, heldout) = select_frames(&meta.counts, &meta.offsets, heldout_fraction, max_frames);
+        if train.is_empty() {
+            return Err(StoreError::Invalid { path: videos.dir().to_owned(), message: "no frames to train the VAE on".into() });
+        }
+        let all: Vec<u64> = train.iter().chain(&heldout).copied().collect();
+        let pixels = videos.read_frames(&all)?;
+        let (height, width) = videos.frame_size();
+        Ok(TrainFrames { pixels, height, width, train: (0..train.len()).collect(), heldout: (train.len()..all.len()).collect() })
+    }
+
+    pub fn batch(&self) -> FrameBatch<'_> {
+        FrameBatch { pixels: &self.pixels, count: self.train.len() + self.heldout.len(), height: self.height, width: self.width }
+    }
+}
+
+/// The cells of a reconstruction sheet, `columns` to a row: up to `columns` held-out frames
+/// spread over the set, the row below their decodings, then the same for training frames; short
+/// rows padded with black, a set without frames left out. `[H, W, 3]` uint8 each. The colour
+/// and shape a VAE loses show at a glance, and whether it loses more on unseen videos.
+pub fn reconstruction_cells(
+    model: &AutoencoderKL,
+    frames: &TrainFrames,
+    columns: usize,
+    device: &Device,
+) -> Result<Vec<Vec<u8>>, VaeError> {
+    let batch = frames.batch();
+    let size = frames.height * frames.width * 3;
+    let mut cells = Vec::new();
+    for set in [&frames.heldout, &frames.train] {
+        let picks = spread(set, columns);
+        if picks.is_empty() {
+            continue;
+        }
+        let originals = picks.iter().map(|&i| batch.frame(i).to_vec());
+        cells.extend(originals.chain(std::iter::repeat(vec![0; size])).take(columns));
+        let decoded = reconstruct(model, batch, &picks, device)?;
+        cells.extend(decoded.into_iter().chain(std::iter::repeat(vec![0; size])).take(columns));
+    }
+    Ok(cells)
 }
 
 /// The store frames (indices into a ragged store of videos with `counts` frames at `offsets`)
