@@ -101,6 +101,19 @@ impl HostTensor {
     }
 }
 
+/// The little-endian values `raw` of a float tensor stored as `dtype`, widened to f32; `None`
+/// for a dtype other than F32, F64, F16 and BF16. The one decoding of stored floats (every
+/// weights file, the VAE's lazy reader included).
+pub fn float_values(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
+        Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        _ => return None,
+    })
+}
+
 /// Every tensor of a safetensors file, by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, NnError> {
     let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
@@ -110,12 +123,7 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, NnE
         let shape = view.shape().to_vec();
         let raw = view.data();
         let data = match view.dtype() {
-            Dtype::F32 => HostData::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            Dtype::F64 => {
-                HostData::F32(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect())
-            }
-            Dtype::F16 => HostData::F32(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-            Dtype::BF16 => HostData::F32(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+            float @ (Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) => HostData::F32(float_values(float, raw).unwrap_or_default()),
             Dtype::I64 => HostData::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8"))).collect()),
             Dtype::I32 => HostData::I64(raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
             Dtype::U8 => HostData::U8(raw.to_vec()),

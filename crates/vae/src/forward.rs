@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
+use latte_nn::host::{read_safetensors, write_safetensors, HostData, HostTensor};
 
 use crate::weights::VaeFolder;
 use crate::{check_input, VaeError};
@@ -18,19 +18,16 @@ pub struct ForwardResult {
 }
 
 fn read_x(path: &Path) -> Result<([usize; 4], Vec<f32>), VaeError> {
-    let bytes = std::fs::read(path).map_err(|source| VaeError::Io { path: path.to_owned(), source })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| VaeError::Safetensors { path: path.to_owned(), reason: e.to_string() })?;
+    let mut tensors = read_safetensors(path)?;
     let tensor_err = |reason: String| VaeError::Tensor { path: path.to_owned(), key: "x".into(), reason };
-    let x = st.tensor("x").map_err(|_| tensor_err("absent; the input image batch must be stored as `x`".into()))?;
-    if x.dtype() != Dtype::F32 {
-        return Err(tensor_err(format!("dtype {:?}; expected F32", x.dtype())));
-    }
-    let &[n, c, h, w] = x.shape() else {
-        return Err(tensor_err(format!("shape {:?}; expected [N, C, H, W]", x.shape())));
+    let x = tensors.remove("x").ok_or_else(|| tensor_err("absent; the input image batch must be stored as `x`".into()))?;
+    let &[n, c, h, w] = x.shape.as_slice() else {
+        return Err(tensor_err(format!("shape {:?}; expected [N, C, H, W]", x.shape)));
     };
-    let values = x.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Ok(([n, c, h, w], values))
+    match x.data {
+        HostData::F32(values) => Ok(([n, c, h, w], values)),
+        _ => Err(tensor_err(format!("dtype {}; expected a float type", x.dtype_name()))),
+    }
 }
 
 /// Runs the VAE folder `dir` on its `io.safetensors` input `x`.
@@ -55,14 +52,6 @@ pub fn forward_dir(dir: &Path, device: &Device) -> Result<ForwardResult, VaeErro
 
 /// Writes the outputs as an f32 safetensors file, through a temporary name and a rename.
 pub fn write_outputs(result: &ForwardResult, out: &Path) -> Result<(), VaeError> {
-    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> =
-        result.outputs.iter().map(|(k, shape, values)| (*k, shape.clone(), bytemuck::cast_slice::<f32, u8>(values).to_vec())).collect();
-    let safetensors_err = |e: safetensors::SafeTensorError| VaeError::Safetensors { path: out.to_owned(), reason: e.to_string() };
-    let views = bytes
-        .iter()
-        .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (*k, v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(safetensors_err)?;
-    let bytes = safetensors::serialize(views, None).map_err(safetensors_err)?;
-    Ok(latte_nn::host::write_atomic(out, &bytes)?)
+    let tensors = result.outputs.iter().map(|(k, shape, values)| (k.to_string(), HostTensor::f32(shape.clone(), values.clone()))).collect();
+    Ok(write_safetensors(out, &tensors, None)?)
 }

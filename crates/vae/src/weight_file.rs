@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorInfo};
+use safetensors::tensor::TensorInfo;
 
 use crate::VaeError;
 
@@ -63,15 +63,8 @@ impl WeightFile {
             .bytes
             .get(self.data_start + begin..self.data_start + end)
             .ok_or_else(|| format!("truncated: {found} lies beyond the end of the file"))?;
-        let values: Vec<f32> = match info.dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => {
-                raw.chunks_exact(8).map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()
-            }
-            other => return Err(format!("unsupported dtype: {found} is {other:?}; expected F32, F16, BF16 or F64")),
-        };
+        let values = latte_nn::host::float_values(info.dtype, raw)
+            .ok_or_else(|| format!("unsupported dtype: {found} is {:?}; expected F32, F16, BF16 or F64", info.dtype))?;
         if values.len() != shape.iter().product::<usize>() {
             return Err(format!("corrupt: {found} holds {} values for shape {:?}", values.len(), info.shape));
         }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
 
 use crate::autoencoder::AutoencoderKL;
@@ -17,7 +16,7 @@ use crate::config::VaeConfig;
 use crate::layers::Builder;
 use crate::weight_file::WeightFile;
 use crate::VaeError;
-use latte_nn::host::write_atomic;
+use latte_nn::host::{write_atomic, write_safetensors, HostTensor};
 
 /// The weights file name `save_pretrained` writes.
 pub const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -186,17 +185,8 @@ pub fn save_pretrained(model: &AutoencoderKL, config: &VaeConfig, dir: &Path) ->
         move |source| VaeError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tensors = state_dict(model);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(k, (shape, values))| (k, shape, bytemuck::cast_slice::<f32, u8>(&values).to_vec())).collect();
-    let views = bytes
-        .iter()
-        .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (k.as_str(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| VaeError::Safetensors { path: dir.join(DIFFUSERS_WEIGHTS), reason: e.to_string() })?;
-    let weights = dir.join(DIFFUSERS_WEIGHTS);
-    let bytes = safetensors::serialize(views, None).map_err(|e| VaeError::Safetensors { path: weights.clone(), reason: e.to_string() })?;
-    write_atomic(&weights, &bytes)?;
+    let tensors = state_dict(model).into_iter().map(|(k, (shape, values))| (k, HostTensor::f32(shape, values))).collect();
+    write_safetensors(&dir.join(DIFFUSERS_WEIGHTS), &tensors, None)?;
     write_atomic(&dir.join(CONFIG), config.to_json().as_bytes())?;
     Ok(())
 }
