@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use latte_store::{ArraySpec, GroupInfo, RaggedMeta, RaggedWriter, StoreError};
 use latte_video::image_folder::{list_frames, read_image};
 use latte_video::{Frame, SpatialTransform, VideoError, VideoReader, WindowRule, WindowSpec};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use latte_seed::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::kind::DatasetKind;
@@ -87,8 +86,7 @@ fn decode_all(path: &Path, t: &SpatialTransform) -> Result<Vec<Frame>, String> {
 fn extract_clip(index: usize, clip: &Clip, path: &Path, kind: DatasetKind, opts: &ExtractOptions) -> Result<Extracted, String> {
     let rule = kind.window_rule();
     let t = kind.transform(opts.size);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    rng.set_stream(index as u64);
+    let mut rng = latte_seed::stream(opts.seed, index as u64);
     let check = |n: usize| if opts.spec.long_enough(n, rule) { Ok(()) } else { Err(too_short(n, rule, &opts.spec)) };
     let whole = |frames: Vec<Frame>| Extracted { entries: vec![(clip.id.clone(), (0..frames.len()).collect(), frames)] };
     match (clip.kind, opts.windows_per_video) {

@@ -11,6 +11,7 @@
 //! | `latte-nn` parameter initialisation | model seed | a hash of the parameter's path |
 //! | `latte-train` data loader | `data_seed` | micro-batch index (epoch shuffles: their own streams) |
 //! | `latte-video` synthetic dataset | dataset seed | video index |
+//! | `latte-datasets` frame extraction (windows, flips) | frames seed | clip index |
 //! | `latte-diffusion` sampling | sample seed | sample index |
 //! | `latte-metrics` held-out real clips | metrics seed | 1 |
 //!
