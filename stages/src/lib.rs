@@ -157,3 +157,28 @@ pub(crate) mod cancel {
         }
     }
 }
+
+/// What the stages' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use latte_engine::{Cancel, NoProgress, Params, Stage, StageContext, StageError};
+
+    /// Runs `stage` as the runner would, into `out` (created) with a scratch folder beside it
+    /// (`out.work`, also the memo): one thread, no progress display.
+    pub(crate) fn run_stage(
+        stage: &dyn Stage,
+        params: &Params,
+        inputs: &BTreeMap<String, PathBuf>,
+        out: &Path,
+        cancel: &Cancel,
+    ) -> Result<(), StageError> {
+        std::fs::create_dir_all(out).expect("creating a test stage's output folder");
+        let work = out.with_extension("work");
+        let ctx =
+            StageContext { name: stage.kind(), params, inputs, out, work: &work, memo: &work, threads: 1, progress: &NoProgress, cancel };
+        stage.run(&ctx)
+    }
+}

@@ -345,22 +345,11 @@ pub(crate) mod tests {
         p.stage("metrics").unwrap().params.clone()
     }
 
-    fn run_stage(root: &Path, p: &Params, out: &Path) -> Value {
+    fn metrics_json(root: &Path, p: &Params, out: &Path) -> Value {
         let inputs = BTreeMap::from([("samples".to_string(), root.join("s")), ("frames".to_string(), root.join("f"))]);
         std::fs::create_dir_all(out).unwrap();
         Metrics.validate(p).unwrap();
-        let ctx = StageContext {
-            name: "metrics",
-            params: p,
-            inputs: &inputs,
-            out,
-            work: &out.with_extension("work"),
-            memo: &out.with_extension("work"),
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &Cancel::new(),
-        };
-        Metrics.run(&ctx).unwrap();
+        crate::testing::run_stage(&Metrics, p, &inputs, out, &Cancel::new()).unwrap();
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap()
     }
 
@@ -371,7 +360,7 @@ pub(crate) mod tests {
         write_store(&root.join("s/samples.zarr"), "samples", 4, 10, 0);
         write_store(&root.join("f/frames.zarr"), "frames", 5, 20, 1);
 
-        let m = run_stage(&root, &params(&root, ""), &root.join("out0"));
+        let m = metrics_json(&root, &params(&root, ""), &root.join("out0"));
         for (key, cmd) in [("fvd", "weights fetch i3d"), ("fid", "weights fetch inception")] {
             assert_eq!(m[key]["status"], "missing_weights", "{m}");
             assert!(m[key]["value"].is_null());
@@ -385,8 +374,8 @@ pub(crate) mod tests {
         let w = root.join("i3d.safetensors");
         random_i3d(&w);
         let p = params(&root, &format!("fid = false\ni3d_weights = \"{}\"\n", w.display()));
-        let a = run_stage(&root, &p, &root.join("out1"));
-        let b = run_stage(&root, &p, &root.join("out2"));
+        let a = metrics_json(&root, &p, &root.join("out1"));
+        let b = metrics_json(&root, &p, &root.join("out2"));
         assert_eq!(a["fvd"]["status"], "computed", "{a}");
         let v = a["fvd"]["value"].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{v}");
@@ -407,9 +396,9 @@ pub(crate) mod tests {
         assert_ne!(floor, baseline);
         // The real clips' draw is the seed's: another seed draws other clips, another number.
         let other =
-            run_stage(&root, &params(&root, &format!("fid = false\nseed = 6\ni3d_weights = \"{}\"\n", w.display())), &root.join("out3"));
+            metrics_json(&root, &params(&root, &format!("fid = false\nseed = 6\ni3d_weights = \"{}\"\n", w.display())), &root.join("out3"));
         assert_ne!(other["fvd"]["value"], a["fvd"]["value"], "seed 6 draws other real clips");
-        let mirrored = run_stage(
+        let mirrored = metrics_json(
             &root,
             &params(&root, &format!("fid = false\nreal_mirror = true\ni3d_weights = \"{}\"\n", w.display())),
             &root.join("out4"),
@@ -463,24 +452,13 @@ pub(crate) mod tests {
         write_safetensors(&w, &random_c3d(&tiny), None).unwrap();
         let absent = root.join("absent.safetensors");
         let p = params(&root, &format!("fvd = false\nfid = false\nc3d_weights = \"{}\"\n", absent.display()));
-        let m = run_stage(&root, &p, &out);
+        let m = metrics_json(&root, &p, &out);
         assert_eq!(m["is"]["status"], "missing_weights", "{m}");
         assert_eq!(m["is"]["looked_for"], absent.display().to_string());
         // A file for a smaller C3D: the published network's first tensor has the wrong shape.
         let p = params(&root, &format!("fvd = false\nfid = false\nis_splits = 2\nc3d_weights = \"{}\"\n", w.display()));
         Metrics.validate(&p).unwrap();
-        let ctx = StageContext {
-            name: "metrics",
-            params: &p,
-            inputs: &inputs,
-            out: &out,
-            work: &out.with_extension("work"),
-            memo: &out.with_extension("work"),
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &Cancel::new(),
-        };
-        let e = Metrics.run(&ctx).unwrap_err();
+        let e = crate::testing::run_stage(&Metrics, &p, &inputs, &out, &Cancel::new()).unwrap_err();
         let mut err = e.to_string();
         let mut src = e.source();
         while let Some(s) = src {

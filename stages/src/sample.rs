@@ -186,7 +186,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
 
-    use latte_engine::{Cancel, Interrupted, NoProgress, Registry};
+    use latte_engine::{Cancel, Interrupted, Registry};
     use latte_model::burn::tensor::Device;
     use latte_model::Latte;
     use latte_train::TrainOutputConfig;
@@ -270,18 +270,7 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         let inputs = BTreeMap::from([("train".to_string(), train.clone()), ("vae".to_string(), vae.clone())]);
         let never = Cancel::new();
-        let ctx = StageContext {
-            name: "sample",
-            params: &p,
-            inputs: &inputs,
-            out: &out,
-            work: &out.with_extension("work"),
-            memo: &out.with_extension("work"),
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &never,
-        };
-        Sample.run(&ctx).unwrap();
+        crate::testing::run_stage(&Sample, &p, &inputs, &out, &never).unwrap();
         for f in ["videos/0000.mp4", "videos/0001.mp4", "grid.mp4", "grid.gif", "samples.zarr/zarr.json"] {
             assert!(out.join(f).is_file(), "{f} is missing");
         }
@@ -290,18 +279,7 @@ mod tests {
         cancelled.cancel();
         let out_c = root.join("out_cancelled");
         std::fs::create_dir_all(&out_c).unwrap();
-        let ctx = StageContext {
-            name: "sample",
-            params: &p,
-            inputs: &inputs,
-            out: &out_c,
-            work: &out_c.with_extension("work"),
-            memo: &out_c.with_extension("work"),
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &cancelled,
-        };
-        let e = Sample.run(&ctx).unwrap_err();
+        let e = crate::testing::run_stage(&Sample, &p, &inputs, &out_c, &cancelled).unwrap_err();
         assert!(Interrupted::is_in(e.as_ref()), "{e}");
         assert!(!out_c.join("videos/0000.mp4").exists());
 
@@ -320,18 +298,7 @@ mod tests {
         let no_model = BTreeMap::from([("vae".to_string(), vae.clone())]);
         let out2 = root.join("out2");
         std::fs::create_dir_all(&out2).unwrap();
-        let ctx = StageContext {
-            name: "sample",
-            params: &p,
-            inputs: &no_model,
-            out: &out2,
-            work: &out2.with_extension("work"),
-            memo: &out2.with_extension("work"),
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &never,
-        };
-        let e = Sample.run(&ctx).unwrap_err().to_string();
+        let e = crate::testing::run_stage(&Sample, &p, &no_model, &out2, &never).unwrap_err().to_string();
         assert!(e.contains("`train`") && e.contains("`checkpoint`"), "{e}");
         std::fs::write(root.join("w.pt"), b"").unwrap();
         let e = params(&root, "checkpoint = \"w.pt\"\nmodel = \"Latte-M/2\"").unwrap_err();

@@ -321,23 +321,11 @@ mod tests {
     /// Trains the tiny model 3 steps with `extra` parameters; returns the logged losses and the
     /// raw weights.
     fn train_with(root: &Path, name: &str, extra: &str) -> (Vec<f64>, Vec<f32>) {
-        let (input, out, work) = (root.join("in"), root.join(name), root.join(format!("{name}-work")));
-        std::fs::create_dir_all(&out).unwrap();
+        let (input, out) = (root.join("in"), root.join(name));
         let inputs = BTreeMap::from([("latents".to_string(), input)]);
         let p = try_params(root, 3, Path::new(""), extra).unwrap();
         Train.validate(&p).unwrap();
-        let ctx = StageContext {
-            name: "train",
-            params: &p,
-            inputs: &inputs,
-            out: &out,
-            work: &work,
-            memo: &work,
-            threads: 1,
-            progress: &NoProgress,
-            cancel: &Cancel::new(),
-        };
-        Train.run(&ctx).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        crate::testing::run_stage(&Train, &p, &inputs, &out, &Cancel::new()).unwrap_or_else(|e| panic!("{extra}: {e}"));
         let losses = latte_train::read_log(&out.join("loss.jsonl")).unwrap().iter().map(|l| l.loss).collect();
         let weights = latte_nn::host::read_safetensors(&out.join("model_raw.safetensors")).unwrap();
         let flat = weights.values().flat_map(|t| t.as_f32().unwrap().to_vec()).collect();
