@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use latte_seed::ChaCha8Rng;
 use latte_store::{ArraySpec, GroupInfo, RaggedMeta, RaggedWriter, StoreError};
 use latte_video::image_folder::{list_frames, read_image};
 use latte_video::{Frame, SpatialTransform, VideoError, VideoReader, WindowRule, WindowSpec};
-use latte_seed::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::kind::DatasetKind;
