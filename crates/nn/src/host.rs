@@ -176,6 +176,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NnError> {
     latte_atomic::write(path, bytes).map_err(|e| NnError::io(path, e))
 }
 
+/// `[rows, cols]` row-major values laid out as `[cols, rows]`: a Linear weight between
+/// PyTorch's `[out, in]` and burn's `[in, out]`.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols * rows).map(|i| values[(i % rows) * cols + i / rows]).collect()
+}
+
 /// Largest absolute difference between two equally long slices (NaN counts as infinite).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "max_abs_diff of slices of different lengths");

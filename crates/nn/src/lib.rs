@@ -1,9 +1,10 @@
 //! Shared burn utilities for the Latte crates.
 //!
 //! - [`device`]: picking a burn [`Device`](burn::tensor::Device) by name.
-//! - [`init`]: seeded, lazy parameter initialisers (xavier, normal, zeros, fixed values), so that
-//!   the same seed gives the same bits and a model can be built (and its parameters counted)
-//!   without allocating its weights.
+//! - [`init`]: the one way parameters are created, each under its state-dict key: drawn from a
+//!   seed (per-path lazy streams, or one sequential stream) or read from a [`tensor_file`].
+//! - [`tensor_file`]: a safetensors file handing out each tensor once, by key or alias.
+//! - [`layers`]: PyTorch-layout Conv2d and GroupNorm, and PyTorch-initialised Linear.
 //! - [`host`]: plain host-side tensors read from and written to safetensors files (inputs,
 //!   outputs, fixtures), independent of any module.
 //! - [`weights`]: loading and saving a burn module under PyTorch key names (safetensors and
@@ -29,7 +30,9 @@ pub mod fused;
 pub mod gradcheck;
 pub mod host;
 pub mod init;
+pub mod layers;
 pub mod ops;
+pub mod tensor_file;
 pub mod weights;
 
 pub use burn;

@@ -9,14 +9,15 @@
 //! Dimension letters: N batch, C channels, H/W height/width, L = H·W tokens, Z latent channels.
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use latte_nn::init::ParamFactory;
+use latte_nn::layers::{torch_linear, Conv2d, GroupNorm};
+use latte_nn::ops::linear;
 
 use crate::config::VaeConfig;
-use crate::layers::{Builder, Conv2d, GroupNorm, Linear};
 use crate::posterior::DiagonalGaussian;
 use crate::VaeError;
 
@@ -32,14 +33,14 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    fn new(b: &mut Builder, key: &str, c_in: usize, c_out: usize, cfg: &VaeConfig) -> Self {
+    fn new(f: &ParamFactory, key: &str, c_in: usize, c_out: usize, cfg: &VaeConfig) -> Self {
         let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
         Self {
-            norm1: GroupNorm::new(b, &format!("{key}.norm1"), groups, c_in, eps),
-            conv1: Conv2d::same3(b, &format!("{key}.conv1"), c_in, c_out),
-            norm2: GroupNorm::new(b, &format!("{key}.norm2"), groups, c_out, eps),
-            conv2: Conv2d::same3(b, &format!("{key}.conv2"), c_out, c_out),
-            conv_shortcut: (c_in != c_out).then(|| Conv2d::pointwise(b, &format!("{key}.conv_shortcut"), c_in, c_out)),
+            norm1: GroupNorm::new(f, &format!("{key}.norm1"), groups, c_in, eps),
+            conv1: Conv2d::same3(f, &format!("{key}.conv1"), c_in, c_out),
+            norm2: GroupNorm::new(f, &format!("{key}.norm2"), groups, c_out, eps),
+            conv2: Conv2d::same3(f, &format!("{key}.conv2"), c_out, c_out),
+            conv_shortcut: (c_in != c_out).then(|| Conv2d::pointwise(f, &format!("{key}.conv_shortcut"), c_in, c_out)),
         }
     }
 
@@ -61,8 +62,8 @@ pub struct Downsample2D {
 }
 
 impl Downsample2D {
-    fn new(b: &mut Builder, key: &str, c: usize) -> Self {
-        Self { conv: Conv2d::new(b, &format!("{key}.conv"), c, c, 3, 2, [0; 4]) }
+    fn new(f: &ParamFactory, key: &str, c: usize) -> Self {
+        Self { conv: Conv2d::new(f, &format!("{key}.conv"), c, c, 3, 2, [0; 4]) }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -80,8 +81,8 @@ pub struct Upsample2D {
 }
 
 impl Upsample2D {
-    fn new(b: &mut Builder, key: &str, c: usize) -> Self {
-        Self { conv: Conv2d::same3(b, &format!("{key}.conv"), c, c) }
+    fn new(f: &ParamFactory, key: &str, c: usize) -> Self {
+        Self { conv: Conv2d::same3(f, &format!("{key}.conv"), c, c) }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -104,25 +105,25 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn new(b: &mut Builder, key: &str, c: usize, cfg: &VaeConfig) -> Self {
+    fn new(f: &ParamFactory, key: &str, c: usize, cfg: &VaeConfig) -> Self {
         Self {
-            group_norm: GroupNorm::new(b, &format!("{key}.group_norm"), cfg.norm_num_groups, c, cfg.norm_eps),
-            to_q: Linear::new(b, &format!("{key}.to_q"), c, c),
-            to_k: Linear::new(b, &format!("{key}.to_k"), c, c),
-            to_v: Linear::new(b, &format!("{key}.to_v"), c, c),
-            to_out: Linear::new(b, &format!("{key}.to_out.0"), c, c),
+            group_norm: GroupNorm::new(f, &format!("{key}.group_norm"), cfg.norm_num_groups, c, cfg.norm_eps),
+            to_q: torch_linear(f, &format!("{key}.to_q"), c, c),
+            to_k: torch_linear(f, &format!("{key}.to_k"), c, c),
+            to_v: torch_linear(f, &format!("{key}.to_v"), c, c),
+            to_out: torch_linear(f, &format!("{key}.to_out.0"), c, c),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let tokens = self.group_norm.forward(x.clone()).reshape([n, c, h * w]).swap_dims(1, 2); // N, L, C
-        let q = self.to_q.forward(tokens.clone()); // N, L, C
-        let k = self.to_k.forward(tokens.clone()); // N, L, C
-        let v = self.to_v.forward(tokens); // N, L, C
+        let q = linear(&self.to_q, tokens.clone()); // N, L, C
+        let k = linear(&self.to_k, tokens.clone()); // N, L, C
+        let v = linear(&self.to_v, tokens); // N, L, C
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c as f64).sqrt()); // N, L, L
         let attended = softmax(scores, 2).matmul(v); // N, L, C
-        let out = self.to_out.forward(attended).swap_dims(1, 2).reshape([n, c, h, w]); // N, C, H, W
+        let out = linear(&self.to_out, attended).swap_dims(1, 2).reshape([n, c, h, w]); // N, C, H, W
         out + x
     }
 }
@@ -135,10 +136,10 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    fn new(b: &mut Builder, key: &str, c: usize, cfg: &VaeConfig) -> Self {
-        let resnets = (0..2).map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), c, c, cfg)).collect();
+    fn new(f: &ParamFactory, key: &str, c: usize, cfg: &VaeConfig) -> Self {
+        let resnets = (0..2).map(|j| ResnetBlock2D::new(f, &format!("{key}.resnets.{j}"), c, c, cfg)).collect();
         let attentions = match cfg.mid_block_add_attention {
-            true => vec![Attention::new(b, &format!("{key}.attentions.0"), c, cfg)],
+            true => vec![Attention::new(f, &format!("{key}.attentions.0"), c, cfg)],
             false => Vec::new(),
         };
         Self { attentions, resnets }
@@ -177,19 +178,19 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    fn new(b: &mut Builder, cfg: &VaeConfig) -> Self {
+    fn new(f: &ParamFactory, cfg: &VaeConfig) -> Self {
         let boc = &cfg.block_out_channels;
         let last = boc.len() - 1;
-        let conv_in = Conv2d::same3(b, "encoder.conv_in", cfg.in_channels, boc[0]);
+        let conv_in = Conv2d::same3(f, "encoder.conv_in", cfg.in_channels, boc[0]);
         let mut c_prev = boc[0];
         let mut down_blocks = Vec::with_capacity(boc.len());
         for (i, &c) in boc.iter().enumerate() {
             let key = format!("encoder.down_blocks.{i}");
             let resnets = (0..cfg.layers_per_block)
-                .map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
+                .map(|j| ResnetBlock2D::new(f, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
                 .collect();
             let downsamplers = match i < last {
-                true => vec![Downsample2D::new(b, &format!("{key}.downsamplers.0"), c)],
+                true => vec![Downsample2D::new(f, &format!("{key}.downsamplers.0"), c)],
                 false => Vec::new(),
             };
             down_blocks.push(DownBlock { resnets, downsamplers });
@@ -199,9 +200,9 @@ impl Encoder {
         Self {
             conv_in,
             down_blocks,
-            mid_block: MidBlock::new(b, "encoder.mid_block", c, cfg),
-            conv_norm_out: GroupNorm::new(b, "encoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
-            conv_out: Conv2d::same3(b, "encoder.conv_out", c, 2 * cfg.latent_channels),
+            mid_block: MidBlock::new(f, "encoder.mid_block", c, cfg),
+            conv_norm_out: GroupNorm::new(f, "encoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
+            conv_out: Conv2d::same3(f, "encoder.conv_out", c, 2 * cfg.latent_channels),
         }
     }
 
@@ -230,20 +231,20 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    fn new(b: &mut Builder, cfg: &VaeConfig) -> Self {
+    fn new(f: &ParamFactory, cfg: &VaeConfig) -> Self {
         let reversed: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
         let last = reversed.len() - 1;
-        let conv_in = Conv2d::same3(b, "decoder.conv_in", cfg.latent_channels, reversed[0]);
-        let mid_block = MidBlock::new(b, "decoder.mid_block", reversed[0], cfg);
+        let conv_in = Conv2d::same3(f, "decoder.conv_in", cfg.latent_channels, reversed[0]);
+        let mid_block = MidBlock::new(f, "decoder.mid_block", reversed[0], cfg);
         let mut c_prev = reversed[0];
         let mut up_blocks = Vec::with_capacity(reversed.len());
         for (i, &c) in reversed.iter().enumerate() {
             let key = format!("decoder.up_blocks.{i}");
             let resnets = (0..cfg.layers_per_block + 1)
-                .map(|j| ResnetBlock2D::new(b, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
+                .map(|j| ResnetBlock2D::new(f, &format!("{key}.resnets.{j}"), if j == 0 { c_prev } else { c }, c, cfg))
                 .collect();
             let upsamplers = match i < last {
-                true => vec![Upsample2D::new(b, &format!("{key}.upsamplers.0"), c)],
+                true => vec![Upsample2D::new(f, &format!("{key}.upsamplers.0"), c)],
                 false => Vec::new(),
             };
             up_blocks.push(UpBlock { resnets, upsamplers });
@@ -254,8 +255,8 @@ impl Decoder {
             conv_in,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::new(b, "decoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
-            conv_out: Conv2d::same3(b, "decoder.conv_out", c, cfg.out_channels),
+            conv_norm_out: GroupNorm::new(f, "decoder.conv_norm_out", cfg.norm_num_groups, c, cfg.norm_eps),
+            conv_out: Conv2d::same3(f, "decoder.conv_out", c, cfg.out_channels),
         }
     }
 
@@ -285,21 +286,20 @@ pub struct AutoencoderKL {
 }
 
 impl AutoencoderKL {
-    pub(crate) fn build(b: &mut Builder, cfg: &VaeConfig) -> Self {
+    pub(crate) fn build(f: &ParamFactory, cfg: &VaeConfig) -> Self {
         let z = cfg.latent_channels;
         Self {
-            encoder: Encoder::new(b, cfg),
-            decoder: Decoder::new(b, cfg),
-            quant_conv: cfg.use_quant_conv.then(|| Conv2d::pointwise(b, "quant_conv", 2 * z, 2 * z)),
-            post_quant_conv: cfg.use_post_quant_conv.then(|| Conv2d::pointwise(b, "post_quant_conv", z, z)),
+            encoder: Encoder::new(f, cfg),
+            decoder: Decoder::new(f, cfg),
+            quant_conv: cfg.use_quant_conv.then(|| Conv2d::pointwise(f, "quant_conv", 2 * z, 2 * z)),
+            post_quant_conv: cfg.use_post_quant_conv.then(|| Conv2d::pointwise(f, "post_quant_conv", z, z)),
         }
     }
 
     /// A freshly initialised autoencoder (PyTorch's default initialisation), drawn from `seed`.
     pub fn init(cfg: &VaeConfig, seed: u64, device: &Device) -> Result<Self, VaeError> {
         cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
-        let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device);
-        Ok(Self::build(&mut b, cfg))
+        Ok(Self::build(&ParamFactory::sequential(seed, device), cfg))
     }
 
     /// Like [`AutoencoderKL::init`], with the log-variance output's bias shifted by
@@ -321,12 +321,17 @@ impl AutoencoderKL {
         device: &Device,
     ) -> Result<Self, VaeError> {
         cfg.validate().map_err(|reason| VaeError::Config { path: "<in-memory config>".into(), reason })?;
-        let key = if cfg.use_quant_conv { "quant_conv.bias" } else { "encoder.conv_out.bias" };
-        let mut b = Builder::random(ChaCha8Rng::seed_from_u64(seed), device).with_shift(key, cfg.latent_channels, logvar_bias);
-        if zero_residual_branches {
-            b = b.with_zero_residual_branches();
-        }
-        Ok(Self::build(&mut b, cfg))
+        let logvar_key = if cfg.use_quant_conv { "quant_conv.bias" } else { "encoder.conv_out.bias" };
+        let logvar_from = cfg.latent_channels;
+        let f = ParamFactory::sequential(seed, device).with_fresh_edit(move |key, values| {
+            if zero_residual_branches && is_residual_branch_end(key) {
+                values.fill(0.0);
+            }
+            if key == logvar_key {
+                values.iter_mut().skip(logvar_from).for_each(|v| *v += logvar_bias);
+            }
+        });
+        Ok(Self::build(&f, cfg))
     }
 
     /// The posterior q(z | x): diffusers' `encode(x).latent_dist`.
@@ -347,6 +352,11 @@ impl AutoencoderKL {
         };
         self.decoder.forward(z) // N, 3, H, W
     }
+}
+
+/// Whether `key` is a parameter of the layer that ends a residual branch.
+fn is_residual_branch_end(key: &str) -> bool {
+    key.contains(".conv2.") || key.contains(".to_out.0.")
 }
 
 /// Checks that an image batch fits the autoencoder before any tensor work.

@@ -13,9 +13,6 @@ pub enum VaeError {
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
-    #[error("{path} is not a readable safetensors file: {reason}")]
-    Safetensors { path: PathBuf, reason: String },
-
     /// The weights do not fit the config: every offending tensor is listed, so one run shows
     /// the whole mismatch.
     #[error(

@@ -8,10 +8,8 @@ pub mod config;
 pub mod decode;
 mod error;
 pub mod forward;
-mod layers;
 pub mod posterior;
 pub mod train;
-mod weight_file;
 pub mod weights;
 
 pub use autoencoder::{check_input, AutoencoderKL};

@@ -13,10 +13,15 @@ use sha2::{Digest, Sha256};
 
 use crate::autoencoder::AutoencoderKL;
 use crate::config::VaeConfig;
-use crate::layers::Builder;
-use crate::weight_file::WeightFile;
 use crate::VaeError;
 use latte_nn::host::{write_atomic, write_safetensors, HostTensor};
+use latte_nn::init::ParamFactory;
+use latte_nn::tensor_file::TensorFile;
+
+/// Old diffusers uploads name the mid-block attention projections `query`/`key`/`value`/
+/// `proj_attn`; diffusers renames them on load, and so do we.
+const ATTENTION_ALIASES: [(&str, &str); 4] =
+    [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")];
 
 /// The weights file name `save_pretrained` writes.
 pub const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -87,7 +92,7 @@ fn parameter_count(config: &VaeConfig) -> Option<u128> {
 /// Builds the autoencoder of `config` from the safetensors state dict at `path`.
 pub fn load_weights(config: &VaeConfig, path: &Path, device: &Device) -> Result<AutoencoderKL, VaeError> {
     config.validate().map_err(|reason| VaeError::Config { path: path.with_file_name(CONFIG), reason })?;
-    let mut file = WeightFile::open(path)?;
+    let file = ATTENTION_ALIASES.iter().fold(TensorFile::open(path)?, |file, (current, old)| file.with_alias(current, old));
     // Building allocates every parameter the config names (zeros where the file lacks one, so
     // that all problems are listed at once): a config claiming huge channel counts must be
     // refused against the file's size first, not after allocating what it claims. Every
@@ -105,10 +110,10 @@ pub fn load_weights(config: &VaeConfig, path: &Path, device: &Device) -> Result<
             });
         }
     }
-    let mut builder = Builder::file(&mut file, device);
-    let model = AutoencoderKL::build(&mut builder, config);
-    let mut problems = std::mem::take(&mut builder.problems);
-    problems.extend(file.unused().map(|k| format!("unexpected: {k} (not part of this config)")));
+    let factory = ParamFactory::from_file(file, device);
+    let model = AutoencoderKL::build(&factory, config);
+    let (mut problems, unused) = factory.finish();
+    problems.extend(unused.iter().map(|k| format!("unexpected: {k} (not part of this config)")));
     if problems.is_empty() {
         Ok(model)
     } else {
@@ -145,34 +150,42 @@ impl VaeFolder {
     }
 }
 
-/// Collects every parameter under its diffusers key.
+/// Collects every parameter under its diffusers key, in PyTorch's layout.
 struct StateDict {
     path: Vec<String>,
+    containers: Vec<String>,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl ModuleVisitor for StateDict {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         // `to_out` is diffusers' `ModuleList([Linear, Dropout])`: its Linear is `to_out.0`.
         self.path.push(if name == "to_out" { "to_out.0".to_owned() } else { name.to_owned() });
+        self.containers.push(container_type.to_owned());
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
+        self.containers.pop();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let tensor = param.val();
-        let shape = tensor.dims().to_vec();
+        let mut shape = tensor.dims().to_vec();
         // Parameters are created as f32 and never cast, so the conversion cannot fail.
-        let values = tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 parameter data");
+        let mut values = tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 parameter data");
+        // burn's Linear holds its weight [in, out]; PyTorch's files hold [out, in].
+        if D == 2 && self.containers.iter().any(|c| c == "Struct:Linear") {
+            values = latte_nn::host::transpose(&values, shape[0], shape[1]);
+            shape = vec![shape[1], shape[0]];
+        }
         self.tensors.insert(self.path.join("."), (shape, values));
     }
 }
 
 /// The model's parameters under diffusers key names, as `(shape, values)`.
 pub fn state_dict(model: &AutoencoderKL) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut visitor = StateDict { path: Vec::new(), tensors: BTreeMap::new() };
+    let mut visitor = StateDict { path: Vec::new(), containers: Vec::new(), tensors: BTreeMap::new() };
     model.visit(&mut visitor);
     visitor.tensors
 }

@@ -9,23 +9,32 @@ use latte_vae::burn::tensor::{Device, Gradients, Tensor, TensorData};
 use latte_vae::{load_weights, state_dict, AutoencoderKL, VaeConfig};
 use safetensors::tensor::{Dtype, TensorView};
 
-/// Gradients under diffusers key names.
+/// Gradients under diffusers key names, in the layout of the saved tensors (PyTorch's
+/// `[out, in]` for Linear weights, which burn holds `[in, out]`).
 struct Grads<'a> {
     path: Vec<String>,
+    containers: Vec<String>,
     grads: &'a Gradients,
     out: BTreeMap<String, Vec<f32>>,
 }
 
 impl ModuleVisitor for Grads<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
+    fn enter_module(&mut self, name: &str, container: &str) {
         self.path.push(if name == "to_out" { "to_out.0".to_owned() } else { name.to_owned() });
+        self.containers.push(container.to_owned());
     }
     fn exit_module(&mut self, _: &str, _: &str) {
         self.path.pop();
+        self.containers.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let dims = param.val().dims();
         let g = param.val().grad(self.grads).map(|g| g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
-        self.out.insert(self.path.join("."), g.unwrap_or_default());
+        let g = match g {
+            Some(g) if D == 2 && self.containers.iter().any(|c| c == "Struct:Linear") => latte_nn::host::transpose(&g, dims[0], dims[1]),
+            g => g.unwrap_or_default(),
+        };
+        self.out.insert(self.path.join("."), g);
     }
 }
 
@@ -55,7 +64,7 @@ fn every_parameter_gradient_matches_finite_differences() {
     let x = Tensor::<4>::from_data(TensorData::new(xs.clone(), [2, 3, 16, 16]), &ad);
     let noise = Tensor::<4>::from_data(TensorData::new(ns.clone(), [2, 4, 4, 4]), &ad);
     let grads = loss(&model, &x, &noise).backward();
-    let mut visitor = Grads { path: Vec::new(), grads: &grads, out: BTreeMap::new() };
+    let mut visitor = Grads { path: Vec::new(), containers: Vec::new(), grads: &grads, out: BTreeMap::new() };
     model.visit(&mut visitor);
 
     let base = state_dict(&model);
