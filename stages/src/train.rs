@@ -51,6 +51,12 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "ema_decay", ty: ParamType::Float, default: Some("0.9999"), help: "EMA decay per step (short runs need less, e.g. 0.995)" },
     ParamSpec { name: "clip_max_norm", ty: ParamType::Float, default: Some("0.1"), help: "global gradient-norm limit" },
     ParamSpec { name: "clip_from_step", ty: ParamType::Int, default: Some("-1"), help: "first step that clips gradients; -1 = never" },
+    ParamSpec {
+        name: "min_snr_gamma",
+        ty: ParamType::Float,
+        default: Some("0.0"),
+        help: "min-SNR-γ loss weighting [ours]: each clip's ε-MSE weighted by min(SNR(t), γ)/SNR(t) (Hang et al. 2023 use γ = 5); 0 = uniform, as the reference",
+    },
     ParamSpec { name: "seed", ty: ParamType::Int, default: Some("3407"), help: "model initialisation seed" },
     ParamSpec { name: "data_seed", ty: ParamType::Int, default: Some("3407"), help: "seed of clip order, windows, flips, posterior samples, timesteps and noise" },
     ParamSpec { name: "checkpoint_every", ty: ParamType::Int, default: Some("500"), help: "checkpoint interval in steps" },
@@ -92,6 +98,11 @@ impl Stage for Train {
 
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
+    }
+
+    fn unkeyed_defaults(&self) -> &'static [&'static str] {
+        // added after version 3's outputs were cached (the ablation grids' hours of training)
+        &["min_snr_gamma"]
     }
 
     fn inputs(&self) -> &'static [InputSpec] {
@@ -145,6 +156,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         checkpoint_every: p.u64("checkpoint_every").map_err(err)?,
         keep_checkpoints: p.usize("keep_checkpoints").map_err(err)?,
         loader_threads: p.usize("loader_threads").map_err(err)?.clamp(1, 64),
+        min_snr_gamma: p.float("min_snr_gamma").map_err(err)?,
         ..TrainConfig::default()
     })
 }
@@ -546,6 +558,9 @@ mod tests {
         }
         fn params(&self) -> &'static [ParamSpec] {
             Train.params()
+        }
+        fn unkeyed_defaults(&self) -> &'static [&'static str] {
+            Train.unkeyed_defaults()
         }
         fn inputs(&self) -> &'static [InputSpec] {
             Train.inputs()

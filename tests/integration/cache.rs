@@ -3,8 +3,10 @@
 
 use std::time::Instant;
 
-use latte_engine::{lock::LockFile, status::Status, Reason, Selection, State};
-use latte_tests::{ran, read, registry, Fixture};
+use latte_engine::{
+    lock::LockFile, status::Status, InputSpec, ParamSpec, ParamType, Reason, Registry, Selection, Stage, StageContext, StageError, State,
+};
+use latte_tests::{ran, read, registry, Fixture, Record};
 
 /// src -> mid -> end, plus `side` (independent) and `leaf` consuming `src`.
 fn pipeline(mid_value: &str) -> String {
@@ -211,4 +213,63 @@ journal = "$JOURNAL"
     f.run();
     assert_eq!(f.take_journal(), ["m"]);
     assert_eq!(read(&f.output("m").join("weights.txt")), "present");
+}
+
+/// `join` as a later version of its code declares it: one more parameter, off by default, that
+/// the kind lists as unkeyed while it holds its default.
+struct GrownJoin;
+
+const GROWN_JOIN_PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "value", ty: ParamType::Int, default: None, help: "required integer" },
+    ParamSpec { name: "journal", ty: ParamType::Str, default: Some("\"\""), help: "append the stage name here on every run" },
+    ParamSpec { name: "added", ty: ParamType::Float, default: Some("0.0"), help: "an option added later; 0 is the old behaviour" },
+];
+
+impl Stage for GrownJoin {
+    fn kind(&self) -> &'static str {
+        "join"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        GROWN_JOIN_PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        Record { kind: "join", version: "1" }.inputs()
+    }
+    fn unkeyed_defaults(&self) -> &'static [&'static str] {
+        &["added"]
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        Record { kind: "join", version: "1" }.run(ctx)
+    }
+}
+
+#[test]
+fn a_parameter_added_with_an_unkeyed_default_keeps_the_cache_until_it_is_set() {
+    let mut f = Fixture::new(&pipeline("2"));
+    f.run();
+    f.take_journal();
+    let before = f.output("end");
+
+    let mut grown = Registry::new();
+    grown.register(Record { kind: "record", version: "1" });
+    grown.register(Record { kind: "leaf", version: "1" });
+    grown.register(GrownJoin);
+    f.registry = grown;
+    // The new code, the old pipeline: the same key, nothing runs.
+    assert_eq!(f.output("end"), before);
+    assert!(f.run().ran.is_empty());
+    // Stating the default is the same run.
+    f.write(&pipeline("2").replace("value = 3\n", "value = 3\nadded = 0.0\n"));
+    assert_eq!(f.output("end"), before);
+    assert!(f.run().ran.is_empty());
+    // Setting it is a new run of that stage only.
+    f.write(&pipeline("2").replace("value = 3\n", "value = 3\nadded = 0.5\n"));
+    let plan = f.plan(&Selection::default());
+    assert_eq!(plan.stage("end").unwrap().reasons, [Reason::ParamsChanged(vec!["added".into()])]);
+    assert_eq!(ran(&f.run()), ["end"]);
+    assert_eq!(f.take_journal(), ["end"]);
+    assert_ne!(f.output("end"), before);
 }

@@ -19,6 +19,6 @@ mod schedule;
 
 pub use error::DiffusionError;
 pub use gaussian::{split_output, GaussianDiffusion, MeanVariance};
-pub use loss::{approx_standard_normal_cdf, discretized_gaussian_log_likelihood, mean_flat, normal_kl, Losses};
+pub use loss::{approx_standard_normal_cdf, discretized_gaussian_log_likelihood, mean_flat, normal_kl, LossWeighting, Losses};
 pub use sampler::{gaussian_noise, sample_stream, Method, SeededRun};
 pub use schedule::{linear_betas, space_timesteps, Schedule};

@@ -237,7 +237,11 @@ fn entry_for(decl: &StageDecl, keys: &BTreeMap<String, String>, store: &Store, h
     let mut key_params = toml::Table::new();
     let mut path_digests = BTreeMap::new();
     for (name, value) in &decl.params.values {
-        let ty = decl.stage.params().iter().find(|s| s.name == name).map(|s| s.ty);
+        let spec = decl.stage.params().iter().find(|s| s.name == name);
+        if decl.stage.unkeyed_defaults().contains(&name.as_str()) && spec.and_then(|s| s.default_value()).as_ref() == Some(value) {
+            continue;
+        }
+        let ty = spec.map(|s| s.ty);
         let keyed = match value.as_str() {
             Some(p) if ty == Some(ParamType::OptionalPath) && !std::path::Path::new(p).exists() => {
                 path_digests.insert(name.clone(), "absent".to_owned());

@@ -245,6 +245,12 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> &'static str;
     fn params(&self) -> &'static [ParamSpec];
     fn inputs(&self) -> &'static [InputSpec];
+    /// Parameters added after the kind's outputs existed: each is left out of the cache key
+    /// while it holds its declared default, so adding an option (off by default) keeps every
+    /// cached output of the kind, and only a run that sets it trains anew.
+    fn unkeyed_defaults(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Checks across parameters that types alone cannot express; returns a message naming
     /// the offending key.
     fn validate(&self, _params: &Params) -> Result<(), String> {

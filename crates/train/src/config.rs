@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use latte_diffusion::LossWeighting;
+
 use crate::TrainError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +54,15 @@ pub struct TrainConfig {
     pub loader_threads: usize,
     /// Latent scale factor applied after sampling the posterior (SD's VAE: 0.18215).
     pub scale_factor: f64,
+    /// γ of min-SNR loss weighting ([`LossWeighting::MinSnr`]); 0 weighs every timestep
+    /// alike, as the reference. Left out of checkpoints while 0, so their bytes are what they
+    /// were before the option existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_snr_gamma: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for TrainConfig {
@@ -78,11 +89,20 @@ impl Default for TrainConfig {
             prefetch: 2,
             loader_threads: 1,
             scale_factor: 0.18215,
+            min_snr_gamma: 0.0,
         }
     }
 }
 
 impl TrainConfig {
+    /// How the ε-MSE of each clip is weighted by its timestep.
+    pub fn loss_weighting(&self) -> LossWeighting {
+        match self.min_snr_gamma {
+            g if g > 0.0 => LossWeighting::MinSnr { gamma: g },
+            _ => LossWeighting::Uniform,
+        }
+    }
+
     /// Rejects values no run can use, naming the key.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |key: &'static str, reason: String| Err(TrainError::Config { key, reason });
@@ -114,6 +134,9 @@ impl TrainConfig {
         }
         if self.weight_decay < 0.0 {
             return bad("weight_decay", format!("must be >= 0, got {}", self.weight_decay));
+        }
+        if !(self.min_snr_gamma >= 0.0 && self.min_snr_gamma.is_finite()) {
+            return bad("min_snr_gamma", format!("must be a number >= 0 (0 = uniform weighting), got {}", self.min_snr_gamma));
         }
         if self.clip_from_step.is_some() && !(self.clip_max_norm > 0.0) {
             return bad("clip_max_norm", format!("must be positive when clipping, got {}", self.clip_max_norm));

@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use latte_diffusion::GaussianDiffusion;
+use latte_diffusion::{GaussianDiffusion, LossWeighting};
 use latte_nn::adamw::AdamW;
 
 use crate::checkpoint::{self, list_checkpoints, read_state};
@@ -198,7 +198,8 @@ where
             let began = Instant::now();
             let lr = cfg.lr_at(step);
             let batches = (0..accum).map(|_| loader.next()).collect::<Result<Vec<_>, _>>()?;
-            let (mut micro, mut grads) = share_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, world, &device)?;
+            let (mut micro, mut grads) =
+                share_gradients(&model, &mut forward, &diffusion, batches, cfg.image_frames, cfg.loss_weighting(), world, &device)?;
             if world > 1 {
                 grads = sum_over_ranks(&mut collective, &model, &grads, &mut micro, &device)?;
             }
@@ -432,27 +433,31 @@ pub struct MicroLosses {
 /// Each micro-batch's mean loss is divided by the number of micro-batches, so with equal
 /// micro-batch sizes the sum is the gradient of the mean loss over all the step's clips: A
 /// micro-batches of B clips give the update of one batch of A·B clips (up to float rounding).
-/// `image_frames` is K, the trailing frames of each clip that are independent images.
+/// `image_frames` is K, the trailing frames of each clip that are independent images;
+/// `weighting` weighs each clip's ε-MSE by its timestep.
 pub fn step_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     model: &M,
     forward: &mut F,
     diffusion: &GaussianDiffusion,
     micro_batches: Vec<Batch>,
     image_frames: usize,
+    weighting: LossWeighting,
     device: &Device,
 ) -> Result<(Vec<MicroLosses>, GradientsParams), TrainError> {
-    share_gradients(model, forward, diffusion, micro_batches, image_frames, 1, device)
+    share_gradients(model, forward, diffusion, micro_batches, image_frames, weighting, 1, device)
 }
 
 /// [`step_gradients`] on one rank's shares of the micro-batches: every loss is further divided
 /// by `world` (the ranks), so the sum over the ranks is the global mean's gradient. The losses
 /// returned are the shares' means.
+#[allow(clippy::too_many_arguments)]
 fn share_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     model: &M,
     forward: &mut F,
     diffusion: &GaussianDiffusion,
     micro_batches: Vec<Batch>,
     image_frames: usize,
+    weighting: LossWeighting,
     world: usize,
     device: &Device,
 ) -> Result<(Vec<MicroLosses>, GradientsParams), TrainError> {
@@ -460,7 +465,7 @@ fn share_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     let mut acc = GradientsAccumulator::<M>::new();
     let mut losses = Vec::with_capacity(micro_batches.len());
     for batch in micro_batches {
-        let (l, grads) = micro_step(model, forward, diffusion, batch, image_frames, divisor, device)?;
+        let (l, grads) = micro_step(model, forward, diffusion, batch, image_frames, weighting, divisor, device)?;
         losses.push(l);
         acc.accumulate(model, grads);
     }
@@ -469,12 +474,14 @@ fn share_gradients<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
 
 /// Forward and backward on one micro-batch; returns its mean loss terms and the gradients of
 /// its mean loss divided by `count` (the micro-batches of the step, times the ranks).
+#[allow(clippy::too_many_arguments)]
 fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     model: &M,
     forward: &mut F,
     diffusion: &GaussianDiffusion,
     batch: Batch,
     image_frames: usize,
+    weighting: LossWeighting,
     count: usize,
     device: &Device,
 ) -> Result<(MicroLosses, GradientsParams), TrainError> {
@@ -489,6 +496,10 @@ fn micro_step<M: Module, F: FnMut(&M, ModelInput) -> Tensor<5>>(
     let y = batch.y.as_deref().map(ints);
     let y_image = batch.y_image.as_deref().map(ints);
     let losses = diffusion.training_losses(|x_t| forward(model, ModelInput { x_t, t, y, y_image, image_frames }), x0, &batch.t, noise)?;
+    let losses = match diffusion.mse_weights(weighting, &batch.t) {
+        Some(w) => losses.with_mse_weights(&w),
+        None => losses,
+    };
     let loss = losses.loss.mean() / count as f64;
     let mse = f64::from(losses.mse.mean().into_scalar::<f32>());
     let vb = f64::from(losses.vb.mean().into_scalar::<f32>());

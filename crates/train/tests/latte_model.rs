@@ -169,9 +169,26 @@ fn latte_two_micro_batches_of_two_equal_one_batch_of_four() {
     let model = Latte::new(&model_config(), &dev, 7).unwrap();
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
-    let (_, g_big) = latte_train::step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, &dev).unwrap();
-    let (_, g_small) =
-        latte_train::step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, &dev).unwrap();
+    let (_, g_big) = latte_train::step_gradients(
+        &model,
+        &mut forward,
+        &diffusion,
+        vec![four_clips(0..4)],
+        1,
+        latte_diffusion::LossWeighting::Uniform,
+        &dev,
+    )
+    .unwrap();
+    let (_, g_small) = latte_train::step_gradients(
+        &model,
+        &mut forward,
+        &diffusion,
+        vec![four_clips(0..2), four_clips(2..4)],
+        1,
+        latte_diffusion::LossWeighting::Uniform,
+        &dev,
+    )
+    .unwrap();
     let (a, b) = (grads_of(&model, &g_big), grads_of(&model, &g_small));
     let scale = a.iter().map(|g| f64::from(g.abs())).fold(0.0, f64::max);
     let diff = a.iter().zip(&b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);

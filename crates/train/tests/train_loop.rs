@@ -291,8 +291,18 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     let model = Tiny::new(5, &dev);
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);
-    let (big, g_big) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, &dev).unwrap();
-    let (small, g_small) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, &dev).unwrap();
+    let (big, g_big) =
+        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, latte_diffusion::LossWeighting::Uniform, &dev).unwrap();
+    let (small, g_small) = step_gradients(
+        &model,
+        &mut forward,
+        &diffusion,
+        vec![four_clips(0..2), four_clips(2..4)],
+        1,
+        latte_diffusion::LossWeighting::Uniform,
+        &dev,
+    )
+    .unwrap();
     let (a, b) = (grads_of(&model, &g_big), grads_of(&model, &g_small));
     assert!(a.iter().any(|g| g.abs() > 1e-3), "the gradients are not trivial");
     let err = rel_err(&b, &a);
@@ -301,7 +311,8 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     let mean = (small[0].loss + small[1].loss) / 2.0;
     assert!((mean - big[0].loss).abs() < 1e-6 * big[0].loss.abs(), "loss {mean} vs {}", big[0].loss);
     // A single micro-batch of two is a different gradient: the comparison can tell.
-    let (_, g_half) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2)], 1, &dev).unwrap();
+    let (_, g_half) =
+        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2)], 1, latte_diffusion::LossWeighting::Uniform, &dev).unwrap();
     assert!(rel_err(&grads_of(&model, &g_half), &a) > 1e-2);
 
     let step = |g| AdamWConfig::new().with_weight_decay(0.01).init().step(1e-2, model.clone(), g);
@@ -309,4 +320,31 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     assert_ne!(bits(&wa), bits(&weights(&model)), "the step moved the weights");
     let err = rel_err(&wb, &wa);
     assert!(err < 1e-6, "updated weights differ: relative error {err:e}");
+}
+
+/// Min-SNR weighting: clips whose SNR is at most γ train exactly as under uniform weighting
+/// (weight 1, the same bits); a nearly noiseless clip's ε-MSE is scaled by γ/SNR while its
+/// VB term is kept, and the logged terms stay unweighted.
+#[test]
+fn min_snr_weighting_scales_only_the_low_noise_clips_mse() {
+    use latte_diffusion::LossWeighting;
+    use latte_train::step_gradients;
+    let dev = Device::flex().autodiff();
+    let model = Tiny::new(5, &dev);
+    let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
+    let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);
+    let min_snr = LossWeighting::MinSnr { gamma: 5.0 };
+    // t = 300, 650, 999: SNR 0.66 and below.
+    let (u, gu) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(1..4)], 1, LossWeighting::Uniform, &dev).unwrap();
+    let (m, gm) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(1..4)], 1, min_snr, &dev).unwrap();
+    assert_eq!(u, m);
+    assert_eq!(grads_of(&model, &gu), grads_of(&model, &gm));
+    // t = 0: SNR 9999, weight 5/9999.
+    let (u, gu) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..1)], 1, LossWeighting::Uniform, &dev).unwrap();
+    let (m, gm) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..1)], 1, min_snr, &dev).unwrap();
+    assert_eq!((u[0].mse, u[0].vb), (m[0].mse, m[0].vb));
+    let w = diffusion.mse_weights(min_snr, &[0]).unwrap()[0] as f64;
+    let want = w * m[0].mse + m[0].vb;
+    assert!((m[0].loss - want).abs() < 1e-6 * want.abs(), "loss {} vs w·mse + vb = {want}", m[0].loss);
+    assert!(rel_err(&grads_of(&model, &gm), &grads_of(&model, &gu)) > 1e-3, "the weighting changed the gradient");
 }
