@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
+use latte_diffusion::LossWeighting;
 use latte_model::{Latte, LatteConfig};
 use latte_train::{read_log, train, ChaCha8Rng, LatentClips, ModelInput, RunPaths, TrainConfig};
 use rand::{Rng, SeedableRng};
@@ -169,23 +170,15 @@ fn latte_two_micro_batches_of_two_equal_one_batch_of_four() {
     let model = Latte::new(&model_config(), &dev, 7).unwrap();
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Latte, inp: ModelInput| m.forward(inp.x_t, inp.t, inp.y, inp.image_frames);
-    let (_, g_big) = latte_train::step_gradients(
-        &model,
-        &mut forward,
-        &diffusion,
-        vec![four_clips(0..4)],
-        1,
-        latte_diffusion::LossWeighting::Uniform,
-        &dev,
-    )
-    .unwrap();
+    let (_, g_big) =
+        latte_train::step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, LossWeighting::Uniform, &dev).unwrap();
     let (_, g_small) = latte_train::step_gradients(
         &model,
         &mut forward,
         &diffusion,
         vec![four_clips(0..2), four_clips(2..4)],
         1,
-        latte_diffusion::LossWeighting::Uniform,
+        LossWeighting::Uniform,
         &dev,
     )
     .unwrap();

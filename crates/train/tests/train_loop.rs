@@ -9,6 +9,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{bits, clips, config, run, weights, Tiny, C, HW};
+use latte_diffusion::LossWeighting;
 use latte_train::{checkpoint::list_checkpoints, read_log, train, LatentClips, ModelInput, RunPaths, TrainConfig, TrainError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -291,18 +292,10 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     let model = Tiny::new(5, &dev);
     let diffusion = latte_diffusion::GaussianDiffusion::create("").unwrap();
     let mut forward = |m: &Tiny, inp: ModelInput| m.forward(inp);
-    let (big, g_big) =
-        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, latte_diffusion::LossWeighting::Uniform, &dev).unwrap();
-    let (small, g_small) = step_gradients(
-        &model,
-        &mut forward,
-        &diffusion,
-        vec![four_clips(0..2), four_clips(2..4)],
-        1,
-        latte_diffusion::LossWeighting::Uniform,
-        &dev,
-    )
-    .unwrap();
+    let (big, g_big) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..4)], 1, LossWeighting::Uniform, &dev).unwrap();
+    let (small, g_small) =
+        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2), four_clips(2..4)], 1, LossWeighting::Uniform, &dev)
+            .unwrap();
     let (a, b) = (grads_of(&model, &g_big), grads_of(&model, &g_small));
     assert!(a.iter().any(|g| g.abs() > 1e-3), "the gradients are not trivial");
     let err = rel_err(&b, &a);
@@ -311,8 +304,7 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
     let mean = (small[0].loss + small[1].loss) / 2.0;
     assert!((mean - big[0].loss).abs() < 1e-6 * big[0].loss.abs(), "loss {mean} vs {}", big[0].loss);
     // A single micro-batch of two is a different gradient: the comparison can tell.
-    let (_, g_half) =
-        step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2)], 1, latte_diffusion::LossWeighting::Uniform, &dev).unwrap();
+    let (_, g_half) = step_gradients(&model, &mut forward, &diffusion, vec![four_clips(0..2)], 1, LossWeighting::Uniform, &dev).unwrap();
     assert!(rel_err(&grads_of(&model, &g_half), &a) > 1e-2);
 
     let step = |g| AdamWConfig::new().with_weight_decay(0.01).init().step(1e-2, model.clone(), g);
@@ -327,7 +319,6 @@ fn two_micro_batches_of_two_give_the_step_of_one_batch_of_four() {
 /// VB term is kept, and the logged terms stay unweighted.
 #[test]
 fn min_snr_weighting_scales_only_the_low_noise_clips_mse() {
-    use latte_diffusion::LossWeighting;
     use latte_train::step_gradients;
     let dev = Device::flex().autodiff();
     let model = Tiny::new(5, &dev);
