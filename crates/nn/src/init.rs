@@ -77,9 +77,12 @@ impl Init {
 pub type FreshEdit = Arc<dyn Fn(&str, &mut [f32]) + Send + Sync>;
 
 enum Source {
-    PerPath { seed: u64 },
+    PerPath {
+        seed: u64,
+    },
     Sequential(RefCell<Box<ChaCha8Rng>>),
-    File(RefCell<TensorFile>),
+    /// The file, and one line per tensor that could not be read.
+    File(RefCell<TensorFile>, RefCell<Vec<String>>),
 }
 
 /// Makes the parameters of one module, each under its state-dict key, from one source.
@@ -87,7 +90,6 @@ pub struct ParamFactory {
     device: Device,
     source: Source,
     edit: Option<FreshEdit>,
-    problems: RefCell<Vec<String>>,
 }
 
 impl ParamFactory {
@@ -103,11 +105,11 @@ impl ParamFactory {
 
     /// Every parameter read from `file` by its key.
     pub fn from_file(file: TensorFile, device: &Device) -> Self {
-        Self::with_source(Source::File(RefCell::new(file)), device)
+        Self::with_source(Source::File(RefCell::new(file), RefCell::new(Vec::new())), device)
     }
 
     fn with_source(source: Source, device: &Device) -> Self {
-        ParamFactory { device: device.clone(), source, edit: None, problems: RefCell::new(Vec::new()) }
+        ParamFactory { device: device.clone(), source, edit: None }
     }
 
     /// Applies `edit` to every freshly drawn parameter (a file source ignores it).
@@ -176,8 +178,8 @@ impl ParamFactory {
                 }
                 values
             }
-            Source::File(file) => file.borrow_mut().take(path, &stored).unwrap_or_else(|problem| {
-                self.problems.borrow_mut().push(problem);
+            Source::File(file, problems) => file.borrow_mut().take(path, &stored).unwrap_or_else(|problem| {
+                problems.borrow_mut().push(problem);
                 vec![0.0; numel]
             }),
         };
@@ -193,11 +195,10 @@ impl ParamFactory {
     /// unreadable), and the file's keys no parameter asked for. Both are empty for a drawn
     /// module.
     pub fn finish(self) -> (Vec<String>, Vec<String>) {
-        let unused = match &self.source {
-            Source::File(file) => file.borrow().unused().cloned().collect(),
-            _ => Vec::new(),
-        };
-        (self.problems.into_inner(), unused)
+        match self.source {
+            Source::File(file, problems) => (problems.into_inner(), file.borrow().unused().cloned().collect()),
+            _ => (Vec::new(), Vec::new()),
+        }
     }
 }
 
