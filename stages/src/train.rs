@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use latte_engine::{InputSpec, Interrupted, ParamSpec, ParamType, Params, Stage, StageContext, StageError};
 use latte_fit::{FitError, FitOptions, PRECISIONS};
 use latte_model::{Conditioning, LatteConfig, PatchEmbedKind, TemporalPos};
-use latte_train::{RunPaths, StepLog, TrainConfig, TrainError};
+use latte_train::{LrDecay, RunPaths, StepLog, TrainConfig, TrainError};
 
 pub struct Train;
 
@@ -42,8 +42,14 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "steps", ty: ParamType::Int, default: Some("2000"), help: "optimizer steps" },
     ParamSpec { name: "batch_size", ty: ParamType::Int, default: Some("5"), help: "clips per micro-batch" },
     ParamSpec { name: "grad_accum", ty: ParamType::Int, default: Some("1"), help: "micro-batches per optimizer step" },
-    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("1e-4"), help: "AdamW learning rate (constant)" },
+    ParamSpec { name: "lr", ty: ParamType::Float, default: Some("1e-4"), help: "AdamW learning rate (peak, with `lr_decay`)" },
     ParamSpec { name: "warmup_steps", ty: ParamType::Int, default: Some("0"), help: "linear learning-rate warm-up steps" },
+    ParamSpec {
+        name: "lr_decay",
+        ty: ParamType::Str,
+        default: Some("\"constant\""),
+        help: "after the warm-up: \"constant\" (the reference) or \"cosine\" [ours], half a cosine from lr to 0 at the last step",
+    },
     ParamSpec { name: "weight_decay", ty: ParamType::Float, default: Some("0.0"), help: "AdamW weight decay" },
     ParamSpec { name: "beta1", ty: ParamType::Float, default: Some("0.9"), help: "AdamW beta1" },
     ParamSpec { name: "beta2", ty: ParamType::Float, default: Some("0.999"), help: "AdamW beta2" },
@@ -102,7 +108,7 @@ impl Stage for Train {
 
     fn unkeyed_defaults(&self) -> &'static [&'static str] {
         // added after version 3's outputs were cached (the ablation grids' hours of training)
-        &["min_snr_gamma"]
+        &["min_snr_gamma", "lr_decay"]
     }
 
     fn inputs(&self) -> &'static [InputSpec] {
@@ -144,6 +150,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         image_frames: p.usize("image_frames").map_err(err)?,
         lr: p.float("lr").map_err(err)?,
         warmup_steps: p.u64("warmup_steps").map_err(err)?,
+        lr_decay: lr_decay(p)?,
         weight_decay: p.float("weight_decay").map_err(err)?,
         beta1: p.float("beta1").map_err(err)?,
         beta2: p.float("beta2").map_err(err)?,
@@ -159,6 +166,11 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         min_snr_gamma: p.float("min_snr_gamma").map_err(err)?,
         ..TrainConfig::default()
     })
+}
+
+fn lr_decay(p: &Params) -> anyhow::Result<LrDecay> {
+    let name = p.str("lr_decay").map_err(err)?;
+    LrDecay::parse(name).ok_or_else(|| anyhow!("parameter `lr_decay`: unknown schedule {name:?}; use \"constant\" or \"cosine\""))
 }
 
 /// The preset with the overrides applied (latent size, frames and classes are set later).
@@ -776,5 +788,12 @@ mod tests {
         p.values.insert("conditioning".into(), "sideways".into());
         let e = Train.validate(&p).unwrap_err();
         assert!(e.contains("conditioning"), "{e}");
+
+        let mut p = params(&root, 1, Path::new(""));
+        p.values.insert("lr_decay".into(), "linear".into());
+        let e = Train.validate(&p).unwrap_err();
+        assert!(e.contains("lr_decay") && e.contains("cosine"), "{e}");
+        p.values.insert("lr_decay".into(), "cosine".into());
+        assert_eq!(train_config(&p).unwrap().lr_decay, LrDecay::Cosine);
     }
 }

@@ -172,7 +172,7 @@ mod tests {
         let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [2]), &dev);
         let losses = Losses { loss: t(vec![3.0, 5.0]), mse: t(vec![1.0, 2.0]), vb: t(vec![2.0, 3.0]) };
         let weighted = losses.with_mse_weights(&[0.5, 0.25]);
-        let vals = |x: Tensor<1>| x.into_data().to_vec::<f32>().unwrap();
+        let vals = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(vals(weighted.loss), vec![2.5, 3.5]);
         assert_eq!(vals(weighted.mse), vec![1.0, 2.0]);
         assert_eq!(vals(weighted.vb), vec![2.0, 3.0]);

@@ -26,6 +26,10 @@ pub struct TrainConfig {
     /// Linear warm-up from lr/warmup_steps to lr over this many steps (0 = constant, as the
     /// reference).
     pub warmup_steps: u64,
+    /// What the learning rate does after the warm-up. Left out of checkpoints while constant
+    /// (the reference's), so their bytes are what they were before the option existed.
+    #[serde(default, skip_serializing_if = "LrDecay::is_constant")]
+    pub lr_decay: LrDecay,
     pub weight_decay: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -61,6 +65,32 @@ pub struct TrainConfig {
     pub min_snr_gamma: f64,
 }
 
+/// The learning rate after the warm-up ([ours]; the reference keeps it constant).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    #[default]
+    Constant,
+    /// Half a cosine from `lr` at the end of the warm-up to 0 at `steps`. The rate depends on
+    /// `steps`, so a checkpoint of a longer cosine run is not a shorter run's final model.
+    Cosine,
+}
+
+impl LrDecay {
+    /// The pipeline parameter's spelling.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "constant" => Some(Self::Constant),
+            "cosine" => Some(Self::Cosine),
+            _ => None,
+        }
+    }
+
+    fn is_constant(&self) -> bool {
+        *self == Self::Constant
+    }
+}
+
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
@@ -75,6 +105,7 @@ impl Default for TrainConfig {
             image_frames: 0,
             lr: 1e-4,
             warmup_steps: 0,
+            lr_decay: LrDecay::Constant,
             weight_decay: 0.0,
             beta1: 0.9,
             beta2: 0.999,
@@ -150,13 +181,59 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The learning rate of the 0-based optimizer step `step`: constant, after an optional
-    /// linear warm-up.
+    /// The learning rate of the 0-based optimizer step `step`: an optional linear warm-up,
+    /// then [`LrDecay`].
     pub fn lr_at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
-            self.lr * (step + 1) as f64 / self.warmup_steps as f64
-        } else {
-            self.lr
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
+        match self.lr_decay {
+            LrDecay::Constant => self.lr,
+            LrDecay::Cosine => {
+                // Step `steps - 1` is the last one taken; it gets a small positive rate, and a
+                // run resumed past `steps` stays at 0 instead of climbing the cosine again.
+                let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_decay_runs_from_lr_after_warm_up_to_zero_at_the_last_step() {
+        let cfg = TrainConfig { steps: 110, warmup_steps: 10, lr: 1e-3, lr_decay: LrDecay::Cosine, ..TrainConfig::default() };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        assert!(close(cfg.lr_at(0), 1e-4) && close(cfg.lr_at(9), 1e-3), "warm-up");
+        assert_eq!(cfg.lr_at(10), 1e-3);
+        assert!(close(cfg.lr_at(60), 5e-4), "half way: {}", cfg.lr_at(60));
+        assert!(cfg.lr_at(109) > 0.0 && cfg.lr_at(109) < 1e-6, "{}", cfg.lr_at(109));
+        assert_eq!(cfg.lr_at(110), 0.0);
+        // A run resumed past its steps does not climb the cosine again.
+        assert_eq!(cfg.lr_at(500), 0.0);
+        let rates: Vec<f64> = (10..110).map(|s| cfg.lr_at(s)).collect();
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "the rate falls at every step");
+    }
+
+    #[test]
+    fn constant_decay_is_the_reference_rate_and_stays_out_of_the_serialised_config() {
+        let cfg = TrainConfig { steps: 100, warmup_steps: 4, lr: 2e-4, ..TrainConfig::default() };
+        assert_eq!(cfg.lr_at(3), 2e-4);
+        assert_eq!(cfg.lr_at(99), 2e-4);
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(!text.contains("lr_decay"), "{text}");
+        let back: TrainConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+
+        let cosine = TrainConfig { lr_decay: LrDecay::Cosine, ..cfg };
+        let text = serde_json::to_string(&cosine).unwrap();
+        assert!(text.contains("\"lr_decay\":\"cosine\""), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), cosine);
+        assert_eq!(LrDecay::parse("cosine"), Some(LrDecay::Cosine));
+        assert_eq!(LrDecay::parse("linear"), None);
     }
 }

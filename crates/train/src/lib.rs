@@ -28,7 +28,7 @@ mod plot;
 pub mod trained;
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{LrDecay, TrainConfig};
 pub use data::{loader_clips_per_second, Batch, ClipReader, LatentClips, ReadError, WindowDraw};
 pub use ema::update_ema;
 pub use error::TrainError;
