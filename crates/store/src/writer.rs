@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use zarrs::array::codec::ZstdCodec;
-use zarrs::array::{Array, ArrayBuilder, ArrayBytes, ArrayMetadataOptions};
+use zarrs::array::codec::{ShardingCodecOptions, SubchunkWriteOrder, ZstdCodec};
+use zarrs::array::{Array, ArrayBuilder, ArrayBytes, ArrayMetadataOptions, CodecSpecificOptions};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
@@ -191,6 +191,11 @@ impl RaggedWriter {
 
         let mut builder = ArrayBuilder::new(shape, shard, T::zarr_data_type(), T::zarr_fill());
         builder.subchunk_shape(inner).dimension_names(Some(names));
+        // zarrs places a shard's encoded frames in the order its threads finish them unless
+        // told otherwise, so the same values would give other bytes from run to run.
+        builder.codec_specific_options(
+            CodecSpecificOptions::default().with_option(ShardingCodecOptions::default().with_subchunk_write_order(SubchunkWriteOrder::C)),
+        );
         if let Some(level) = spec.zstd_level {
             builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(level, false))]);
         }
