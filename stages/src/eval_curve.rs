@@ -108,7 +108,8 @@ impl Stage for EvalCurve {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        // 2: metrics version 4 (Fréchet distances that do not depend on the thread budget)
+        "2"
     }
 
     fn params(&self) -> &'static [ParamSpec] {

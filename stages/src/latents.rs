@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use latte_engine::{Cancel, InputSpec, Interrupted, ParamSpec, ParamType, Params, Progress, Stage, StageContext, StageError};
+use latte_nn::threads::{map_on_workers, workers};
 use latte_store::{f16, ArraySpec, FrameElement, GroupInfo, LatentsAttrs, RaggedWriter, RgbVideos};
 use latte_vae::burn::tensor::Device;
 use latte_vae::train::{frames_to_tensor, FrameBatch};
@@ -169,23 +170,46 @@ fn encode_as<T: FrameElement>(
         meta.total_frames(),
         vae_dir.display()
     ));
+    // The batches in store order, as (video, first frame, frames); a video without frames is
+    // one empty batch, so that it still ends in the store.
+    let mut batches = Vec::new();
     for v in 0..meta.num_videos() {
         let range = meta.range(v).context("video range")?;
         let mut start = range.start;
-        while start < range.end {
-            if cancel.is_cancelled() {
-                return Err(Interrupted.into());
-            }
+        loop {
             let n = (range.end - start).min(batch_size as u64);
-            let pixels = frames.read_range(start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v]))?;
-            let batch = FrameBatch { pixels: &pixels, count: n as usize, height, width };
-            let (mean, logvar) = encode(&vae, batch, &device)?;
-            writer.append::<T>("mean", &mean.into_iter().map(convert).collect::<Vec<T>>())?;
-            writer.append::<T>("logvar", &logvar.into_iter().map(convert).collect::<Vec<T>>())?;
-            progress.inc(n);
+            batches.push((v, start, n));
             start += n;
+            if start >= range.end {
+                break;
+            }
         }
-        writer.end_video(&meta.ids[v], meta.labels[v])?;
+    }
+    // Batches are encoded as many at a time as the stage has threads, one thread each
+    // (`map_on_workers`: the same latents, bit for bit), and written in order.
+    for round in batches.chunks(workers()) {
+        if cancel.is_cancelled() {
+            return Err(Interrupted.into());
+        }
+        let pixels = round
+            .iter()
+            .map(|&(v, start, n)| frames.read_range(start, n).with_context(|| format!("reading frames of video `{}`", meta.ids[v])))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let encoded = map_on_workers(&pixels, |pixels| match pixels.len() {
+            0 => Ok((Vec::new(), Vec::new())),
+            len => encode(&vae, FrameBatch { pixels, count: len / (height * width * 3), height, width }, &device),
+        });
+        for (&(v, start, n), latents) in round.iter().zip(encoded) {
+            let (mean, logvar) = latents?;
+            if n > 0 {
+                writer.append::<T>("mean", &mean.into_iter().map(convert).collect::<Vec<T>>())?;
+                writer.append::<T>("logvar", &logvar.into_iter().map(convert).collect::<Vec<T>>())?;
+                progress.inc(n);
+            }
+            if start + n >= meta.range(v).context("video range")?.end {
+                writer.end_video(&meta.ids[v], meta.labels[v])?;
+            }
+        }
     }
 
     let mut extra = meta.extra.clone();
@@ -293,6 +317,25 @@ pub(crate) mod tests {
             assert!(diff(&got_logvar, &want_logvar) < 1e-5, "orientation {slot}: logvar differs");
         }
         assert_ne!(mean.read_range(&[0], 0, 1).unwrap(), mean.read_range(&[1], 0, 1).unwrap(), "orientations must differ");
+
+        // Batches of 3 (some across a video's end) encoded one at a time on one thread, or three
+        // at a time on one thread each: the same bits, and the videos end where they did.
+        let encode_on = |threads: usize, name: &str| {
+            let out = dir.join(name);
+            latte_nn::threads::on_threads(Some(threads), || {
+                encode_store(&frames, &vae_dir, &out, StoreDtype::F32, 3, &Device::flex(), &NoProgress, &Cancel::new())
+            })
+            .unwrap();
+            let store = RaggedReader::open(&out).unwrap();
+            let values: Vec<Vec<f32>> = ["mean", "logvar"]
+                .iter()
+                .flat_map(|a| [0u64, 1].map(|slot| store.array::<f32>(a).unwrap().read_range(&[slot], 0, 12).unwrap()))
+                .collect();
+            (store.meta().offsets.clone(), store.meta().counts.clone(), values)
+        };
+        let (one, three) = (encode_on(1, "one.zarr"), encode_on(3, "three.zarr"));
+        assert_eq!(one, three, "encoding batches side by side changed the latents");
+        assert_eq!(one.1, meta.counts);
 
         // f16 storage holds the same values to half precision.
         let out16 = dir.join("latents16.zarr");

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use latte_nn::threads::{map_on_workers, workers};
 use serde::Serialize;
 
 use crate::frechet::{frechet_distance, Covariance, FeatureStats, Gaussian};
@@ -120,13 +121,34 @@ fn stats_of<T>(
     device: &Device,
     monitor: &dyn Monitor,
 ) -> Result<FeatureStats, MetricsError> {
+    let pixels = inputs.iter().map(read).collect::<Result<Vec<_>, _>>()?;
     let mut stats = FeatureStats::new(network.dim());
-    for input in inputs {
-        let pixels = read(input)?;
-        stats.push_f32(&network.embed(&pixels, frames, size.0, size.1, device)?)?;
-        monitor.advance()?;
+    for row in embed_all(network, &pixels, frames, size, device, monitor)? {
+        stats.push_f32(&row)?;
     }
     Ok(stats)
+}
+
+/// The feature row of each input, in order, two or more at a time on one thread each
+/// ([`map_on_workers`]: the networks' ops keep two threads only partly busy); the rows and so
+/// the statistics are those of one input at a time, bit for bit. Progress is reported, and a
+/// stop honoured, after each round of as many inputs as there are workers.
+fn embed_all(
+    network: &Network,
+    pixels: &[Vec<u8>],
+    frames: usize,
+    (h, w): (usize, usize),
+    device: &Device,
+    monitor: &dyn Monitor,
+) -> Result<Vec<Vec<f32>>, MetricsError> {
+    let mut rows = Vec::with_capacity(pixels.len());
+    for round in pixels.chunks(workers()) {
+        for row in map_on_workers(round, |p| network.embed(p, frames, h, w, device)) {
+            rows.push(row?);
+            monitor.advance()?;
+        }
+    }
+    Ok(rows)
 }
 
 /// FVD's choices beyond the network.

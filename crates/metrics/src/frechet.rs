@@ -6,8 +6,13 @@
 //! covariance is singular (N ≤ d): `Ca = U diag(l) Uᵀ`, `W = U diag(√max(l,0))`; `Ca Cb` is
 //! similar to the PSD matrix `Wᵀ Cb W`, so `tr sqrt(Ca Cb) = Σ √max(eig(Wᵀ Cb W), 0)`. When `Ca`
 //! is comfortably positive definite its Cholesky factor serves as `W` at half the cost.
+//!
+//! Every faer operation runs sequentially ([`sequential`]): faer's parallel kernels split
+//! their sums by the number of threads of the calling pool, so a metric computed with one
+//! thread and with two differed in its last digits, and a cached `metrics.json` would not be
+//! what a rerun with another thread budget writes.
 
-use faer::{Mat, Side};
+use faer::{Mat, Par, Side};
 
 use crate::MetricsError;
 
@@ -97,6 +102,7 @@ impl FeatureStats {
     }
 
     fn flush(&mut self) {
+        sequential();
         let k = self.pending.len() / self.dim.max(1);
         if k == 0 {
             return;
@@ -166,6 +172,7 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64, MetricsError>
 
 /// `tr sqrt(A B)` for symmetric positive semi-definite `A`, `B`.
 pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64, MetricsError> {
+    sequential();
     let d = a.nrows();
     let a = symmetrized(a);
     let b = symmetrized(b);
@@ -183,6 +190,13 @@ pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64, MetricsErro
     let m = w.transpose() * (&b * &w);
     let eig = symmetrized(&m).self_adjoint_eigenvalues(Side::Lower).map_err(|_| MetricsError::Eigen { d })?;
     Ok(eig.iter().map(|v| v.max(0.0).sqrt()).sum())
+}
+
+/// Makes faer's operators and decompositions, which take their parallelism from one global
+/// setting, run on the calling thread alone. faer is this crate's alone in the workspace, so
+/// the setting touches nothing else.
+fn sequential() {
+    faer::set_global_parallelism(Par::Seq);
 }
 
 /// The Cholesky factor `L` of `A = L Lᵀ`, about twice as cheap as the eigendecomposition;

@@ -21,7 +21,13 @@ impl EmaOps for Flex {
     fn ema_blend(ema: FlexTensor, theta: FlexTensor, keep: f32, take: f32) -> FlexTensor {
         let shape = ema.shape();
         let (e, t) = (f32_values(&ema), f32_values(&theta));
-        let out: Vec<f32> = e.par_iter().zip(t.par_iter()).with_min_len(1 << 14).map(|(&e, &t)| e * keep + t * take).collect();
+        let mut out = vec![0f32; e.len()];
+        // chunks with a plain inner loop, which LLVM vectorises (a rayon `collect` stays scalar)
+        out.par_chunks_mut(1 << 14).zip(e.par_chunks(1 << 14).zip(t.par_chunks(1 << 14))).for_each(|(o, (ec, tc))| {
+            for ((o, &e), &t) in o.iter_mut().zip(ec).zip(tc) {
+                *o = e * keep + t * take;
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 }

@@ -16,6 +16,7 @@
 //!   straight from the `qkv` projection, with a recomputing backward pass.
 //! - [`ema`]: the EMA weight update in one pass.
 //! - [`gradcheck`]: the finite-difference gradient check the tests of ops and models use.
+//! - [`threads`]: running work in a rayon pool of its own (CPU ranks, parallel workers).
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
 
@@ -33,6 +34,7 @@ pub mod init;
 pub mod layers;
 pub mod ops;
 pub mod tensor_file;
+pub mod threads;
 pub mod weights;
 
 pub use burn;
