@@ -74,6 +74,12 @@ const PARAMS: &[ParamSpec] = &[
         default: Some("\"f32\""),
         help: "\"f32\" (the reference, fp32/TF32) or \"bf16\" (bf16 compute, f32 weights, optimizer state and loss; Open-Sora's Latte recipe)",
     },
+    ParamSpec {
+        name: "ranks",
+        ty: ParamType::Int,
+        default: Some("1"),
+        help: "data-parallel ranks on the CPU: threads that each train on batch_size/ranks clips of every micro-batch with an equal share of the stage's threads, gradients summed each step; 2 on a 2-core machine trains the default's small model about 1.2× faster (the weights equal 1 rank's up to float rounding)",
+    },
     ParamSpec { name: "loader_threads", ty: ParamType::Int, default: Some("1"), help: "threads preparing batches ahead of the model (more for a GPU on large clips; changes no value)" },
     ParamSpec {
         name: "checkpointing",
@@ -108,7 +114,7 @@ impl Stage for Train {
 
     fn unkeyed_defaults(&self) -> &'static [&'static str] {
         // added after version 3's outputs were cached (the ablation grids' hours of training)
-        &["min_snr_gamma", "lr_decay"]
+        &["min_snr_gamma", "lr_decay", "ranks"]
     }
 
     fn inputs(&self) -> &'static [InputSpec] {
@@ -126,8 +132,18 @@ impl Stage for Train {
         if params.usize("frame_interval").map_err(s)? == 0 {
             return Err("parameter `frame_interval` must be at least 1".into());
         }
-        crate::device_spec(params)?;
+        let device = crate::device_spec(params)?;
         crate::precision(params, "precision", PRECISIONS)?;
+        let ranks = params.usize("ranks").map_err(s)?;
+        if ranks == 0 || !cfg.batch_size.is_multiple_of(ranks) {
+            return Err(format!("parameter `ranks` = {ranks} must be at least 1 and divide `batch_size` = {}", cfg.batch_size));
+        }
+        if ranks > 1 && device.kind != latte_nn::device::DeviceKind::Cpu {
+            return Err(format!(
+                "parameter `ranks` = {ranks} is for the CPU; with `device = \"{}\"` set `ranks = 1` (list several GPUs in `device` instead)",
+                params.str("device").map_err(s)?
+            ));
+        }
         Ok(())
     }
 
@@ -221,6 +237,7 @@ fn run(ctx: &StageContext<'_>) -> anyhow::Result<()> {
         device: p.str("device").map_err(err)?.to_owned(),
         precision: p.str("precision").map_err(err)?.to_owned(),
         checkpointing: p.bool("checkpointing").map_err(err)?,
+        ranks: p.usize("ranks").map_err(err)?,
         seed: p.u64("seed").map_err(err)?,
     };
     let store_dir = ctx.input("latents").map_err(err)?.join("latents.zarr");
@@ -390,6 +407,36 @@ mod tests {
         assert_eq!((config["precision"].as_str(), config["device"].as_str()), (Some("bf16"), Some("cpu")));
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("wgpu/config.json")).unwrap()).unwrap();
         assert_eq!(config["device"].as_str(), Some("wgpu"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Two CPU ranks (`ranks = 2`, one clip each of every batch of 2) train the one-rank model
+    /// up to float rounding, the same bits on every run, and `config.json` says so; a rank
+    /// count that cannot share the batch, or ranks on a GPU, is refused at load.
+    #[test]
+    fn two_cpu_ranks_train_the_one_rank_model() {
+        let root = tempfile_dir("ranks");
+        std::fs::create_dir_all(root.join("in")).unwrap();
+        write_latents(&root.join("in"));
+        let (one_loss, one_w) = train_with(&root, "one", "");
+        let (two_loss, two_w) = latte_nn::threads::on_threads(Some(2), || train_with(&root, "two", "ranks = 2\n"));
+        let (again_loss, again_w) = latte_nn::threads::on_threads(Some(2), || train_with(&root, "again", "ranks = 2\n"));
+        assert_eq!(two_loss, again_loss, "two ranks are not reproducible");
+        assert_eq!(two_w, again_w, "two ranks are not reproducible");
+        let (dl, dw) = (rel_diff(&one_loss, &two_loss), latte_nn::host::max_abs_diff(&one_w, &two_w));
+        println!("2 ranks vs 1: losses {dl:e} relative, weights {dw:e}");
+        assert!(dl <= 1e-5 && dw <= 1e-5, "2 ranks: losses {dl:e}, weights {dw:e}");
+        let config = |name: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(root.join(name).join("config.json")).unwrap()).unwrap()
+        };
+        assert_eq!(config("two")["ranks"].as_u64(), Some(2));
+        assert!(config("one").get("ranks").is_none(), "a one-rank output keeps its old config.json");
+
+        let refused = |extra: &str| try_params(&root, 3, Path::new(""), extra).unwrap_err();
+        let e = refused("ranks = 3\n");
+        assert!(e.contains("`ranks` = 3") && e.contains("`batch_size` = 2"), "{e}");
+        let e = refused("ranks = 2\ndevice = \"wgpu\"\n");
+        assert!(e.contains("`ranks` = 2 is for the CPU") && e.contains("wgpu"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use latte_model::burn::module::Module;
 use latte_model::burn::tensor::Device;
 use latte_model::{Latte, LatteConfig};
-use latte_nn::device::{autodiff_with, compute_dtype, DeviceSpec};
+use latte_nn::device::{autodiff_with, compute_dtype, DeviceKind, DeviceSpec};
 use latte_train::{Collective, DiffusionInfo, ModelInput, RunPaths, StepControl, StepLog, TrainConfig, TrainOutputConfig, Trained, World};
 use latte_video::WindowSpec;
 
@@ -45,6 +45,13 @@ pub struct FitOptions {
     pub precision: String,
     /// Gradient checkpointing (less memory, more compute, the same results).
     pub checkpointing: bool,
+    /// Data-parallel ranks on the CPU: threads of this process, each with an equal share of
+    /// the threads it runs on and of every micro-batch's clips, their gradients summed in
+    /// rank order each step. 1: one rank. A small model leaves a second core mostly idle
+    /// inside one rank (its ops are too small to split well), so on two cores two ranks train
+    /// faster; the weights equal one rank's up to float rounding, which makes them a
+    /// different result, so `ranks` is part of what a run is.
+    pub ranks: usize,
     /// The model's initialisation seed (the data draws use `train.data_seed`).
     pub seed: u64,
 }
@@ -82,7 +89,7 @@ pub fn fit<S: StepControl>(
     opts: &FitOptions,
     paths: &RunPaths,
     log: impl Fn(&str),
-    on_step: impl FnMut(&StepLog) -> S,
+    on_step: impl FnMut(&StepLog) -> S + Send,
 ) -> Result<Fitted, FitError> {
     let compute = match compute_dtype(&opts.precision) {
         Some(dtype) if PRECISIONS.contains(&opts.precision.as_str()) => dtype,
@@ -105,8 +112,25 @@ pub fn fit<S: StepControl>(
     model_cfg.validate().map_err(FitError::ModelConfig)?;
     let cfg = TrainConfig { scale_factor: data.info.scale_factor, ..opts.train.clone() };
 
-    let (devices, collectives) =
-        Collective::for_devices(&spec, &World::from_env()?, &log).map_err(|e| FitError::Options(format!("parameter `device`: {e}")))?;
+    let world = World::from_env()?;
+    let (devices, collectives) = match opts.ranks {
+        0 => return Err(FitError::Options("parameter `ranks` must be at least 1".into())),
+        1 => Collective::for_devices(&spec, &world, &log).map_err(|e| FitError::Options(format!("parameter `device`: {e}")))?,
+        n => {
+            if spec.kind != DeviceKind::Cpu || world.world_size > 1 {
+                return Err(FitError::Options(format!(
+                    "parameter `ranks` = {n} runs CPU ranks in one process; with `device = \"{}\"`{} set `ranks = 1` \
+                     (GPUs are ranks already: list them in `device`, e.g. \"cuda:0,1\")",
+                    opts.device,
+                    if world.world_size > 1 { format!(" under a {}-process launch", world.world_size) } else { String::new() }
+                )));
+            }
+            let device = spec.open().map_err(|e| FitError::Options(format!("parameter `device`: {e}")))?.remove(0);
+            (vec![device; n], Collective::threads(n))
+        }
+    };
+    // Each CPU rank gets its share of the threads this runs on (the stage's budget).
+    let rank_threads = (opts.ranks > 1).then(|| (rayon::current_num_threads() / opts.ranks).max(1));
     let build = |device: &Device| {
         Latte::new(&model_cfg, &autodiff_with(device, opts.checkpointing), opts.seed).map(|m| m.with_compute_dtype(compute))
     };
@@ -130,10 +154,22 @@ pub fn fit<S: StepControl>(
     let rank0 = collectives[0].rank() == 0;
     let model_meta = serde_json::to_value(&model_cfg).map_err(|e| FitError::Options(format!("model configuration: {e}")))?;
     let forward = |m: &Latte, inp: ModelInput| m.forward_joint_flat(inp.x_t, inp.t, inp.y, inp.y_image, inp.image_frames);
-    let trained =
-        latte_train::train_on_devices(model, build, &devices, collectives, || data.clips(), forward, &cfg, paths, &model_meta, on_step)?;
+    let trained = latte_train::train_on_devices(
+        model,
+        build,
+        &devices,
+        collectives,
+        || data.clips(),
+        forward,
+        &cfg,
+        paths,
+        &model_meta,
+        rank_threads,
+        on_step,
+    )?;
     let config = TrainOutputConfig {
         checkpointing: opts.checkpointing,
+        ranks: opts.ranks,
         device: spec.cache_kind().to_string(),
         diffusion: DiffusionInfo::latte(),
         latents: data.info.clone(),

@@ -55,6 +55,19 @@ pub struct TrainOutputConfig<M> {
     pub device: String,
     pub precision: String,
     pub checkpointing: bool,
+    /// Data-parallel CPU ranks of one process (threads; see `latte_fit::FitOptions::ranks`):
+    /// the weights depend on it by float rounding. Written only when more than one, so the
+    /// outputs of single-rank runs keep their bytes.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ranks: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl<M: Serialize + DeserializeOwned> TrainOutputConfig<M> {
@@ -72,6 +85,7 @@ impl<M: Serialize + DeserializeOwned> TrainOutputConfig<M> {
             device: "cpu".into(),
             precision: "f32".into(),
             checkpointing: false,
+            ranks: 1,
         }
     }
 
@@ -116,6 +130,7 @@ mod tests {
             resumed_from: Some(2),
             seed: 7,
             train: TrainConfig::default(),
+            ranks: 1,
         }
     }
 
@@ -132,6 +147,12 @@ mod tests {
         assert_eq!(keys, ["model", "train", "diffusion", "latents", "seed", "resumed_from", "device", "precision", "checkpointing"]);
         assert!(text.contains("\"diffusion\": {\n    \"steps\": 1000,\n    \"schedule\": \"linear\""), "{text}");
         assert_eq!(TrainOutputConfig::<serde_json::Value>::read(&dir).unwrap(), c);
+        // CPU ranks are written only when there are several (one-rank files keep their bytes).
+        let two = TrainOutputConfig { ranks: 2, ..c.clone() };
+        two.write(&dir).unwrap();
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(text.ends_with("\"checkpointing\": false,\n  \"ranks\": 2\n}"), "{text}");
+        assert_eq!(TrainOutputConfig::<serde_json::Value>::read(&dir).unwrap(), two);
         // A missing key and a bad scale factor name the file.
         std::fs::write(dir.join("config.json"), br#"{"model": {}}"#).unwrap();
         assert!(TrainOutputConfig::<serde_json::Value>::read(&dir).unwrap_err().to_string().contains("config.json"));

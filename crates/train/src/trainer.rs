@@ -14,6 +14,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_diffusion::{GaussianDiffusion, LossWeighting};
 use latte_nn::adamw::AdamW;
+use latte_nn::threads::on_threads;
 
 use crate::checkpoint::{self, list_checkpoints, read_state};
 use crate::data::{Batch, BatchSampler, Loader};
@@ -273,10 +274,12 @@ where
 }
 
 /// [`train_with`] on every device of this process: rank r of the group trains on
-/// `devices[r]` through `collectives[r]` (as [`Collective::for_devices`] gives them). The
-/// caller's thread is rank 0, training `model`; ranks 1.. run beside it on threads of their
-/// own, each on a fresh model from `build` and clips from `clips`. Only rank 0's `on_step` is
+/// `devices[r]` through `collectives[r]` (as [`Collective::for_devices`] gives them). Rank 0
+/// trains `model` (on the caller's thread when `rank_threads` is `None`); ranks 1.. run beside
+/// it on threads of their own, each on a fresh model from `build` and clips from `clips`. Only rank 0's `on_step` is
 /// called: the trainer makes the ranks stop at the same step, so rank 0 speaks for all.
+/// `rank_threads`: each rank, rank 0 included, runs in a rayon pool of that many threads of
+/// its own (CPU ranks sharing the cores); `None` leaves the ranks on the caller's pool.
 ///
 /// Rank 0's result is returned unless it succeeded while another rank failed: then that rank's
 /// error, as [`TrainError::Rank`]. When the group breaks up under rank 0, its own error says
@@ -292,7 +295,8 @@ pub fn train_on_devices<M, E, F, S>(
     cfg: &TrainConfig,
     paths: &RunPaths,
     model_meta: &serde_json::Value,
-    on_step: impl FnMut(&StepLog) -> S,
+    rank_threads: Option<usize>,
+    on_step: impl FnMut(&StepLog) -> S + Send,
 ) -> Result<Trained<M>, TrainError>
 where
     M: Module + 'static,
@@ -311,13 +315,16 @@ where
             .map(|(device, collective)| {
                 let (build, clips) = (&build, &clips);
                 scope.spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-                    let never = |_: &StepLog| ControlFlow::<()>::Continue(());
-                    train_with(build(device)?, forward, clips(), cfg, paths, model_meta, collective, never)?;
-                    Ok(())
+                    on_threads(rank_threads, move || {
+                        let never = |_: &StepLog| ControlFlow::<()>::Continue(());
+                        train_with(build(device)?, forward, clips(), cfg, paths, model_meta, collective, never)?;
+                        Ok(())
+                    })
                 })
             })
             .collect();
-        let lead = train_with(model, forward, clips(), cfg, paths, model_meta, lead, on_step);
+        let clips = clips();
+        let lead = on_threads(rank_threads, move || train_with(model, forward, clips, cfg, paths, model_meta, lead, on_step));
         for (rank, handle) in others.into_iter().enumerate() {
             match handle.join() {
                 Ok(Ok(())) => {}

@@ -214,9 +214,9 @@ fn data_parallel_stops_every_rank_when_one_is_interrupted() {
     assert!(d <= 1e-6, "interrupted on 2 ranks, resumed on 1: max |Δw| = {d:e}");
 }
 
-/// `train_on_devices` trains rank 0 on the calling thread and the other local ranks beside it:
-/// two CPU "devices" with thread collectives reach the bits of two thread ranks, with rank 0's
-/// `on_step` seeing every step.
+/// `train_on_devices` trains rank 0 and the other local ranks beside it, each in a one-thread
+/// pool of its own (CPU ranks): two CPU "devices" with thread collectives reach the bits of two
+/// thread ranks, with rank 0's `on_step` seeing every step on a thread of its pool.
 #[test]
 fn train_on_devices_runs_the_local_ranks_together() {
     let cfg = TrainConfig { batch_size: 4, ..config(3) };
@@ -228,13 +228,14 @@ fn train_on_devices_runs_the_local_ranks_together() {
     let model = build(&devices[0]).unwrap();
     let mut seen = Vec::new();
     let forward = |m: &Tiny, inp| m.forward(inp);
-    let on_step = |l: &StepLog| seen.push(l.step);
+    let on_step = |l: &StepLog| seen.push((l.step, rayon::current_num_threads()));
     let paths = RunPaths::in_dir(dir.path());
-    let trained = train_on_devices(model, build, &devices, Collective::threads(2), || clips(1), forward, &cfg, &paths, &meta(), on_step);
+    let trained =
+        train_on_devices(model, build, &devices, Collective::threads(2), || clips(1), forward, &cfg, &paths, &meta(), Some(1), on_step);
     let trained = trained.unwrap();
     assert_eq!(bits(&weights(&trained.model)), bits(&want[0].model));
     assert_eq!(bits(&weights(&trained.ema)), bits(&want[0].ema));
-    assert_eq!(seen, [1, 2, 3]);
+    assert_eq!(seen, [(1, 1), (2, 1), (3, 1)]);
 }
 
 /// A rank whose model cannot be built fails the call, named, even when rank 0 got through
@@ -248,7 +249,7 @@ fn train_on_devices_names_a_rank_that_failed() {
     let forward = |m: &Tiny, inp| m.forward(inp);
     let paths = RunPaths::in_dir(dir.path());
     let collectives = vec![Collective::Single, Collective::Single];
-    let e = train_on_devices(model, build, &devices, collectives, || clips(1), forward, &config(1), &paths, &meta(), |_| {}).err();
+    let e = train_on_devices(model, build, &devices, collectives, || clips(1), forward, &config(1), &paths, &meta(), None, |_| {}).err();
     match e.expect("rank 1 failed") {
         TrainError::Rank { rank: 1, source } => assert_eq!(source.to_string(), "device: no such device"),
         other => panic!("unexpected error {other}"),

@@ -10,7 +10,9 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use latte_nn::adamw::AdamW;
+use latte_nn::threads::on_threads;
 use latte_store::{RgbVideos, StoreError};
+use latte_train::parallel::{grads_from_host, grads_to_host, Collective};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -56,6 +58,12 @@ pub struct VaeTrainConfig {
     /// Start every residual branch at zero (see [`AutoencoderKL::init_for_training`]).
     pub zero_residual_init: bool,
     pub seed: u64,
+    /// Data-parallel ranks: threads that each train on `batch_size / ranks` crops of every
+    /// step with an equal share of the caller's threads, gradients summed in rank order
+    /// (`latte_train::parallel`). The small VAE's convolutions keep a second core only partly
+    /// busy, so two ranks on two cores train faster; the weights equal one rank's up to float
+    /// rounding. 1 is the plain loop.
+    pub ranks: usize,
 }
 
 impl VaeTrainConfig {
@@ -68,6 +76,9 @@ impl VaeTrainConfig {
         }
         if self.steps == 0 || self.batch_size == 0 {
             return Err("parameters `steps` and `batch_size` must be at least 1".into());
+        }
+        if self.ranks == 0 || !self.batch_size.is_multiple_of(self.ranks) {
+            return Err(format!("parameter `ranks` ({}) must be at least 1 and divide `batch_size` ({})", self.ranks, self.batch_size));
         }
         Ok(())
     }
@@ -87,6 +98,7 @@ impl Default for VaeTrainConfig {
             initial_logvar: -6.0,
             zero_residual_init: true,
             seed: 0,
+            ranks: 1,
         }
     }
 }
@@ -285,7 +297,7 @@ pub fn train(
     train: &[usize],
     heldout: &[usize],
     device: &Device,
-    on_step: &mut dyn FnMut(usize, f32),
+    on_step: &mut (dyn FnMut(usize, f32) + Send),
 ) -> Result<TrainOutcome, VaeError> {
     let f = vae_cfg.downsample_factor();
     let (h, w) = (frames.height, frames.width);
@@ -307,7 +319,63 @@ pub fn train(
     if cfg.steps == 0 || cfg.batch_size == 0 {
         return Err(VaeError::Train("steps and batch_size must be at least 1".into()));
     }
+    if cfg.ranks == 0 || !cfg.batch_size.is_multiple_of(cfg.ranks) {
+        return Err(VaeError::Train(format!("{} ranks cannot share batches of {} crops evenly", cfg.ranks, cfg.batch_size)));
+    }
 
+    let run = |collective: Collective, on_step: Option<&mut (dyn FnMut(usize, f32) + Send)>| {
+        train_rank(vae_cfg, cfg, frames, train, (ch, cw), device, collective, on_step)
+    };
+    let (model, losses) = if cfg.ranks == 1 {
+        run(Collective::Single, Some(on_step))?
+    } else {
+        let threads = Some((rayon::current_num_threads() / cfg.ranks).max(1));
+        let mut collectives = Collective::threads(cfg.ranks);
+        let lead = collectives.remove(0);
+        std::thread::scope(|scope| {
+            let others: Vec<_> = collectives.into_iter().map(|c| scope.spawn(move || on_threads(threads, || run(c, None)))).collect();
+            let lead = on_threads(threads, || run(lead, Some(on_step)));
+            for (r, handle) in others.into_iter().enumerate() {
+                match handle.join() {
+                    Ok(Err(e)) if lead.is_ok() => return Err(VaeError::Train(format!("rank {}: {e}", r + 1))),
+                    Ok(_) => {}
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            lead
+        })?
+    };
+
+    let model = model.valid();
+    let mut config = vae_cfg.clone();
+    let sample: Vec<usize> = spread(train, 64);
+    config.scaling_factor = 1.0 / latent_std(&model, frames, &sample, device).max(1e-6);
+    let heldout_psnr = (!heldout.is_empty()).then(|| mean_psnr(&model, frames, &spread(heldout, 64), device));
+    let train_psnr = mean_psnr(&model, frames, &sample, device);
+    Ok(TrainOutcome { model, config, heldout_psnr, train_psnr, losses })
+}
+
+/// The training loop on one rank of `collective`: every rank draws the whole batch's crops
+/// and noise from the seeded streams and trains on its contiguous share; its loss is its
+/// share's mean divided by the ranks, so the summed gradients are the whole batch's. One rank
+/// (`Collective::Single`) is the plain loop. Returns the trained weights (the same bits on
+/// every rank) and the whole batch's loss per step.
+#[allow(clippy::too_many_arguments)]
+fn train_rank(
+    vae_cfg: &VaeConfig,
+    cfg: &VaeTrainConfig,
+    frames: FrameBatch<'_>,
+    train: &[usize],
+    (ch, cw): (usize, usize),
+    device: &Device,
+    mut collective: Collective,
+    mut on_step: Option<&mut (dyn FnMut(usize, f32) + Send)>,
+) -> Result<(AutoencoderKL, Vec<f32>), VaeError> {
+    let f = vae_cfg.downsample_factor();
+    let (h, w) = (frames.height, frames.width);
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let share = cfg.batch_size / world;
+    let mine = rank * share..(rank + 1) * share;
     let ad = device.clone().autodiff();
     let mut model = AutoencoderKL::init_for_training(vae_cfg, cfg.seed, cfg.initial_logvar as f32, cfg.zero_residual_init, &ad)?;
     let mut optimizer = AdamW { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: cfg.weight_decay as f32 }.init();
@@ -315,9 +383,11 @@ pub fn train(
     // initialisation uses the seed itself.
     let mut data_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1));
     let mut noise_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(2));
-    let latent = [cfg.batch_size, vae_cfg.latent_channels, ch / f, cw / f];
+    let per_crop = vae_cfg.latent_channels * (ch / f) * (cw / f);
+    let latent = [share, vae_cfg.latent_channels, ch / f, cw / f];
     let pixels_per_sample = (3 * ch * cw) as f64;
     let mut losses = Vec::with_capacity(cfg.steps);
+    let collective_err = |e: latte_train::TrainError| VaeError::Train(format!("summing gradients over {world} ranks: {e}"));
 
     for step in 0..cfg.steps {
         let picks: Vec<_> = (0..cfg.batch_size)
@@ -328,8 +398,9 @@ pub fn train(
                 (i, top, left, data_rng.random_bool(0.5))
             })
             .collect();
-        let x = frames.tensor(&picks, (ch, cw), &ad); // N, 3, S, S
-        let noise: Vec<f32> = (0..latent.iter().product()).map(|_| noise_rng.sample(StandardNormal)).collect();
+        let x = frames.tensor(&picks[mine.clone()], (ch, cw), &ad); // N, 3, S, S
+        let mut noise: Vec<f32> = (0..cfg.batch_size * per_crop).map(|_| noise_rng.sample(StandardNormal)).collect();
+        let noise: Vec<f32> = noise.drain(mine.start * per_crop..mine.end * per_crop).collect();
         let noise = Tensor::<4>::from_data(TensorData::new(noise, latent), &ad); // N, Z, h, w
 
         let posterior = model.encode(x.clone());
@@ -340,25 +411,35 @@ pub fn train(
             ReconstructionLoss::Mse => diff.square().mean(),
         };
         let kl = posterior.kl().mean() / pixels_per_sample;
-        let loss = rec + kl * cfg.kl_weight;
-
-        let value = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(VaeError::Train(format!("loss became {value} at step {step}; lower the learning rate (lr = {})", cfg.lr)));
+        let mut loss = rec + kl * cfg.kl_weight;
+        if world > 1 {
+            loss = loss / world as f64;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+
+        let mut value = loss.clone().into_scalar::<f32>();
+        let non_finite =
+            |value: f32| VaeError::Train(format!("loss became {value} at step {step}; lower the learning rate (lr = {})", cfg.lr));
+        if world == 1 && !value.is_finite() {
+            return Err(non_finite(value));
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if world > 1 {
+            let mut flat = grads_to_host(&model, &grads);
+            flat.push(value);
+            collective.all_reduce_sum(&mut flat).map_err(collective_err)?;
+            value = flat.pop().unwrap_or(f32::NAN);
+            if !value.is_finite() {
+                return Err(non_finite(value));
+            }
+            grads = grads_from_host(&model, &flat, &grads, device).map_err(collective_err)?;
+        }
         model = optimizer.step(learning_rate(cfg, step), model, grads);
         losses.push(value);
-        on_step(step, value);
+        if let Some(on_step) = on_step.as_mut() {
+            on_step(step, value);
+        }
     }
-
-    let model = model.valid();
-    let mut config = vae_cfg.clone();
-    let sample: Vec<usize> = spread(train, 64);
-    config.scaling_factor = 1.0 / latent_std(&model, frames, &sample, device).max(1e-6);
-    let heldout_psnr = (!heldout.is_empty()).then(|| mean_psnr(&model, frames, &spread(heldout, 64), device));
-    let train_psnr = mean_psnr(&model, frames, &sample, device);
-    Ok(TrainOutcome { model, config, heldout_psnr, train_psnr, losses })
+    Ok((model, losses))
 }
 
 /// At most `n` of `indices`, spread evenly.

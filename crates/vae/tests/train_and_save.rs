@@ -46,6 +46,52 @@ fn same_seed_gives_the_same_bits() {
     assert_eq!(a_sd, b_sd, "same seed must give bit-identical weights");
 }
 
+/// Two ranks (two crops each of every batch of 4, on threads of their own) train the one-rank
+/// VAE up to float rounding, with the same bits on every run; a rank count that cannot share
+/// the batch is refused.
+#[test]
+fn two_ranks_train_the_one_rank_vae() {
+    let px = frames(12);
+    let batch = FrameBatch { pixels: &px, count: 12, height: 16, width: 16 };
+    let run = |ranks: usize| {
+        let mut seen = Vec::new();
+        let cfg = VaeTrainConfig { ranks, ..config(3) };
+        let out = train(&tiny(), &cfg, batch, &(0..10).collect::<Vec<_>>(), &[10, 11], &Device::flex(), &mut |_, l| seen.push(l))?;
+        let weights: Vec<f32> = state_dict(&out.model).into_values().flat_map(|(_, v)| v).collect();
+        Ok::<_, VaeError>((out.losses, weights, seen))
+    };
+    let (one_loss, one_w, _) = run(1).unwrap();
+    let (two_loss, two_w, two_seen) = run(2).unwrap();
+    let (again_loss, again_w, _) = run(2).unwrap();
+    assert_eq!(two_loss.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), again_loss.iter().map(|l| l.to_bits()).collect::<Vec<_>>());
+    assert_eq!(two_w, again_w, "two ranks must give the same bits on every run");
+    assert_eq!(two_seen, two_loss, "the callback sees the whole batch's loss");
+    let dl = one_loss.iter().zip(&two_loss).map(|(a, b)| (a - b).abs() / a.abs()).fold(0f32, f32::max);
+    let dw = latte_nn::host::max_abs_diff(&one_w, &two_w);
+    eprintln!("2 ranks vs 1: losses {dl:e} relative, weights {dw:e}");
+    assert!(dl <= 1e-5 && dw <= 1e-5, "2 ranks: losses {dl:e}, weights {dw:e}");
+    let err = run(3).unwrap_err();
+    assert!(err.to_string().contains("3 ranks cannot share batches of 4"), "{err}");
+}
+
+/// An unwind out of `on_step` (how the `vae_train` stage stops a cancelled run) leaves a
+/// two-rank run with its payload, and the other rank does not wait for it forever.
+#[test]
+fn a_stop_from_on_step_ends_both_ranks() {
+    let px = frames(12);
+    let batch = FrameBatch { pixels: &px, count: 12, height: 16, width: 16 };
+    let cfg = VaeTrainConfig { ranks: 2, ..config(5) };
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&tiny(), &cfg, batch, &(0..10).collect::<Vec<_>>(), &[], &Device::flex(), &mut |step, _| {
+            if step == 1 {
+                std::panic::resume_unwind(Box::new("stop"));
+            }
+        })
+    }));
+    let payload = stopped.err().expect("the run stopped");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"stop"));
+}
+
 #[test]
 fn training_reduces_the_loss_and_reports_psnr() {
     let px = frames(16);
