@@ -640,6 +640,44 @@ fn write_values(peer: &mut Peer, scratch: &mut Vec<u8>, values: &[f32]) -> Resul
     Ok(())
 }
 
+/// Runs the ranks of an in-process group side by side: rank 0 as `lead` on the calling thread,
+/// ranks 1.. as `other(rank, collective)` (a copy each) on threads of their own; with `threads`, every rank
+/// in a rayon pool of that many threads of its own (CPU ranks sharing the cores). Returns
+/// rank 0's result unless it succeeded while another rank failed: then `failed(rank, error)`
+/// of the first such rank. When the group breaks up under rank 0, its own error says more
+/// than the others' lost-peer errors. A rank's panic goes on unwinding here.
+pub fn run_ranks<R: Send, E: Send, O: Send>(
+    mut collectives: Vec<Collective>,
+    threads: Option<usize>,
+    lead: impl FnOnce(Collective) -> Result<R, E> + Send,
+    other: impl Fn(usize, Collective) -> Result<(), O> + Clone + Send,
+    failed: impl Fn(usize, O) -> E,
+) -> Result<R, E> {
+    if collectives.is_empty() {
+        collectives.push(Collective::Single);
+    }
+    let first = collectives.remove(0);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = collectives
+            .into_iter()
+            .enumerate()
+            .map(|(i, collective)| {
+                let other = other.clone();
+                scope.spawn(move || latte_nn::threads::on_threads(threads, move || other(i + 1, collective)))
+            })
+            .collect();
+        let result = latte_nn::threads::on_threads(threads, move || lead(first));
+        for (i, handle) in others.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Err(e)) if result.is_ok() => return Err(failed(i + 1, e)),
+                Ok(_) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        result
+    })
+}
+
 /// Every float parameter of a module in visiting order: what a flat gradient buffer holds.
 struct Layout {
     params: Vec<(ParamId, Shape)>,

@@ -14,14 +14,13 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use latte_diffusion::{GaussianDiffusion, LossWeighting};
 use latte_nn::adamw::AdamW;
-use latte_nn::threads::on_threads;
 
 use crate::checkpoint::{self, list_checkpoints, read_state};
 use crate::data::{Batch, BatchSampler, Loader};
 use crate::grad_norm::clip_global_norm;
 use crate::log::{read_log, LossLog, StepLog};
 use crate::parallel::{
-    all_gather_u64, all_reduce_grads_on_devices, fingerprint, grads_from_host, grads_to_host, presence_flags, Collective,
+    all_gather_u64, all_reduce_grads_on_devices, fingerprint, grads_from_host, grads_to_host, presence_flags, run_ranks, Collective,
 };
 use crate::{plot_loss, update_ema, LatentClips, TrainConfig, TrainError};
 
@@ -289,7 +288,7 @@ pub fn train_on_devices<M, E, F, S>(
     model: M,
     build: impl Fn(&Device) -> Result<M, E> + Sync,
     devices: &[Device],
-    mut collectives: Vec<Collective>,
+    collectives: Vec<Collective>,
     clips: impl Fn() -> LatentClips + Sync,
     forward: F,
     cfg: &TrainConfig,
@@ -307,34 +306,18 @@ where
     if collectives.len() != devices.len() || devices.is_empty() {
         return Err(TrainError::Device(format!("{} devices but {} collectives", devices.len(), collectives.len())));
     }
-    let lead = collectives.remove(0);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = devices[1..]
-            .iter()
-            .zip(collectives)
-            .map(|(device, collective)| {
-                let (build, clips) = (&build, &clips);
-                scope.spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-                    on_threads(rank_threads, move || {
-                        let never = |_: &StepLog| ControlFlow::<()>::Continue(());
-                        train_with(build(device)?, forward, clips(), cfg, paths, model_meta, collective, never)?;
-                        Ok(())
-                    })
-                })
-            })
-            .collect();
-        let clips = clips();
-        let lead = on_threads(rank_threads, move || train_with(model, forward, clips, cfg, paths, model_meta, lead, on_step));
-        for (rank, handle) in others.into_iter().enumerate() {
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) if lead.is_ok() => return Err(TrainError::Rank { rank: rank + 1, source }),
-                Ok(Err(_)) => {}
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        lead
-    })
+    let (build, clips, clips0) = (&build, &clips, clips());
+    run_ranks(
+        collectives,
+        rank_threads,
+        move |lead| train_with(model, forward, clips0, cfg, paths, model_meta, lead, on_step),
+        move |rank, collective| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let never = |_: &StepLog| ControlFlow::<()>::Continue(());
+            train_with(build(&devices[rank])?, forward, clips(), cfg, paths, model_meta, collective, never)?;
+            Ok(())
+        },
+        |rank, source| TrainError::Rank { rank, source },
+    )
 }
 
 /// Every rank must resume from the same step with the same weights, or their updates diverge

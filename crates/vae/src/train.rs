@@ -10,9 +10,8 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use latte_nn::adamw::AdamW;
-use latte_nn::threads::on_threads;
 use latte_store::{RgbVideos, StoreError};
-use latte_train::parallel::{grads_from_host, grads_to_host, Collective};
+use latte_train::parallel::{grads_from_host, grads_to_host, run_ranks, Collective};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -330,20 +329,13 @@ pub fn train(
         run(Collective::Single, Some(on_step))?
     } else {
         let threads = Some((rayon::current_num_threads() / cfg.ranks).max(1));
-        let mut collectives = Collective::threads(cfg.ranks);
-        let lead = collectives.remove(0);
-        std::thread::scope(|scope| {
-            let others: Vec<_> = collectives.into_iter().map(|c| scope.spawn(move || on_threads(threads, || run(c, None)))).collect();
-            let lead = on_threads(threads, || run(lead, Some(on_step)));
-            for (r, handle) in others.into_iter().enumerate() {
-                match handle.join() {
-                    Ok(Err(e)) if lead.is_ok() => return Err(VaeError::Train(format!("rank {}: {e}", r + 1))),
-                    Ok(_) => {}
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            lead
-        })?
+        run_ranks(
+            Collective::threads(cfg.ranks),
+            threads,
+            |lead| run(lead, Some(on_step)),
+            |_, c| run(c, None).map(drop),
+            |rank, e| VaeError::Train(format!("rank {rank}: {e}")),
+        )?
     };
 
     let model = model.valid();
