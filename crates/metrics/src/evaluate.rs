@@ -116,39 +116,24 @@ fn stats_of<T>(
     network: &Network,
     inputs: &[T],
     frames: usize,
-    size: (usize, usize),
+    (h, w): (usize, usize),
     read: &dyn Fn(&T) -> Result<Vec<u8>, MetricsError>,
     device: &Device,
     monitor: &dyn Monitor,
 ) -> Result<FeatureStats, MetricsError> {
-    let pixels = inputs.iter().map(read).collect::<Result<Vec<_>, _>>()?;
     let mut stats = FeatureStats::new(network.dim());
-    for row in embed_all(network, &pixels, frames, size, device, monitor)? {
-        stats.push_f32(&row)?;
-    }
-    Ok(stats)
-}
-
-/// The feature row of each input, in order, two or more at a time on one thread each
-/// ([`map_on_workers`]: the networks' ops keep two threads only partly busy); the rows and so
-/// the statistics are those of one input at a time, bit for bit. Progress is reported, and a
-/// stop honoured, after each round of as many inputs as there are workers.
-fn embed_all(
-    network: &Network,
-    pixels: &[Vec<u8>],
-    frames: usize,
-    (h, w): (usize, usize),
-    device: &Device,
-    monitor: &dyn Monitor,
-) -> Result<Vec<Vec<f32>>, MetricsError> {
-    let mut rows = Vec::with_capacity(pixels.len());
-    for round in pixels.chunks(workers()) {
-        for row in map_on_workers(round, |p| network.embed(p, frames, h, w, device)) {
-            rows.push(row?);
+    // Inputs are read and embedded a round at a time, as many as there are workers, each on one
+    // thread of its own ([`map_on_workers`]: the networks' ops keep two threads only partly
+    // busy): only a round's pixels are held, and the rows, hence the statistics, are those of
+    // one input at a time, bit for bit. Progress is reported, and a stop honoured, per input.
+    for round in inputs.chunks(workers()) {
+        let pixels = round.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+        for row in map_on_workers(&pixels, |p| network.embed(p, frames, h, w, device)) {
+            stats.push_f32(&row?)?;
             monitor.advance()?;
         }
     }
-    Ok(rows)
+    Ok(stats)
 }
 
 /// FVD's choices beyond the network.
