@@ -30,9 +30,10 @@
 use std::path::Path;
 
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::{conv3d, max_pool2d};
+use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::conv;
 
 use crate::i3d::pad_end;
 use crate::tensors::{take_f32, TensorMap};
@@ -166,7 +167,7 @@ impl C3d {
         let mut x = bgr * 128.0 + self.mean.clone();
         let options = ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
         for (i, (k, bias)) in self.convs.iter().enumerate() {
-            x = relu(conv3d(x, k.clone(), Some(bias.clone()), options.clone())); // [B, C, T', H', W']
+            x = relu(conv::conv3d(x, k.clone(), bias.clone(), options.clone())); // [B, C, T', H', W']
             match CONVS[i] {
                 "conv1a" => x = max_pool_cover_all(x, false), // [B, 64, T, S/2, S/2]
                 "conv2a" | "conv3b" | "conv4b" | "conv5b" => x = max_pool_cover_all(x, true),

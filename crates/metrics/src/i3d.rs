@@ -11,9 +11,10 @@
 use std::path::Path;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv3d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::conv;
 
 use crate::tensors::{take_f32, TensorMap};
 use crate::MetricsError;
@@ -89,7 +90,7 @@ impl Unit3d {
             x = pad_end(x, 2 + d, after - before);
         }
         let options = ConvOptions::new(s, padding.map(|p| p.0), [1, 1, 1], 1);
-        relu(conv3d(x, self.weight.clone(), Some(self.bias.clone()), options)) // [B, Cout, T', H', W']
+        relu(conv::conv3d(x, self.weight.clone(), self.bias.clone(), options)) // [B, Cout, T', H', W']
     }
 }
 

@@ -10,9 +10,10 @@
 use std::path::Path;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
+use latte_nn::conv;
 
 use crate::tensors::{take_f32, TensorMap};
 use crate::MetricsError;
@@ -134,7 +135,7 @@ struct ConvBn {
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
-        relu(conv2d(x, self.weight.clone(), Some(self.bias.clone()), options))
+        relu(conv::conv2d(x, self.weight.clone(), self.bias.clone(), options))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes for the hot paths of a DiT block:
-//! LayerNorm (no affine) + adaLN modulation, tanh GELU, and the softmax of attention.
+//! LayerNorm (no affine) + adaLN modulation, tanh GELU, and the softmax of attention; and the
+//! VAE's SiLU, with burn's bits.
 //!
 //! Composed from primitive tensor ops, each of these costs several passes over memory and, under
 //! autodiff, a graph node and a saved tensor per primitive. Here each is one burn backend
@@ -32,6 +33,8 @@ pub trait FusedOps: Backend {
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Softmax over the last axis.
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x·σ(x)`, with burn's bits.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The backward kernels the autodiff implementation calls on the inner backend.
@@ -47,6 +50,8 @@ pub trait FusedGrads: Backend {
     fn gelu_tanh_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
     /// From the forward's output y: `y·(dy − Σ dy·y)`.
     fn softmax_last_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `dy·σ(x) + (dy·x)·σ(x)·(1 − σ(x))`, with burn's bits.
+    fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,6 +244,19 @@ fn gelu_backward(o: &mut [f32], x: &[f32], dy: &[f32]) {
     gelu_backward_loop(o, x, dy)
 }
 
+/// burn-flex's sigmoid, operation for operation (libm's `expf`, the same branches), so that
+/// [`FusedOps::silu`] has the bits of burn's `silu` (`x · sigmoid(x)`, two ops and four
+/// passes over memory under autodiff, one here).
+#[inline(always)]
+fn sigmoid_like_flex(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
 impl FusedOps for Flex {
     fn ln_modulate(x: FlexTensor, shift: FlexTensor, scale: FlexTensor, eps: f64) -> FlexTensor {
         let shape = x.shape();
@@ -282,6 +300,19 @@ impl FusedOps for Flex {
                 }
                 let inv = 1.0 / sum8(o);
                 o.iter_mut().for_each(|v| *v *= inv);
+            })
+        });
+        flex(out, shape)
+    }
+
+    fn silu(x: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let mut out = vec![0f32; shape.num_elements()];
+        with_slice(&x, |xs| {
+            out.par_chunks_mut(ELEMENTWISE_CHUNK).zip(xs.par_chunks(ELEMENTWISE_CHUNK)).for_each(|(o, xc)| {
+                for (o, &v) in o.iter_mut().zip(xc) {
+                    *o = v * sigmoid_like_flex(v);
+                }
             })
         });
         flex(out, shape)
@@ -347,6 +378,25 @@ impl FusedGrads for Flex {
             })
         });
         flex(dx, shape)
+    }
+
+    fn silu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let dys = contiguous_f32(&dy);
+        let mut out = vec![0f32; shape.num_elements()];
+        with_slice(&x, |xs| {
+            out.par_chunks_mut(ELEMENTWISE_CHUNK).zip(xs.par_chunks(ELEMENTWISE_CHUNK).zip(dys.par_chunks(ELEMENTWISE_CHUNK))).for_each(
+                |(o, (xc, gc))| {
+                    for ((o, &v), &g) in o.iter_mut().zip(xc).zip(gc) {
+                        // burn's graph: the product's gradient to x (dy·s), the sigmoid's
+                        // (burn's `g·s·(1 − s)` of g = dy·x), summed (the sum commutes)
+                        let s = sigmoid_like_flex(v);
+                        *o = g * s + (g * v) * s * (1.0 - s);
+                    }
+                },
+            )
+        });
+        flex(out, shape)
     }
 }
 
@@ -444,6 +494,29 @@ impl<B: Backend + FusedOps + FusedGrads, C: CheckpointStrategy> FusedOps for Aut
             OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(xp)),
         }
     }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Silu;
+
+        impl<B: Backend + FusedGrads> Backward<B, 1> for Silu {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |dy| B::silu_backward(x, dy));
+            }
+        }
+
+        let (xp, xg) = x.into_parts();
+        match Silu.prepare::<C>([xg]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::silu(xp.clone());
+                prep.finish(xp, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::silu(xp)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,6 +543,11 @@ pub fn ln_modulate<const D: usize>(x: &Tensor<D>, shift: &Tensor<D>, scale: &Ten
 /// Fused tanh GELU; None when the fused kernel does not apply.
 pub fn gelu_tanh<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     supported(x).then(|| Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_tanh(x.clone().into_dispatch())))
+}
+
+/// Fused SiLU with burn's bits; None when the fused kernel does not apply.
+pub fn silu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    supported(x).then(|| Tensor::from_dispatch(<Dispatch as FusedOps>::silu(x.clone().into_dispatch())))
 }
 
 /// Fused softmax over the last axis; None when the fused kernel does not apply.

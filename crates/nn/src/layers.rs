@@ -7,7 +7,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 
@@ -49,7 +48,7 @@ impl Conv2d {
         let [top, bottom, left, right] = self.padding;
         let s = self.stride;
         let options = ConvOptions::new_with_padding([s, s], [(top, bottom), (left, right)], [1, 1], 1);
-        conv2d(x, self.weight.val(), Some(self.bias.val()), options)
+        crate::conv::conv2d(x, self.weight.val(), self.bias.val(), options)
     }
 }
 

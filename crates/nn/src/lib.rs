@@ -19,9 +19,11 @@
 //! - [`threads`]: running work in a rayon pool of its own (CPU ranks, parallel workers).
 //! - [`fused`]: the fused flex kernels with hand-written backward passes (a burn backend
 //!   extension with an `Autodiff` implementation).
+//! - [`conv`]: 2-D and 3-D convolutions on flex with burn's bits and less data movement.
 
 pub mod adamw;
 pub mod attention;
+pub mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;

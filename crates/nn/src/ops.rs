@@ -115,6 +115,11 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     fused::gelu_tanh(&x).unwrap_or_else(|| gelu_approximate(x))
 }
 
+/// SiLU, `x · sigmoid(x)`, with the bits of burn's `silu` either way.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    fused::silu(&x).unwrap_or_else(|| burn::tensor::activation::silu(x))
+}
+
 /// Scaled dot-product attention `softmax(q kᵀ · E^-½) v` on `(S, H, L, E)` tensors
 /// (S sequences, H heads, L tokens, E head dim); `Lk` may differ from `Lq`. With f16 / bf16
 /// inputs the composed form (autodiff) runs the two products in that dtype and the scaled

@@ -10,12 +10,13 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use latte_nn::init::ParamFactory;
 use latte_nn::layers::{torch_linear, Conv2d, GroupNorm};
 use latte_nn::ops::linear;
+use latte_nn::ops::silu;
 
 use crate::config::VaeConfig;
 use crate::posterior::DiagonalGaussian;
