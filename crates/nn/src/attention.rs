@@ -11,7 +11,7 @@
 //! Legend: B batch, T frames, N tokens per frame, D hidden (H heads × E head dim), S sequences,
 //! L sequence length (N for spatial sequences, T for temporal ones).
 
-use crate::fused::{exp, f32_values, sum8};
+use crate::fused::{exp, f32_values, flex, sum8};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,7 +19,7 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
-use burn::tensor::{Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 /// Which token sequences attend: the N tokens of each frame, or the T frames of each location.
@@ -99,14 +99,14 @@ impl Geometry {
 
 /// A pointer shared by the parallel tasks, each of which writes a disjoint set of elements.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 // SAFETY: every use below writes element sets that no other task reads or writes.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     // a method, so that closures capture the whole (Sync) wrapper, not its raw-pointer field
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
@@ -148,10 +148,6 @@ unsafe fn matmul(
         false,
         gemm::Parallelism::None,
     );
-}
-
-fn flex(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
 /// The scores `q kᵀ / √E` of one (sequence, head) into `p` (L×L).

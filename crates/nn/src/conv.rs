@@ -33,10 +33,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{Shape, Slice, Tensor, TensorData};
+use burn::tensor::{Shape, Slice, Tensor};
 use rayon::prelude::*;
 
-use crate::fused::{f32_values, supported};
+use crate::attention::SharedMut;
+use crate::fused::{f32_values, flex, supported};
 
 /// The convolutions, dispatched by burn to the backend of their input.
 #[backend_extension(Flex, Autodiff)]
@@ -92,24 +93,6 @@ fn takes_im2col(x: &[usize], w: &[usize], o: &ConvOptions<3>) -> bool {
         && w[4] <= 8
         && calculate_conv_output_size(w[4], o.stride[2], 0, 1, x[4]) <= 800;
     !(one_by_one || depthwise || small_channel || direct) && o.groups == 1 && o.dilation == [1, 1, 1] && !o.is_asymmetric()
-}
-
-/// A raw output pointer shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes elements no other task touches (asserted by construction below).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// `len` elements from `at`.
-    ///
-    /// # Safety
-    /// They lie inside the buffer and no other task touches them while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn run(&self, at: usize, len: usize) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(at), len)
-    }
 }
 
 /// `a (m×k) · bᵀ` for b (n×k), both row-major, into a new m×n buffer: burn-flex's `gemm_f32`
@@ -191,7 +174,7 @@ fn im2col_conv3d(x: &[f32], xd: [usize; 5], w: &[f32], wd: [usize; 5], bias: Opt
     let x_last = channels_last(x, c, din * hin * win);
 
     let mut out = vec![0f32; n * cout * spatial];
-    let dst = SharedOut(out.as_mut_ptr());
+    let dst = SharedMut(out.as_mut_ptr());
     let tiles = spatial.div_ceil(TILE);
     (0..n).into_par_iter().for_each(|b| {
         (0..tiles).into_par_iter().for_each(|tile| {
@@ -231,7 +214,7 @@ fn im2col_conv3d(x: &[f32], xd: [usize; 5], w: &[f32], wd: [usize; 5], bias: Opt
             for co in 0..cout {
                 let at = (b * cout + co) * spatial + p0;
                 // SAFETY: (b, co, p0..p1) is this task's own stretch of `out`.
-                let row = unsafe { dst.run(at, size) };
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at), size) };
                 row.copy_from_slice(&product[co * size..(co + 1) * size]);
             }
         })
@@ -247,10 +230,6 @@ fn im2col_conv3d(x: &[f32], xd: [usize; 5], w: &[f32], wd: [usize; 5], bias: Opt
 fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
     let s = t.shape();
     std::array::from_fn(|i| s[i])
-}
-
-fn flex(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
 fn is_f32(t: &FlexTensor) -> bool {

@@ -82,8 +82,9 @@ fn with_slice<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     }
 }
 
-fn flex(v: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
+/// An f32 flex tensor of `shape` from its row-major values.
+pub(crate) fn flex(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
 /// For each row of a tensor of `shape`, the row of a broadcast parameter of `pshape`.
@@ -450,26 +451,7 @@ impl<B: Backend + FusedOps + FusedGrads, C: CheckpointStrategy> FusedOps for Aut
     }
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluTanh;
-
-        impl<B: Backend + FusedGrads> Backward<B, 1> for GeluTanh {
-            type State = FloatTensor<B>;
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |dy| B::gelu_tanh_backward(x, dy));
-            }
-        }
-
-        let (xp, xg) = x.into_parts();
-        match GeluTanh.prepare::<C>([xg]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let out = B::gelu_tanh(xp.clone());
-                prep.finish(xp, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(xp)),
-        }
+        elementwise::<B, C>(x, B::gelu_tanh, B::gelu_tanh_backward)
     }
 
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -496,26 +478,43 @@ impl<B: Backend + FusedOps + FusedGrads, C: CheckpointStrategy> FusedOps for Aut
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Silu;
+        elementwise::<B, C>(x, B::silu, B::silu_backward)
+    }
+}
 
-        impl<B: Backend + FusedGrads> Backward<B, 1> for Silu {
-            type State = FloatTensor<B>;
+/// The autodiff node of an element-wise op whose backward pass needs only the op's input.
+struct Elementwise<B: Backend> {
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |dy| B::silu_backward(x, dy));
-            }
+impl<B: Backend> std::fmt::Debug for Elementwise<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Elementwise")
+    }
+}
+
+impl<B: Backend> Backward<B, 1> for Elementwise<B> {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| (self.backward)(x, dy));
+    }
+}
+
+/// `forward(x)` as one graph node that keeps x and differentiates with `backward(x, dy)`.
+fn elementwise<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let (xp, xg) = x.into_parts();
+    match (Elementwise { backward }).prepare::<C>([xg]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let out = forward(xp.clone());
+            prep.finish(xp, out)
         }
-
-        let (xp, xg) = x.into_parts();
-        match Silu.prepare::<C>([xg]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let out = B::silu(xp.clone());
-                prep.finish(xp, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::silu(xp)),
-        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(xp)),
     }
 }
 
